@@ -1,0 +1,140 @@
+// Error classes with stable codes, and the one mapping from an error to an OCI error response.
+// Everything below the HTTP edge throws these; only src/http/respond.ts turns them into JSON.
+
+/** OCI distribution error codes Cove answers with, and the HTTP status of each. */
+export const OCI_ERROR_STATUS = {
+  BLOB_UNKNOWN: 404,
+  MANIFEST_UNKNOWN: 404,
+  NAME_UNKNOWN: 404,
+  NAME_INVALID: 400,
+  TAG_INVALID: 400,
+  DIGEST_INVALID: 400,
+  MANIFEST_INVALID: 400,
+  RANGE_INVALID: 416,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  TOOMANYREQUESTS: 429,
+  UPSTREAM_UNAVAILABLE: 503,
+  UNKNOWN: 500,
+} as const;
+
+export type OciErrorCode = keyof typeof OCI_ERROR_STATUS;
+
+/** Base class: every failure Cove names has a stable `code` and may carry a `cause`. */
+export class CoveError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A failure the client is told about as OCI error JSON with this code. */
+export class OciError extends CoveError {
+  declare readonly code: OciErrorCode;
+  readonly status: number;
+  readonly detail: unknown;
+  /** Extra response headers, e.g. Retry-After on TOOMANYREQUESTS. */
+  readonly headers: Record<string, string>;
+  constructor(
+    code: OciErrorCode,
+    message: string,
+    options: { detail?: unknown; cause?: unknown; headers?: Record<string, string> } = {},
+  ) {
+    super(code, message, { cause: options.cause });
+    this.status = OCI_ERROR_STATUS[code];
+    this.detail = options.detail ?? null;
+    this.headers = options.headers ?? {};
+  }
+}
+
+/** The upstream could not be reached or did not answer in time (refused, DNS, timeout, TLS). */
+export class UpstreamUnavailableError extends CoveError {
+  readonly upstream: string;
+  constructor(upstream: string, message: string, options?: { cause?: unknown }) {
+    super('UPSTREAM_UNAVAILABLE', message, options);
+    this.upstream = upstream;
+  }
+}
+
+/** The upstream answered with a status Cove cannot use (5xx, 429, unexpected 4xx). */
+export class UpstreamStatusError extends CoveError {
+  readonly upstream: string;
+  readonly status: number;
+  readonly retryAfter: string | undefined;
+  constructor(upstream: string, status: number, message: string, retryAfter?: string) {
+    super('UPSTREAM_STATUS', message);
+    this.upstream = upstream;
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The upstream refused Cove's credentials, or the token flow failed. */
+export class UpstreamAuthError extends CoveError {
+  readonly upstream: string;
+  readonly status: number;
+  constructor(upstream: string, status: number, message: string, options?: { cause?: unknown }) {
+    super('UPSTREAM_AUTH', message, options);
+    this.upstream = upstream;
+    this.status = status;
+  }
+}
+
+/** Bytes received do not hash to the digest they were asked for, or their length is wrong. */
+export class DigestMismatchError extends CoveError {
+  constructor(message: string) {
+    super('DIGEST_MISMATCH', message);
+  }
+}
+
+/** A configuration key holds a value Cove cannot use; start-up stops with this message. */
+export class ConfigError extends CoveError {
+  constructor(message: string) {
+    super('CONFIG_INVALID', message);
+  }
+}
+
+/** What the HTTP edge sends for any thrown value: status, OCI body, extra headers. */
+export interface OciErrorResponse {
+  status: number;
+  body: { errors: Array<{ code: string; message: string; detail: unknown }> };
+  headers: Record<string, string>;
+}
+
+/**
+ * The one mapping from an error to an OCI error response. Internal failures never leak a stack
+ * or a cause chain to the client: they become UNKNOWN with a short message.
+ */
+export function toOciResponse(err: unknown): OciErrorResponse {
+  const one = (code: string, message: string, detail: unknown = null) => ({ errors: [{ code, message, detail }] });
+  if (err instanceof OciError) {
+    return { status: err.status, body: one(err.code, err.message, err.detail), headers: err.headers };
+  }
+  if (err instanceof UpstreamUnavailableError) {
+    return {
+      status: 503,
+      body: one('UPSTREAM_UNAVAILABLE', err.message, { upstream: err.upstream }),
+      headers: { 'retry-after': '10' },
+    };
+  }
+  if (err instanceof UpstreamStatusError) {
+    if (err.status === 429) {
+      return {
+        status: 429,
+        body: one('TOOMANYREQUESTS', err.message, { upstream: err.upstream }),
+        headers: { 'retry-after': err.retryAfter ?? '60' },
+      };
+    }
+    return { status: 502, body: one('UNKNOWN', err.message, { upstream: err.upstream, status: err.status }), headers: {} };
+  }
+  if (err instanceof UpstreamAuthError) {
+    return { status: 502, body: one('UNKNOWN', err.message, { upstream: err.upstream, status: err.status }), headers: {} };
+  }
+  if (err instanceof DigestMismatchError) {
+    return { status: 502, body: one('UNKNOWN', err.message), headers: {} };
+  }
+  return { status: 500, body: one('UNKNOWN', 'internal error; see the Cove log'), headers: {} };
+}

@@ -1,0 +1,62 @@
+// The seam every source of content implements: origin (Harbor) now; LAN peers and parent Coves
+// later. The resolver walks tiers in order; a tier answers null for "not here" and throws the
+// classes in src/errors.ts for "could not ask" (unreachable, bad status, auth).
+import type { Readable } from 'node:stream';
+
+/** Where a request goes upstream: a configured upstream by name and the repository path there. */
+export interface Target {
+  /** Name of the configured upstream, e.g. "origin". */
+  upstream: string;
+  /** Repository path at that upstream, route prefix applied, e.g. "dockerhub/library/nginx". */
+  repo: string;
+}
+
+/** What a manifest HEAD tells: enough to decide whether the cached copy is current. */
+export interface ManifestHead {
+  /** Digest of the manifest bytes (Docker-Content-Digest), e.g. "sha256:…". */
+  digest: string;
+  /** The Content-Type the tier sent, exactly. */
+  mediaType: string;
+  /** Length of the manifest in bytes. */
+  size: number;
+}
+
+/** A manifest's exact bytes as the tier sent them; `digest` is the sha256 of `bytes`. */
+export interface FetchedManifest extends ManifestHead {
+  bytes: Buffer;
+}
+
+/** An open blob body starting at `offset`; bytes are unverified until the fill checks them. */
+export interface BlobBody {
+  /** Total size of the blob when the tier told it (Content-Length or Content-Range total). */
+  size: number | null;
+  /** Offset of the first byte `body` yields (0 unless a Range was honoured). */
+  offset: number;
+  /** The byte stream; destroying it releases the upstream connection. */
+  body: Readable;
+}
+
+/** A response passed through to the client as is (tags/list, referrers). */
+export interface PassThroughResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+/** One source of content. Every method answers null when the tier does not have the thing. */
+export interface Tier {
+  /** Short name for logs and Cache-Status, e.g. "origin". */
+  readonly name: string;
+  /** HEAD a manifest by tag or digest with the given Accept list. */
+  headManifest(target: Target, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<ManifestHead | null>;
+  /** GET a manifest by tag or digest; checks Docker-Content-Digest against the bytes when sent. */
+  getManifest(target: Target, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<FetchedManifest | null>;
+  /** HEAD a blob; a null here is not proof of absence (Harbor proxy projects 404 uncached blobs). */
+  headBlob(target: Target, digest: string, signal?: AbortSignal): Promise<{ size: number } | null>;
+  /** Open a blob from byte `offset` (a Range request when offset > 0). */
+  openBlob(target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null>;
+  /** GET /v2/<repo>/tags/list with the client's n and last, passed through. */
+  listTags(target: Target, query: { n?: number; last?: string }, signal?: AbortSignal): Promise<PassThroughResponse>;
+  /** GET /v2/<repo>/referrers/<digest>, passed through. */
+  referrers(target: Target, digest: string, artifactType: string | undefined, signal?: AbortSignal): Promise<PassThroughResponse>;
+}
