@@ -1,0 +1,104 @@
+// GET/HEAD /v2/<name>/blobs/<digest>: hits from the store, misses from a shared fill, both with
+// Range support (206 + Content-Range, 416 for a range past the end).
+import type { Readable } from 'node:stream';
+import { OciError } from '../errors.js';
+import { contentRange, parseRange, unsatisfiedRange } from '../oci/range.js';
+import type { BlobResolver } from '../resolve/blobs.js';
+import type { BlobStore } from '../store/blobs.js';
+import type { Target } from '../tiers/tier.js';
+import { API_HEADERS, breakResponse, markCache, type Req, type RequestFacts, type Res } from './respond.js';
+
+export interface BlobHandlerDeps {
+  blobs: BlobResolver;
+  store: BlobStore;
+  onServed: (tier: string, bytes: number) => void;
+}
+
+export async function handleBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, digest: string): Promise<void> {
+  facts.digest = digest;
+  const headers = { ...API_HEADERS, 'content-type': 'application/octet-stream', 'docker-content-digest': digest, etag: `"${digest}"`, 'accept-ranges': 'bytes' };
+
+  if (req.method === 'HEAD') {
+    const { size, source } = await deps.blobs.size(target, digest);
+    markCache(res, facts, source === 'hit' ? 'hit' : source === 'fill' ? 'miss' : 'upstream');
+    facts.tier = source === 'hit' ? 'local' : 'origin';
+    res.writeHead(200, { ...headers, 'content-length': String(size) });
+    res.end();
+    return;
+  }
+
+  const found = await deps.blobs.lookup(target, digest);
+  let size: number;
+  let open: (start: number, endInclusive: number) => Readable;
+  if (found.kind === 'hit') {
+    markCache(res, facts, 'hit');
+    facts.tier = 'local';
+    size = found.size;
+    open = (start, end) => deps.store.createReadStream(digest, start, end);
+  } else {
+    const fill = found.fill;
+    markCache(res, facts, found.joined ? 'joined' : 'miss');
+    await fill.started;
+    facts.tier = fill.tier ?? 'origin';
+    if (fill.size === null) {
+      // The tier sent no length: nothing honest can be promised before the blob is whole.
+      await fill.done;
+    }
+    size = fill.size!;
+    open = (start, end) => fill.createReader(start, end + 1);
+  }
+
+  const range = parseRange(headerValue(req.headers.range), size);
+  if (range === 'unsatisfiable') {
+    throw new OciError('RANGE_INVALID', `range ${headerValue(req.headers.range)} is outside the blob (${size} bytes)`, {
+      headers: { 'content-range': unsatisfiedRange(size) },
+    });
+  }
+  const start = range ? range.start : 0;
+  const end = range ? range.end : size - 1;
+  const length = size === 0 ? 0 : end - start + 1;
+  res.writeHead(range ? 206 : 200, {
+    ...headers,
+    'content-length': String(length),
+    ...(range ? { 'content-range': contentRange(start, end, size) } : {}),
+  });
+  if (length === 0) {
+    res.end();
+    return;
+  }
+  await streamTo(open(start, end), res, facts, (n) => deps.onServed(facts.tier ?? 'local', n));
+}
+
+/**
+ * Pipes a body to the client. A source failure breaks the response; a client that goes away
+ * stops only its own reader (see CLIENT_DISCONNECT_POLICY in resolve/fill.ts).
+ */
+export function streamTo(source: Readable, res: Res, facts: RequestFacts, count: (n: number) => void): Promise<void> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const done = () => {
+      if (settled) return;
+      settled = true;
+      resolve();
+    };
+    source.on('data', (chunk: Buffer) => {
+      facts.bytes += chunk.length;
+      count(chunk.length);
+    });
+    source.on('error', (err) => {
+      facts.error = err.message;
+      breakResponse(res);
+      done();
+    });
+    res.on('close', () => {
+      source.destroy();
+      done();
+    });
+    res.on('finish', done);
+    source.pipe(res as NodeJS.WritableStream);
+  });
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

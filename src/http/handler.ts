@@ -1,0 +1,88 @@
+// The request entry point: route, dispatch to the endpoint's handler, answer errors as OCI JSON,
+// and write one access log line per request when the response ends.
+import type { Logger } from '../log.js';
+import type { Counters } from '../metrics.js';
+import type { BlobResolver } from '../resolve/blobs.js';
+import type { ManifestResolver } from '../resolve/manifests.js';
+import type { Resolver } from '../resolve/resolver.js';
+import type { RouteMap } from '../routes.js';
+import type { BlobStore } from '../store/blobs.js';
+import { handleBlob } from './blobs.js';
+import { handleManifest } from './manifests.js';
+import { handlePassThrough } from './passthrough.js';
+import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
+import { route } from './router.js';
+
+export interface HandlerDeps {
+  routes: RouteMap;
+  manifests: ManifestResolver;
+  blobs: BlobResolver;
+  store: BlobStore;
+  resolver: Resolver;
+  counters: Counters;
+  log: Logger;
+  /** What /healthz reports besides status. */
+  health: () => Record<string, unknown>;
+}
+
+/** Builds the request listener for the HTTP (or HTTP/2) server. */
+export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
+  const onServed = (tier: string, n: number) => deps.counters.add(deps.counters.bytesServed, tier, n);
+  return (req, res) => {
+    const started = process.hrtime.bigint();
+    const facts: RequestFacts = { bytes: 0 };
+    res.on('close', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      deps.counters.add(deps.counters.requests, facts.error ? 'error' : (facts.cache ?? 'other'));
+      deps.log.info(
+        {
+          method: req.method,
+          path: req.url,
+          status: res.statusCode,
+          bytes: facts.bytes,
+          ms: Math.round(ms * 10) / 10,
+          cache: facts.cache,
+          tier: facts.tier,
+          digest: facts.digest,
+          upstream: facts.upstream,
+          repo: facts.repo,
+          error: facts.error,
+          complete: res.writableFinished,
+          ua: req.headers['user-agent'],
+        },
+        'request',
+      );
+    });
+    dispatch(deps, req, res, facts, onServed).catch((err: unknown) => {
+      if (!(err instanceof Error && 'status' in err)) deps.log.debug({ err }, 'request failed');
+      sendError(req, res, facts, err);
+    });
+  };
+}
+
+async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFacts, onServed: (tier: string, n: number) => void): Promise<void> {
+  const head = req.method === 'HEAD';
+  const { endpoint, ns } = route(req.method ?? 'GET', req.url ?? '/');
+  switch (endpoint.kind) {
+    case 'health':
+      facts.bytes = sendJson(res, 200, { status: 'ok', ...deps.health() }, {}, head);
+      return;
+    case 'base':
+      facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
+      return;
+  }
+  const target = deps.routes.resolve(endpoint.name, ns);
+  facts.upstream = target.upstream;
+  facts.repo = target.repo;
+  facts.ns = target.ns;
+  if (target.ns) res.setHeader('oci-namespace', target.ns);
+  switch (endpoint.kind) {
+    case 'manifest':
+      return handleManifest(deps.manifests, req, res, facts, target, endpoint);
+    case 'blob':
+      return handleBlob({ blobs: deps.blobs, store: deps.store, onServed }, req, res, facts, target, endpoint.digest);
+    case 'tags':
+    case 'referrers':
+      return handlePassThrough(deps.resolver, req, res, facts, target, endpoint);
+  }
+}

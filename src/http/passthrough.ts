@@ -1,0 +1,65 @@
+// tags/list and referrers: answered by the upstream and passed through, with the upstream's
+// repository path in names and Link headers turned back into the name the client asked for.
+import type { Resolver } from '../resolve/resolver.js';
+import type { PassThroughResponse } from '../tiers/tier.js';
+import type { RoutedTarget } from '../routes.js';
+import type { Endpoint } from './router.js';
+import { API_HEADERS, markCache, type Req, type RequestFacts, type Res } from './respond.js';
+import { OciError } from '../errors.js';
+
+type PassEndpoint = Extract<Endpoint, { kind: 'tags' | 'referrers' }>;
+
+export async function handlePassThrough(
+  resolver: Resolver,
+  req: Req,
+  res: Res,
+  facts: RequestFacts,
+  target: RoutedTarget,
+  endpoint: PassEndpoint,
+): Promise<void> {
+  const found = await resolver.first<PassThroughResponse>((tier) =>
+    endpoint.kind === 'tags'
+      ? tier.listTags(target, { n: endpoint.n, last: endpoint.last })
+      : tier.referrers(target, endpoint.digest, endpoint.artifactType),
+  );
+  if (!found) throw new OciError('NAME_UNKNOWN', `repository ${endpoint.name} is not known upstream`);
+  const upstream = found.value;
+  markCache(res, facts, 'bypass');
+  facts.tier = found.tier.name;
+  let body = upstream.body;
+  const headers: Record<string, string> = { ...API_HEADERS, 'content-type': upstream.headers['content-type'] ?? 'application/json' };
+  if (endpoint.kind === 'tags' && upstream.status === 200) body = renameTagList(body, endpoint.name);
+  const link = upstream.headers['link'];
+  if (link) headers['link'] = rewriteLink(link, target.repo, endpoint.name, target.ns);
+  headers['content-length'] = String(body.length);
+  res.writeHead(upstream.status, headers);
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  facts.bytes = body.length;
+  res.end(body);
+}
+
+/** The tag list names the repository; the client knows it by its own name, not the upstream's. */
+function renameTagList(body: Buffer, name: string): Buffer {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { name?: unknown; tags?: unknown };
+    if (typeof parsed !== 'object' || parsed === null) return body;
+    return Buffer.from(JSON.stringify({ ...parsed, name }));
+  } catch {
+    return body;
+  }
+}
+
+/** `</v2/<upstream repo>/tags/list?last=x&n=2>; rel="next"` → the client's path (and its ns). */
+export function rewriteLink(link: string, upstreamRepo: string, name: string, ns: string | null): string {
+  return link.replace(/<([^>]*)>/g, (whole, url: string) => {
+    const parsed = new URL(url, 'http://upstream.invalid');
+    const prefix = `/v2/${upstreamRepo}/`;
+    if (!parsed.pathname.startsWith(prefix)) return whole;
+    parsed.pathname = `/v2/${name}/${parsed.pathname.slice(prefix.length)}`;
+    if (ns) parsed.searchParams.set('ns', ns);
+    return `<${parsed.pathname}${parsed.search}>`;
+  });
+}

@@ -1,0 +1,103 @@
+// The router turns a request line into a validated endpoint. Names, tags and digests are checked
+// here, before anything touches the disk or the network: a request that fails never gets further.
+import { OciError } from '../errors.js';
+import { isValidName, isValidTag, parseDigest } from '../oci/reference.js';
+
+/** Longest request target Cove reads; a name may be 255 characters, so this is generous. */
+const MAX_TARGET_LENGTH = 4096;
+
+/** A pull-API endpoint with its validated parts. */
+export type Endpoint =
+  | { kind: 'base' }
+  | { kind: 'health' }
+  | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
+  | { kind: 'blob'; name: string; digest: string }
+  | { kind: 'tags'; name: string; n: number | undefined; last: string | undefined }
+  | { kind: 'referrers'; name: string; digest: string; artifactType: string | undefined };
+
+/** The endpoint and query of one request. */
+export interface RoutedRequest {
+  endpoint: Endpoint;
+  /** The `ns` query parameter (containerd mirror requests), or null. */
+  ns: string | null;
+}
+
+const ITEM = /^\/v2\/(.+)\/(manifests|blobs|referrers)\/([^/]+)$/;
+const TAGS = /^\/v2\/(.+)\/tags\/list$/;
+
+/** Parses and validates a request. Throws OciError (400/404/405) for anything Cove will not serve. */
+export function route(method: string, target: string): RoutedRequest {
+  if (target.length > MAX_TARGET_LENGTH) throw new OciError('NAME_INVALID', 'request path too long');
+  let url: URL;
+  try {
+    url = new URL(target, 'http://cove.invalid');
+  } catch {
+    throw new OciError('NAME_INVALID', 'request path is not a valid URL path');
+  }
+  const path = url.pathname;
+  const q = url.searchParams;
+  const ns = q.get('ns');
+
+  if (path === '/healthz' || path === '/readyz') return { endpoint: { kind: 'health' }, ns: null };
+  if (!path.startsWith('/v2/') && path !== '/v2') {
+    throw new OciError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`);
+  }
+  if (method !== 'GET' && method !== 'HEAD') {
+    throw new OciError('UNSUPPORTED', 'Cove is a pull-through cache and accepts only GET and HEAD; push to the origin registry instead', {
+      headers: { allow: 'GET, HEAD' },
+    });
+  }
+  if (path === '/v2/' || path === '/v2') return { endpoint: { kind: 'base' }, ns };
+
+  const tags = TAGS.exec(path);
+  if (tags) {
+    const name = checkName(tags[1]!);
+    return { endpoint: { kind: 'tags', name, n: parsePageSize(q.get('n')), last: parseLast(q.get('last')) }, ns };
+  }
+  const item = ITEM.exec(path);
+  if (!item) throw new OciError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`);
+  const name = checkName(item[1]!);
+  const what = item[2]!;
+  const ref = item[3]!;
+  if (what === 'manifests') {
+    if (ref.includes(':')) return { endpoint: { kind: 'manifest', name, reference: { kind: 'digest', digest: checkDigest(ref) } }, ns };
+    if (!isValidTag(ref)) throw new OciError('MANIFEST_INVALID', `invalid tag "${truncate(ref)}"`, { detail: { tag: truncate(ref) } });
+    return { endpoint: { kind: 'manifest', name, reference: { kind: 'tag', tag: ref } }, ns };
+  }
+  if (what === 'blobs') {
+    if (ref === 'uploads') throw new OciError('UNSUPPORTED', 'Cove does not accept uploads; push to the origin registry instead');
+    return { endpoint: { kind: 'blob', name, digest: checkDigest(ref) }, ns };
+  }
+  const artifactType = q.get('artifactType') ?? undefined;
+  return { endpoint: { kind: 'referrers', name, digest: checkDigest(ref), artifactType }, ns };
+}
+
+function checkName(name: string): string {
+  if (!isValidName(name)) throw new OciError('NAME_INVALID', `invalid repository name "${truncate(name)}"`, { detail: { name: truncate(name) } });
+  return name;
+}
+
+function checkDigest(text: string): string {
+  if (!parseDigest(text)) {
+    throw new OciError('DIGEST_INVALID', `invalid digest "${truncate(text)}" (want sha256:<64 lowercase hex>)`, {
+      detail: { digest: truncate(text) },
+    });
+  }
+  return text;
+}
+
+function parsePageSize(text: string | null): number | undefined {
+  if (text === null || text === '') return undefined;
+  if (!/^\d{1,6}$/.test(text)) throw new OciError('PAGINATION_NUMBER_INVALID', `tags/list: n must be a whole number, got "${truncate(text)}"`);
+  return Number(text);
+}
+
+function parseLast(text: string | null): string | undefined {
+  if (text === null || text === '') return undefined;
+  if (!isValidTag(text)) throw new OciError('MANIFEST_INVALID', `tags/list: last must be a tag, got "${truncate(text)}"`);
+  return text;
+}
+
+function truncate(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}

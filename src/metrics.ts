@@ -1,0 +1,36 @@
+// In-process counters: what Cove did since start. The HTTP edge reports them at /healthz; a
+// Prometheus exposition can read the same object.
+
+export class Counters {
+  /** Requests answered, by cache result (hit, miss, joined, stale, revalidated, bypass, error). */
+  readonly requests = new Map<string, number>();
+  /** Bytes sent to clients, by the tier that supplied them ("local" for hits). */
+  readonly bytesServed = new Map<string, number>();
+  /** Bytes received from upstream tiers, by tier name. */
+  readonly bytesFetched = new Map<string, number>();
+  /** Fills started (one per cold blob, however many clients joined it). */
+  fills = 0;
+  /** Fills that resumed after a broken transfer. */
+  resumes = 0;
+  /** Blobs or manifests discarded because their bytes did not match the digest. */
+  digestMismatches = 0;
+  /** Times a tag was served stale because the upstream could not be asked. */
+  staleServed = 0;
+
+  add(map: Map<string, number>, key: string, n = 1): void {
+    map.set(key, (map.get(key) ?? 0) + n);
+  }
+
+  /** A plain object for JSON output. */
+  snapshot(): Record<string, unknown> {
+    return {
+      requests: Object.fromEntries(this.requests),
+      bytesServed: Object.fromEntries(this.bytesServed),
+      bytesFetched: Object.fromEntries(this.bytesFetched),
+      fills: this.fills,
+      resumes: this.resumes,
+      digestMismatches: this.digestMismatches,
+      staleServed: this.staleServed,
+    };
+  }
+}

@@ -1,0 +1,104 @@
+// Blob lookups: a local hit, or a fill shared by every concurrent client of the same digest.
+import { DigestMismatchError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Counters } from '../metrics.js';
+import type { BlobStore } from '../store/blobs.js';
+import type { Catalog } from '../store/catalog.js';
+import type { Target } from '../tiers/tier.js';
+import { Fill } from './fill.js';
+import type { Resolver } from './resolver.js';
+
+/** Where a blob's bytes come from for one request. */
+export type BlobLookup =
+  | { kind: 'hit'; size: number }
+  | { kind: 'fill'; fill: Fill; joined: boolean };
+
+export interface BlobResolverOptions {
+  store: BlobStore;
+  catalog: Catalog;
+  resolver: Resolver;
+  counters: Counters;
+  log: Logger;
+  /** Aborted on shutdown: stops every fill. */
+  signal: AbortSignal;
+}
+
+export class BlobResolver {
+  readonly #fills = new Map<string, Fill>();
+  readonly #o: BlobResolverOptions;
+
+  constructor(options: BlobResolverOptions) {
+    this.#o = options;
+  }
+
+  /** Fills in progress right now (for /healthz and tests). */
+  get activeFills(): number {
+    return this.#fills.size;
+  }
+
+  /** A hit when the store has the blob; otherwise the fill for it, started or joined. */
+  async lookup(target: Target, digest: string): Promise<BlobLookup> {
+    const existing = this.#fills.get(digest);
+    if (existing && existing.state !== 'failed') return { kind: 'fill', fill: existing, joined: true };
+    const stat = await this.#o.store.stat(digest);
+    if (stat) {
+      this.#o.catalog.touchBlob(digest);
+      return { kind: 'hit', size: stat.size };
+    }
+    // Checked again: another request may have started the fill while we looked at the disk.
+    const raced = this.#fills.get(digest);
+    if (raced && raced.state !== 'failed') return { kind: 'fill', fill: raced, joined: true };
+    return { kind: 'fill', fill: this.#startFill(target, digest), joined: false };
+  }
+
+  /**
+   * The size of a blob for a HEAD request. The store answers hits; on a miss the upstream's HEAD
+   * is asked, but its 404 is not trusted alone (Harbor proxy projects 404 blobs they have not
+   * cached yet, distribution/distribution#4747): a fill confirms with a GET, and the bytes it
+   * brings serve the GET that normally follows.
+   */
+  async size(target: Target, digest: string): Promise<{ size: number; source: 'hit' | 'upstream' | 'fill' }> {
+    const inflight = this.#fills.get(digest);
+    if (!inflight || inflight.state === 'failed') {
+      const stat = await this.#o.store.stat(digest);
+      if (stat) return { size: stat.size, source: 'hit' };
+      const head = await this.#o.resolver.first((tier) => tier.headBlob(target, digest));
+      if (head) return { size: head.value.size, source: 'upstream' };
+    }
+    const found = await this.lookup(target, digest);
+    if (found.kind === 'hit') return { size: found.size, source: 'hit' };
+    await found.fill.started;
+    if (found.fill.size === null) await found.fill.done;
+    return { size: found.fill.size!, source: 'fill' };
+  }
+
+  #startFill(target: Target, digest: string): Fill {
+    const { store, catalog, resolver, counters, log, signal } = this.#o;
+    counters.fills++;
+    const fill = new Fill({
+      digest,
+      target,
+      resolver,
+      store,
+      log,
+      signal,
+      onCommitted: async (size) => {
+        await catalog.putBlob(digest, { size, mediaType: null, lastAccess: Date.now(), pinned: false });
+      },
+      onBytes: (tier, n) => counters.add(counters.bytesFetched, tier, n),
+    });
+    this.#fills.set(digest, fill);
+    fill.done
+      .then(() => {
+        if (fill.attempts > 1) counters.resumes += fill.attempts - 1;
+        log.info({ digest, size: fill.size, tier: fill.tier, attempts: fill.attempts }, 'blob stored');
+      })
+      .catch((err: unknown) => {
+        if (err instanceof DigestMismatchError) counters.digestMismatches++;
+      })
+      .finally(() => {
+        if (this.#fills.get(digest) === fill) this.#fills.delete(digest);
+      });
+    return fill;
+  }
+}

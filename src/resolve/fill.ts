@@ -1,0 +1,296 @@
+// A fill brings one blob into the store from the tiers: bytes are written to a temp file as they
+// arrive, hashed on the way, and renamed into place only once digest and length are right.
+// Every client of the blob — the first one and any that join later — reads the growing temp
+// file, so a cold blob crosses the uplink once however many clients want it.
+import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { CoveError, DigestMismatchError, OciError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { BlobStore } from '../store/blobs.js';
+import type { BlobWriter } from '../store/writer.js';
+import type { BlobBody, Target } from '../tiers/tier.js';
+import type { Resolver } from './resolver.js';
+
+/**
+ * Named decision: a fill belongs to the cache, not to the client that started it. A client that
+ * disconnects stops only its own reader; the fill runs on, for the other clients and so that the
+ * next pull is a hit. Only shutdown (the fill's own signal) aborts a fill.
+ */
+export const CLIENT_DISCONNECT_POLICY = 'fill-completes' as const;
+
+/** How many times a fill opens the blob in all (first try plus resumes from the next byte). */
+export const FILL_MAX_ATTEMPTS = 4;
+
+/** What a fill needs from the rest of Cove. */
+export interface FillOptions {
+  digest: string;
+  target: Target;
+  resolver: Resolver;
+  store: BlobStore;
+  log: Logger;
+  /** Aborted on shutdown only (see CLIENT_DISCONNECT_POLICY). */
+  signal: AbortSignal;
+  /** Called once the blob is committed to the store, before readers see it as complete. */
+  onCommitted: (size: number, tier: string) => Promise<void>;
+  /** Called when bytes arrive from a tier, for byte counters. */
+  onBytes?: (tier: string, bytes: number) => void;
+}
+
+type State = 'opening' | 'filling' | 'committed' | 'failed';
+
+export class Fill {
+  readonly digest: string;
+  /** Total size once the first tier answered (null while unknown or if the tier never said). */
+  size: number | null = null;
+  /** Name of the tier that supplied the bytes (the last one, after a resume). */
+  tier: string | null = null;
+  /** Upstream opens this fill made: 1 for a clean fill, more after resumes. */
+  attempts = 0;
+  #state: State = 'opening';
+  #error: Error | null = null;
+  #writer: BlobWriter | null = null;
+  #waiters: Array<() => void> = [];
+  readonly #opts: FillOptions;
+  /** Resolves when the size is known and bytes are flowing; rejects when no tier has the blob. */
+  readonly started: Promise<void>;
+  /** Resolves when the blob is committed; rejects when the fill failed. */
+  readonly done: Promise<void>;
+
+  constructor(opts: FillOptions) {
+    this.digest = opts.digest;
+    this.#opts = opts;
+    let markStarted!: () => void;
+    let failStarted!: (err: Error) => void;
+    this.started = new Promise((resolve, reject) => {
+      markStarted = resolve;
+      failStarted = reject;
+    });
+    this.done = this.#run(markStarted).catch((err: Error) => {
+      failStarted(err);
+      throw err;
+    });
+    // Both promises may have no listener (a fill nobody waits on); never an unhandled rejection.
+    this.started.catch(() => {});
+    this.done.catch(() => {});
+  }
+
+  get state(): State {
+    return this.#state;
+  }
+
+  /** Bytes already in the temp file. */
+  get written(): number {
+    return this.#writer?.written ?? 0;
+  }
+
+  /** The failure that ended the fill, if it failed. */
+  get error(): Error | null {
+    return this.#error;
+  }
+
+  /**
+   * A stream of bytes [start, endExclusive) read from the growing file. The last byte of every
+   * reader is held back until the whole blob is verified, so no client ever receives a complete-
+   * looking body of bytes that turn out wrong: on failure the reader errors instead.
+   */
+  createReader(start: number, endExclusive: number | null): Readable {
+    return new FillReader(this, start, endExclusive);
+  }
+
+  /** Path of the temp file while filling; the store path once committed. */
+  currentPath(): string {
+    if (this.#state === 'committed' || !this.#writer) return this.storePath();
+    return this.#writer.tempPath;
+  }
+
+  /** Where the blob lives once committed. */
+  storePath(): string {
+    return this.#opts.store.pathOf(this.digest);
+  }
+
+  /** Resolves at the next change: more bytes, commit or failure. */
+  nextChange(): Promise<void> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  #notify(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  async #run(markStarted: () => void): Promise<void> {
+    const { digest, target, resolver, log, signal } = this.#opts;
+    let tierIndex = 0;
+    let lastError: unknown = null;
+    try {
+      while (this.attempts < FILL_MAX_ATTEMPTS) {
+        signal.throwIfAborted();
+        this.attempts++;
+        const offset = this.written;
+        let found;
+        try {
+          found = await resolver.first((tier) => tier.openBlob(target, digest, offset, signal), tierIndex);
+        } catch (err) {
+          // No tier could be asked. Before any byte arrived that is the client's answer;
+          // mid-blob it is one more failed attempt.
+          if (offset === 0 && this.#writer === null) throw err;
+          lastError = err;
+          continue;
+        }
+        if (!found) {
+          if (offset === 0 && this.#writer === null) {
+            throw new OciError('BLOB_UNKNOWN', `blob ${digest} is not known upstream`, { detail: { digest } });
+          }
+          lastError = new CoveError('FILL_RESUME_FAILED', `no tier could resume ${digest} at byte ${offset}`);
+          continue;
+        }
+        tierIndex = resolver.tiers.indexOf(found.tier);
+        this.tier = found.tier.name;
+        const body = found.value;
+        try {
+          await this.#accept(body, offset, markStarted);
+          await this.#commit();
+          return;
+        } catch (err) {
+          body.body.destroy();
+          if (err instanceof DigestMismatchError || signal.aborted) throw err;
+          lastError = err;
+          log.warn({ digest, tier: found.tier.name, written: this.written, err: describe(err) }, 'blob transfer broke; resuming');
+        }
+      }
+      throw new CoveError('FILL_FAILED', `blob ${digest} could not be fetched whole after ${this.attempts} attempts`, {
+        cause: lastError,
+      });
+    } catch (err) {
+      await this.#fail(err as Error);
+      throw err;
+    }
+  }
+
+  /** Checks one tier's answer against what is known and streams its bytes into the temp file. */
+  async #accept(body: BlobBody, offset: number, markStarted: () => void): Promise<void> {
+    if (body.offset !== offset) throw new CoveError('FILL_BAD_OFFSET', `tier resumed at ${body.offset}, wanted ${offset}`);
+    if (this.size === null) this.size = body.size;
+    else if (body.size !== null && body.size !== this.size) {
+      throw new DigestMismatchError(`tier reports size ${body.size} for ${this.digest}, earlier ${this.size}`);
+    }
+    if (this.#writer === null) {
+      this.#writer = await this.#opts.store.createWriter(this.digest, this.size);
+      this.#state = 'filling';
+      markStarted();
+    }
+    const writer = this.#writer;
+    for await (const chunk of body.body as AsyncIterable<Buffer>) {
+      if (this.size !== null && writer.written + chunk.length > this.size) {
+        throw new DigestMismatchError(`tier sent more than ${this.size} bytes for ${this.digest}`);
+      }
+      await writer.write(chunk);
+      this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
+      this.#notify();
+    }
+    if (this.size !== null && writer.written < this.size) {
+      throw new CoveError('FILL_SHORT', `body ended at ${writer.written} of ${this.size} bytes`);
+    }
+  }
+
+  async #commit(): Promise<void> {
+    const writer = this.#writer!;
+    await writer.commit();
+    this.size = writer.written;
+    await this.#opts.onCommitted(this.size, this.tier ?? 'unknown');
+    this.#state = 'committed';
+    this.#notify();
+  }
+
+  async #fail(err: Error): Promise<void> {
+    this.#error = err;
+    this.#state = 'failed';
+    if (this.#writer) await this.#writer.abort().catch(() => {});
+    this.#notify();
+    if (err instanceof DigestMismatchError) {
+      this.#opts.log.error({ digest: this.digest, tier: this.tier, err: err.message }, 'digest mismatch: blob discarded');
+    }
+  }
+}
+
+/** Reads a range of a fill's growing file, waiting for bytes and never passing unverified ends. */
+class FillReader extends Readable {
+  readonly #fill: Fill;
+  #pos: number;
+  readonly #end: number | null;
+  #handle: FileHandle | null = null;
+  #reading = false;
+
+  constructor(fill: Fill, start: number, endExclusive: number | null) {
+    super({ highWaterMark: 256 * 1024 });
+    this.#fill = fill;
+    this.#pos = start;
+    this.#end = endExclusive;
+  }
+
+  override _read(): void {
+    if (this.#reading) return;
+    this.#reading = true;
+    this.#pump()
+      .catch((err: Error) => this.destroy(err))
+      .finally(() => {
+        this.#reading = false;
+      });
+  }
+
+  async #pump(): Promise<void> {
+    for (;;) {
+      const fill = this.#fill;
+      if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
+      const committed = fill.state === 'committed';
+      const end = this.#end ?? (committed ? fill.size : null);
+      if (end !== null && this.#pos >= end && committed) {
+        this.push(null);
+        return;
+      }
+      // Hold back the last byte of this reader until the fill is verified.
+      const limit = committed ? end! : Math.min(fill.written, end === null ? Infinity : end - 1);
+      if (this.#pos < limit) {
+        const buf = await this.#readAt(Math.min(limit - this.#pos, 256 * 1024));
+        this.#pos += buf.length;
+        if (!this.push(buf)) return;
+        continue;
+      }
+      await fill.nextChange();
+    }
+  }
+
+  async #readAt(length: number): Promise<Buffer> {
+    if (!this.#handle) this.#handle = await this.#openFile();
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await this.#handle.read(buf, 0, length, this.#pos);
+    if (bytesRead === 0) throw new CoveError('FILL_READ', `no bytes at ${this.#pos} of ${this.#fill.digest}`);
+    return buf.subarray(0, bytesRead);
+  }
+
+  async #openFile(): Promise<FileHandle> {
+    try {
+      return await open(this.#fill.currentPath(), 'r');
+    } catch (err) {
+      // The fill committed between choosing the temp path and opening it: the rename moved it.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return open(this.#fill.storePath(), 'r');
+      throw err;
+    }
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    const handle = this.#handle;
+    this.#handle = null;
+    if (!handle) return callback(err);
+    handle.close().then(
+      () => callback(err),
+      () => callback(err),
+    );
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  return String(err);
+}

@@ -1,0 +1,187 @@
+// Manifest lookups. Manifests by digest never change: once stored they are served without asking
+// anyone. Tags move: a tag resolved within the TTL is served from the cache, after it one HEAD
+// revalidates, and when the upstream cannot be asked the cached tag is served stale.
+import {
+  CoveError,
+  DigestMismatchError,
+  OciError,
+  UpstreamAuthError,
+  UpstreamStatusError,
+  UpstreamUnavailableError,
+} from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Counters } from '../metrics.js';
+import { digestOf } from '../oci/digest.js';
+import { ALL_MANIFEST_ACCEPT, acceptAdmits, isIndexMediaType, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
+import { parseDigest } from '../oci/reference.js';
+import type { BlobStore } from '../store/blobs.js';
+import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
+import type { FetchedManifest, Target } from '../tiers/tier.js';
+import { SingleFlight } from './flight.js';
+import type { Resolver } from './resolver.js';
+
+/** Manifests larger than this are refused: no registry serves one, and they are held in memory. */
+export const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+
+/** How a manifest answer came about; it becomes the Cache-Status header and the log's cache field. */
+export type ManifestCacheResult = 'hit' | 'revalidated' | 'stale' | 'miss' | 'vary-miss';
+
+/** A manifest ready to serve. */
+export interface ManifestAnswer {
+  bytes: Buffer;
+  digest: string;
+  mediaType: string;
+  cache: ManifestCacheResult;
+  /** "local" for answers from the store, else the tier that supplied the bytes. */
+  tier: string;
+}
+
+export interface ManifestResolverOptions {
+  store: BlobStore;
+  catalog: Catalog;
+  resolver: Resolver;
+  counters: Counters;
+  log: Logger;
+  tagTtlMs: number;
+  now?: () => number;
+}
+
+export class ManifestResolver {
+  readonly #o: ManifestResolverOptions;
+  readonly #now: () => number;
+  readonly #flights = new SingleFlight<{ manifest: FetchedManifest; tier: string } | null>();
+
+  constructor(options: ManifestResolverOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** A manifest by digest: the store's copy, else fetched (with every type accepted) and verified. */
+  async byDigest(target: Target, digest: string): Promise<ManifestAnswer> {
+    const local = await this.#local(digest);
+    if (local) return { ...local, digest, cache: 'hit', tier: 'local' };
+    // By digest the bytes are fixed, so ask for every type: the upstream must not rewrite them.
+    const fetched = await this.#fetch(target, digest, ALL_MANIFEST_ACCEPT);
+    if (!fetched) throw manifestUnknown(target, digest);
+    const expected = digest;
+    const algorithm = parseDigest(expected)!.algorithm;
+    const actual = algorithm === 'sha256' ? fetched.manifest.digest : digestOf(fetched.manifest.bytes, algorithm);
+    if (actual !== expected) {
+      this.#o.counters.digestMismatches++;
+      this.#o.log.error({ digest: expected, actual, tier: fetched.tier }, 'digest mismatch: manifest discarded');
+      throw new DigestMismatchError(`manifest fetched as ${expected} hashes to ${actual}`);
+    }
+    await this.#store(expected, fetched.manifest);
+    return { bytes: fetched.manifest.bytes, digest: expected, mediaType: fetched.manifest.mediaType, cache: 'miss', tier: fetched.tier };
+  }
+
+  /** A manifest by tag, honouring the client's Accept list. */
+  async byTag(target: Target, tag: string, accept: readonly string[]): Promise<ManifestAnswer> {
+    const key: TagKey = { upstream: target.upstream, repo: target.repo, tag };
+    const record = await this.#o.catalog.getTag(key);
+    const admitted = record !== null && acceptAdmits(accept, record.mediaType);
+    if (record && admitted) {
+      const local = await this.#local(record.digest);
+      if (local) return this.#cachedTag(target, key, record, local, accept);
+    }
+    const fetched = await this.#fetch(target, tag, accept);
+    if (!fetched) throw manifestUnknown(target, tag);
+    const { manifest } = fetched;
+    await this.#store(manifest.digest, manifest);
+    // One record per tag: the answer to the broadest question wins. A client whose Accept does
+    // not admit the recorded type gets its own answer without moving the tag for everyone else.
+    if (record === null || admitted || isIndexMediaType(manifest.mediaType)) {
+      await this.#putTag(key, manifest);
+    }
+    return { ...manifest, cache: record && !admitted ? 'vary-miss' : 'miss', tier: fetched.tier };
+  }
+
+  /** A tag whose record and bytes are local: fresh, revalidated, moved, or served stale. */
+  async #cachedTag(
+    target: Target,
+    key: TagKey,
+    record: TagRecord,
+    local: { bytes: Buffer; mediaType: string },
+    accept: readonly string[],
+  ): Promise<ManifestAnswer> {
+    const now = this.#now();
+    const cached: ManifestAnswer = { ...local, digest: record.digest, cache: 'hit', tier: 'local' };
+    if (now - record.validatedAt < this.#o.tagTtlMs) return cached;
+    let head;
+    try {
+      head = await this.#o.resolver.first((tier) => tier.headManifest(target, key.tag, accept));
+    } catch (err) {
+      if (!isUpstreamFailure(err)) throw err;
+      this.#o.counters.staleServed++;
+      this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest, err: (err as Error).message }, 'upstream unavailable: serving cached tag stale');
+      return { ...cached, cache: 'stale' };
+    }
+    if (!head) throw manifestUnknown(target, key.tag);
+    if (head.value.digest === record.digest) {
+      await this.#o.catalog.touchTag(key, now);
+      return { ...cached, cache: 'revalidated' };
+    }
+    // The tag moved upstream: fetch the new manifest by digest and move the tag.
+    const moved = await this.byDigest(target, head.value.digest);
+    await this.#putTag(key, { digest: moved.digest, mediaType: moved.mediaType, size: moved.bytes.length });
+    this.#o.log.info({ repo: key.repo, tag: key.tag, from: record.digest, to: moved.digest }, 'tag moved upstream');
+    return { ...moved, cache: 'miss' };
+  }
+
+  async #fetch(target: Target, reference: string, accept: readonly string[]) {
+    const flightKey = JSON.stringify([target.upstream, target.repo, reference, accept]);
+    return this.#flights.run(flightKey, async () => {
+      const found = await this.#o.resolver.first((tier) => tier.getManifest(target, reference, accept));
+      if (!found) return null;
+      if (found.value.bytes.length > MANIFEST_MAX_BYTES) {
+        throw new OciError('MANIFEST_INVALID', `manifest ${reference} is larger than ${MANIFEST_MAX_BYTES} bytes`);
+      }
+      return { manifest: found.value, tier: found.tier.name };
+    }).promise;
+  }
+
+  /** The store's copy of a manifest, with its media type, or null. */
+  async #local(digest: string): Promise<{ bytes: Buffer; mediaType: string } | null> {
+    const stat = await this.#o.store.stat(digest);
+    if (!stat || stat.size > MANIFEST_MAX_BYTES) return null;
+    const [bytes, record] = await Promise.all([this.#o.store.readAll(digest), this.#o.catalog.getBlob(digest)]);
+    const mediaType = record?.mediaType ?? sniffMediaType(bytes);
+    if (!mediaType) return null;
+    this.#o.catalog.touchBlob(digest);
+    return { bytes, mediaType };
+  }
+
+  async #store(digest: string, manifest: FetchedManifest): Promise<void> {
+    const { store, catalog } = this.#o;
+    if (!(await store.stat(digest))) {
+      const writer = await store.createWriter(digest, manifest.bytes.length);
+      try {
+        await writer.write(manifest.bytes);
+        await writer.commit();
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+    }
+    await catalog.putBlob(digest, { size: manifest.bytes.length, mediaType: manifest.mediaType, lastAccess: this.#now(), pinned: false });
+    await catalog.putManifestRefs(digest, manifestReferences(manifest.bytes));
+  }
+
+  async #putTag(key: TagKey, m: { digest: string; mediaType: string; size: number }): Promise<void> {
+    const now = this.#now();
+    await this.#o.catalog.putTag(key, { digest: m.digest, mediaType: m.mediaType, size: m.size, fetchedAt: now, validatedAt: now });
+  }
+}
+
+/** Failures that mean "the upstream could not answer now", as opposed to "it answered no". */
+export function isUpstreamFailure(err: unknown): boolean {
+  if (err instanceof UpstreamUnavailableError || err instanceof UpstreamAuthError) return true;
+  if (err instanceof UpstreamStatusError) return err.status >= 500 || err.status === 429;
+  return err instanceof CoveError && err.code === 'FILL_FAILED';
+}
+
+function manifestUnknown(target: Target, reference: string): OciError {
+  return new OciError('MANIFEST_UNKNOWN', `manifest unknown: ${target.repo}:${reference} is not at the upstream`, {
+    detail: { name: target.repo, reference },
+  });
+}

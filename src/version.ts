@@ -1,0 +1,6 @@
+// Cove's version, from package.json (two levels up from dist/src/).
+import { createRequire } from 'node:module';
+
+const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
+
+export const VERSION: string = pkg.version;
