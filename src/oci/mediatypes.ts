@@ -1,0 +1,83 @@
+// Manifest media types, the client's Accept list, and what a manifest refers to.
+
+export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+export const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+
+/** Every manifest type Cove caches; sent upstream when the bytes are fixed (fetch by digest). */
+export const ALL_MANIFEST_ACCEPT: readonly string[] = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+
+/** What a client that sends no Accept gets from a registry: single-image manifests only. */
+const NO_ACCEPT_ADMITS = new Set([DOCKER_MANIFEST, OCI_MANIFEST]);
+
+/**
+ * The media types a client accepts, lowercased and without parameters. Handles one header with
+ * a comma-separated list (containerd) and several headers (Docker; Node joins them with ", ").
+ * Entries with q=0 are refusals and are left out.
+ */
+export function parseAccept(header: string | readonly string[] | undefined): string[] {
+  if (header === undefined) return [];
+  const joined = typeof header === 'string' ? header : header.join(',');
+  const types: string[] = [];
+  for (const item of joined.split(',')) {
+    const [type = '', ...params] = item.split(';').map((s) => s.trim());
+    if (type === '') continue;
+    const refused = params.some((p) => /^q\s*=\s*0(?:\.0{0,3})?$/i.test(p));
+    if (!refused) types.push(type.toLowerCase());
+  }
+  return types;
+}
+
+/** Whether a cached manifest of `mediaType` may answer a client whose Accept list is `accept`. */
+export function acceptAdmits(accept: readonly string[], mediaType: string): boolean {
+  const type = baseType(mediaType);
+  if (accept.length === 0) return NO_ACCEPT_ADMITS.has(type);
+  const major = type.split('/')[0];
+  return accept.some((a) => a === type || a === '*/*' || a === `${major}/*`);
+}
+
+export function isIndexMediaType(mediaType: string): boolean {
+  const type = baseType(mediaType);
+  return type === OCI_INDEX || type === DOCKER_MANIFEST_LIST;
+}
+
+/**
+ * The media type a manifest declares, for copies whose index record is gone: its own
+ * `mediaType` field, else its shape (OCI manifests may omit the field). Null when not a manifest.
+ */
+export function sniffMediaType(bytes: Buffer): string | null {
+  const doc = parseObject(bytes);
+  if (!doc) return null;
+  if (typeof doc.mediaType === 'string' && doc.mediaType !== '') return doc.mediaType;
+  if (Array.isArray(doc.manifests)) return OCI_INDEX;
+  if (doc.config && Array.isArray(doc.layers)) return OCI_MANIFEST;
+  return null;
+}
+
+/** The digests a manifest refers to: config, layers, child manifests, subject. */
+export function manifestReferences(bytes: Buffer): string[] {
+  const doc = parseObject(bytes);
+  if (!doc) return [];
+  const refs = new Set<string>();
+  const add = (d: unknown) => {
+    if (d && typeof d === 'object' && typeof (d as { digest?: unknown }).digest === 'string') refs.add((d as { digest: string }).digest);
+  };
+  add(doc.config);
+  add(doc.subject);
+  for (const list of [doc.layers, doc.manifests, doc.blobs]) if (Array.isArray(list)) list.forEach(add);
+  return [...refs];
+}
+
+function baseType(mediaType: string): string {
+  return mediaType.split(';')[0]!.trim().toLowerCase();
+}
+
+function parseObject(bytes: Buffer): Record<string, unknown> | null {
+  try {
+    const doc: unknown = JSON.parse(bytes.toString('utf8'));
+    return doc && typeof doc === 'object' && !Array.isArray(doc) ? (doc as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
