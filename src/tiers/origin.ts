@@ -1,0 +1,255 @@
+// The origin tier: a configured upstream registry (Harbor) spoken to over the Distribution API.
+// 404 is "not here"; every other answer Cove cannot use becomes an error class from errors.ts so
+// the resolver and the serve-stale policy can tell "unavailable" from "refused" from "absent".
+import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
+import { DigestMismatchError, UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
+import { digestOf } from '../oci/digest.js';
+import { sniffMediaType } from '../oci/mediatypes.js';
+import { parseDigest } from '../oci/reference.js';
+import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
+import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Target, Tier } from './tier.js';
+
+/** Largest manifest accepted; the distribution registry refuses manifests over 4 MiB too. */
+export const MANIFEST_LIMIT = 4 * 1024 * 1024;
+/** Largest tags list or referrers index read into memory. */
+export const PASSTHROUGH_LIMIT = 16 * 1024 * 1024;
+
+/** Retry-After as seconds (delta-seconds kept; an HTTP-date turned into seconds from now). */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): string | undefined {
+  if (value === undefined) return undefined;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return String(Number(text));
+  const when = Date.parse(text);
+  if (Number.isNaN(when)) return undefined;
+  return String(Math.max(0, Math.ceil((when - now) / 1000)));
+}
+
+/** `bytes START-END/TOTAL` → numbers (total null for `*`), or null when malformed. */
+export function parseContentRange(value: string | undefined): { start: number; end: number; total: number | null } | null {
+  if (value === undefined) return null;
+  const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(value);
+  if (!m) return null;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  const total = m[3] === '*' ? null : Number(m[3]);
+  if (end < start || (total !== null && end >= total)) return null;
+  return { start, end, total };
+}
+
+function contentLength(headers: Record<string, string>): number | null {
+  const v = headers['content-length'];
+  if (v === undefined || !/^\s*\d+\s*$/.test(v)) return null;
+  return Number(v);
+}
+
+/** Drops the first `count` bytes of a stream: resuming from a server that ignored Range. */
+class SkipBytes extends Transform {
+  #left: number;
+  constructor(count: number) {
+    super();
+    this.#left = count;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.#left >= chunk.length) {
+      this.#left -= chunk.length;
+      cb();
+      return;
+    }
+    const rest = this.#left > 0 ? chunk.subarray(this.#left) : chunk;
+    this.#left = 0;
+    cb(null, rest);
+  }
+  override _flush(cb: TransformCallback): void {
+    // The body ended before reaching the offset: a short body must never look complete.
+    cb(this.#left > 0 ? new Error(`upstream body ended ${this.#left} bytes before the resume offset`) : null);
+  }
+}
+
+function skip(body: Readable, count: number): Readable {
+  const skipper = new SkipBytes(count);
+  // pipeline destroys the upstream body when the caller destroys the returned stream.
+  pipeline(body, skipper, () => undefined);
+  return skipper;
+}
+
+export class OriginTier implements Tier {
+  readonly name: string;
+  readonly #clients: Map<string, UpstreamClient>;
+
+  constructor(clients: Map<string, UpstreamClient>, name = 'origin') {
+    this.#clients = clients;
+    this.name = name;
+  }
+
+  async headManifest(target: Target, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<ManifestHead | null> {
+    const client = this.#client(target);
+    const res = await client.request({
+      method: 'HEAD',
+      path: `/v2/${target.repo}/manifests/${reference}`,
+      headers: { accept: accept.join(', ') },
+      repo: target.repo,
+      signal,
+    });
+    res.body.resume();
+    if (!this.#ok(client, res, [200], `manifest ${target.repo}:${reference}`)) return null;
+    const digest = res.headers['docker-content-digest']?.trim();
+    const size = contentLength(res.headers);
+    const mediaType = res.headers['content-type']?.trim();
+    // A HEAD that does not tell all three cannot answer; the GET computes them from the bytes.
+    if (!digest || size === null || !mediaType || !parseDigest(digest)) {
+      const full = await this.getManifest(target, reference, accept, signal);
+      return full && { digest: full.digest, mediaType: full.mediaType, size: full.size };
+    }
+    const asked = parseDigest(reference);
+    if (asked && parseDigest(digest)!.algorithm === asked.algorithm && digest !== reference) {
+      throw new DigestMismatchError(`upstream ${client.name} answered ${reference} with Docker-Content-Digest ${digest}`);
+    }
+    return { digest, mediaType, size };
+  }
+
+  async getManifest(target: Target, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<FetchedManifest | null> {
+    const client = this.#client(target);
+    const res = await client.request({
+      method: 'GET',
+      path: `/v2/${target.repo}/manifests/${reference}`,
+      headers: { accept: accept.join(', ') },
+      repo: target.repo,
+      signal,
+    });
+    if (!this.#ok(client, res, [200], `manifest ${target.repo}:${reference}`)) return null;
+    const declared = contentLength(res.headers);
+    if (declared !== null && declared > MANIFEST_LIMIT) {
+      res.body.destroy();
+      throw new UpstreamStatusError(client.name, res.status, `manifest ${target.repo}:${reference} from upstream ${client.name} is ${declared} bytes, over the ${MANIFEST_LIMIT}-byte limit`);
+    }
+    const bytes = await this.#read(client, res, MANIFEST_LIMIT, `manifest ${target.repo}:${reference}`);
+    if (declared !== null && bytes.length !== declared) {
+      throw new UpstreamUnavailableError(client.name, `manifest ${target.repo}:${reference} from upstream ${client.name} ended at ${bytes.length} of ${declared} bytes`);
+    }
+    const digest = digestOf(bytes);
+    const sent = res.headers['docker-content-digest']?.trim();
+    const sentParsed = sent ? parseDigest(sent) : null;
+    if (sent && sentParsed) {
+      const actual = sentParsed.algorithm === 'sha256' ? digest : digestOf(bytes, sentParsed.algorithm);
+      if (actual !== sent) {
+        throw new DigestMismatchError(`manifest ${target.repo}:${reference} from upstream ${client.name}: Docker-Content-Digest ${sent}, bytes hash to ${actual}`);
+      }
+    }
+    const asked = parseDigest(reference);
+    if (asked) {
+      const actual = asked.algorithm === 'sha256' ? digest : digestOf(bytes, asked.algorithm);
+      if (actual !== reference) {
+        throw new DigestMismatchError(`manifest ${target.repo}@${reference} from upstream ${client.name} hashes to ${actual}`);
+      }
+    }
+    const mediaType = res.headers['content-type']?.trim() || sniffMediaType(bytes) || 'application/octet-stream';
+    return { digest, mediaType, size: bytes.length, bytes };
+  }
+
+  async headBlob(target: Target, digest: string, signal?: AbortSignal): Promise<{ size: number } | null> {
+    const client = this.#client(target);
+    const res = await client.request({ method: 'HEAD', path: `/v2/${target.repo}/blobs/${digest}`, repo: target.repo, signal, followRedirects: true });
+    res.body.resume();
+    if (!this.#ok(client, res, [200], `blob ${digest}`)) return null;
+    const size = contentLength(res.headers);
+    // Without a length the HEAD says nothing useful; null sends the caller to a GET.
+    return size === null ? null : { size };
+  }
+
+  async openBlob(target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null> {
+    const client = this.#client(target);
+    const headers: Record<string, string> = {};
+    if (offset > 0) headers.range = `bytes=${offset}-`;
+    const res = await client.request({ method: 'GET', path: `/v2/${target.repo}/blobs/${digest}`, headers, repo: target.repo, signal, followRedirects: true });
+    if (!this.#ok(client, res, [200, 206], `blob ${digest}`)) return null;
+
+    if (res.status === 206) {
+      const range = parseContentRange(res.headers['content-range']);
+      if (!range || range.start > offset) {
+        res.body.destroy();
+        throw new UpstreamStatusError(client.name, 206, `upstream ${client.name} answered a Range request for ${digest} with Content-Range ${res.headers['content-range'] ?? '(none)'}`);
+      }
+      // A range that starts earlier than asked (some stores round to blocks): drop the extra.
+      const body = range.start < offset ? skip(res.body, offset - range.start) : res.body;
+      return { size: range.total, offset, body };
+    }
+
+    const size = contentLength(res.headers);
+    if (offset > 0) {
+      // 200 to a Range request: the server ignored it. Skip to the offset ourselves.
+      if (size !== null && size < offset) {
+        res.body.destroy();
+        throw new UpstreamStatusError(client.name, 200, `upstream ${client.name} sent ${size} bytes for ${digest}, less than the resume offset ${offset}`);
+      }
+      return { size, offset, body: skip(res.body, offset) };
+    }
+    return { size, offset: 0, body: res.body };
+  }
+
+  async listTags(target: Target, query: { n?: number; last?: string }, signal?: AbortSignal): Promise<PassThroughResponse> {
+    const params = new URLSearchParams();
+    if (query.n !== undefined) params.set('n', String(query.n));
+    if (query.last !== undefined) params.set('last', query.last);
+    const qs = params.toString();
+    return this.#passThrough(target, `/v2/${target.repo}/tags/list${qs ? `?${qs}` : ''}`, signal);
+  }
+
+  async referrers(target: Target, digest: string, artifactType: string | undefined, signal?: AbortSignal): Promise<PassThroughResponse> {
+    const qs = artifactType !== undefined ? `?${new URLSearchParams({ artifactType }).toString()}` : '';
+    return this.#passThrough(target, `/v2/${target.repo}/referrers/${digest}${qs}`, signal);
+  }
+
+  async #passThrough(target: Target, path: string, signal?: AbortSignal): Promise<PassThroughResponse> {
+    const client = this.#client(target);
+    const res = await client.request({ method: 'GET', path, headers: { accept: 'application/json, */*' }, repo: target.repo, signal });
+    const body = await this.#read(client, res, PASSTHROUGH_LIMIT, path);
+    const headers: Record<string, string> = {};
+    for (const name of ['content-type', 'link']) {
+      const v = res.headers[name];
+      if (v !== undefined) headers[name] = v;
+    }
+    return { status: res.status, headers, body };
+  }
+
+  #client(target: Target): UpstreamClient {
+    const client = this.#clients.get(target.upstream);
+    if (!client) throw new UpstreamUnavailableError(target.upstream, `no upstream named ${JSON.stringify(target.upstream)} is configured`);
+    return client;
+  }
+
+  /**
+   * True for a status in `ok`; false (body discarded) for 404; throws for everything else.
+   * 401 cannot normally reach here (the client turns a final 401 into UpstreamAuthError).
+   */
+  #ok(client: UpstreamClient, res: UpstreamResponse, ok: readonly number[], what: string): boolean {
+    if (ok.includes(res.status)) return true;
+    res.body.resume();
+    res.body.on('error', () => undefined);
+    if (res.status === 404) return false;
+    if (res.status === 401 || res.status === 403) {
+      throw new UpstreamAuthError(client.name, res.status, `upstream ${client.name} refused access to ${what} (${res.status})`);
+    }
+    const retryAfter = parseRetryAfter(res.headers['retry-after']);
+    throw new UpstreamStatusError(client.name, res.status, `upstream ${client.name} answered ${res.status} for ${what}`, retryAfter);
+  }
+
+  async #read(client: UpstreamClient, res: UpstreamResponse, limit: number, what: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    try {
+      for await (const chunk of res.body) {
+        const buf = chunk as Buffer;
+        length += buf.length;
+        if (length > limit) {
+          res.body.destroy();
+          throw new UpstreamStatusError(client.name, res.status, `${what} from upstream ${client.name} is over the ${limit}-byte limit`);
+        }
+        chunks.push(buf);
+      }
+    } catch (err) {
+      if (err instanceof UpstreamStatusError) throw err;
+      throw new UpstreamUnavailableError(client.name, `reading ${what} from upstream ${client.name} failed: ${(err as Error).message}`, { cause: err });
+    }
+    return Buffer.concat(chunks);
+  }
+}

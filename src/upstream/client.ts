@@ -1,0 +1,228 @@
+// One configured upstream registry over undici: keep-alive connections, the auth flow, manual
+// redirects that never carry Authorization to another origin, and failures turned into the
+// error classes the resolver understands. Bodies not handed back are always drained or destroyed.
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { request as undiciRequest, type Dispatcher } from 'undici';
+import type { UpstreamConfig } from '../config.js';
+import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
+import { UpstreamAuth, type AuthAttempt } from './auth.js';
+import { createAgent, createDispatcher, createProxyAgent, proxyFor, type DispatcherOptions } from './dispatcher.js';
+
+/** A request to the upstream. */
+export interface UpstreamRequest {
+  method: string;
+  /** Path and query below the upstream's base URL, e.g. "/v2/proj/app/manifests/1". */
+  path: string;
+  headers?: Record<string, string>;
+  /** Repository the request is about; picks the token scope `repository:<repo>:pull`. */
+  repo?: string;
+  signal?: AbortSignal;
+  /** Follow 301/302/303/307/308 (blob downloads: Harbor on S3 answers 307). */
+  followRedirects?: boolean;
+}
+
+/** The final response; `body` belongs to the caller, who must consume or destroy it. */
+export interface UpstreamResponse {
+  status: number;
+  /** Response headers, lower-cased names; repeated headers joined with ", ". */
+  headers: Record<string, string>;
+  body: Readable;
+  /** The URL that answered (after redirects). */
+  url: string;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+/** Largest body read into memory for the auth flow's token requests. */
+const SMALL_BODY_LIMIT = 1024 * 1024;
+
+type Raw = Dispatcher.ResponseData;
+
+function flatHeaders(headers: Raw['headers']): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    out[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return out;
+}
+
+/** Reads a small body fully, refusing more than `limit` bytes. */
+async function readSmall(body: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of body) {
+    const buf = chunk as Buffer;
+    length += buf.length;
+    if (length > limit) {
+      body.destroy();
+      throw new Error(`response body larger than ${limit} bytes`);
+    }
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Discards a body we do not hand back so its connection returns to the pool (or is closed). */
+function discard(res: Raw): void {
+  res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  let text = err.message || err.name;
+  if (typeof code === 'string' && !text.includes(code)) text += ` (${code})`;
+  // undici wraps socket errors; the cause carries ECONNREFUSED, ENOTFOUND, certificate errors.
+  const cause = (err as { cause?: unknown }).cause;
+  if (cause instanceof Error && cause.message && !text.includes(cause.message)) text += `: ${cause.message}`;
+  return text;
+}
+
+export class UpstreamClient {
+  /** The configured upstream name, e.g. "origin". */
+  readonly name: string;
+  readonly baseUrl: URL;
+  readonly #base: string;
+  readonly #log: Logger;
+  readonly #userAgent: string;
+  readonly #options: DispatcherOptions;
+  readonly #dispatcher: Dispatcher;
+  /** Dispatchers for other origins (redirect targets): one direct Agent, one per proxy. */
+  readonly #foreign = new Map<string, Dispatcher>();
+  readonly #auth: UpstreamAuth;
+  #closed = false;
+
+  constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string }) {
+    this.name = cfg.name;
+    this.#base = cfg.url.replace(/\/+$/, '');
+    this.baseUrl = new URL(this.#base);
+    this.#log = options.logger;
+    this.#userAgent = options.userAgent;
+    this.#options = { timeoutMs: cfg.timeoutMs, bodyTimeoutMs: cfg.bodyTimeoutMs, ca: cfg.ca, insecure: cfg.insecure, proxy: cfg.proxy };
+    this.#dispatcher = createDispatcher(this.baseUrl, this.#options);
+    this.#auth = new UpstreamAuth({
+      upstream: cfg.name,
+      baseUrl: this.baseUrl,
+      username: cfg.username,
+      password: cfg.password,
+      logger: options.logger,
+      get: (url, headers, signal) => this.#getSmall(url, headers, signal),
+    });
+  }
+
+  /** The auth scheme learned so far ("anonymous" until a challenge said otherwise). */
+  get authMode(): string {
+    return this.#auth.mode;
+  }
+
+  /**
+   * Sends a request with authentication (retrying once after a 401 challenge) and, when asked,
+   * follows redirects. Throws UpstreamUnavailableError when the upstream cannot be reached,
+   * UpstreamAuthError when it refuses every credential Cove can offer.
+   */
+  async request(req: UpstreamRequest): Promise<UpstreamResponse> {
+    if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
+    const url = new URL(this.#base + req.path);
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers ?? {})) {
+      // Credentials are the client's business alone; a caller's Authorization is never forwarded.
+      if (k.toLowerCase() !== 'authorization') headers[k.toLowerCase()] = v;
+    }
+    headers['accept-encoding'] = 'identity';
+    headers['user-agent'] = this.#userAgent;
+
+    let attempt: AuthAttempt = await this.#auth.initial(req.repo, req.signal);
+    let res = await this.#send(url, req.method, withAuth(headers, attempt), this.#dispatcher, req.signal);
+    if (res.statusCode === 401) {
+      const challenge = flatHeaders(res.headers)['www-authenticate'];
+      discard(res);
+      attempt = await this.#auth.respond(challenge, req.repo, attempt, req.signal);
+      res = await this.#send(url, req.method, withAuth(headers, attempt), this.#dispatcher, req.signal);
+      if (res.statusCode === 401) {
+        discard(res);
+        throw this.#auth.rejected(attempt);
+      }
+    }
+
+    let current = url;
+    let method = req.method;
+    let sameOrigin = true;
+    for (let hops = 0; req.followRedirects && REDIRECTS.has(res.statusCode); hops++) {
+      const location = flatHeaders(res.headers).location;
+      if (location === undefined) break;
+      discard(res);
+      if (hops >= MAX_REDIRECTS) {
+        throw new UpstreamStatusError(this.name, res.statusCode, `upstream ${this.name}: more than ${MAX_REDIRECTS} redirects for ${req.path}`);
+      }
+      let next: URL;
+      try {
+        next = new URL(location, current);
+      } catch {
+        throw new UpstreamStatusError(this.name, res.statusCode, `upstream ${this.name} redirected ${req.path} to an invalid location`);
+      }
+      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+        throw new UpstreamStatusError(this.name, res.statusCode, `upstream ${this.name} redirected ${req.path} to a ${next.protocol} URL`);
+      }
+      // Once the chain leaves the upstream's origin, Authorization is never sent again, even if a
+      // later hop comes back: a storage host must not be able to bounce credentials anywhere.
+      if (next.origin !== this.baseUrl.origin) sameOrigin = false;
+      if (res.statusCode === 303 && method !== 'HEAD') method = 'GET';
+      this.#log.debug({ upstream: this.name, status: res.statusCode, to: next.origin }, 'following upstream redirect');
+      const hopHeaders = sameOrigin ? withAuth(headers, attempt) : headers;
+      res = await this.#send(next, method, hopHeaders, sameOrigin ? this.#dispatcher : this.#foreignFor(next), req.signal);
+      current = next;
+    }
+
+    return { status: res.statusCode, headers: flatHeaders(res.headers), body: res.body, url: current.toString() };
+  }
+
+  /** Closes every connection this client holds. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const all = [this.#dispatcher, ...this.#foreign.values()];
+    this.#foreign.clear();
+    await Promise.all(all.map((d) => d.close().catch(() => d.destroy().catch(() => undefined))));
+  }
+
+  #foreignFor(url: URL): Dispatcher {
+    const proxy = proxyFor(url, this.#options.proxy);
+    const key = proxy ?? 'direct';
+    let d = this.#foreign.get(key);
+    if (!d) {
+      d = proxy !== null ? createProxyAgent(proxy, this.#options) : createAgent(this.#options);
+      this.#foreign.set(key, d);
+    }
+    return d;
+  }
+
+  async #send(url: URL, method: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal): Promise<Raw> {
+    try {
+      return await undiciRequest(url, { method: method as Dispatcher.HttpMethod, headers, dispatcher, signal });
+    } catch (err) {
+      // The caller gave up: that is not the upstream's fault, so its own reason goes back.
+      if (signal?.aborted) throw err;
+      const where = url.origin === this.baseUrl.origin ? this.baseUrl.origin : `${url.origin} (redirected from ${this.baseUrl.origin})`;
+      throw new UpstreamUnavailableError(this.name, `upstream ${this.name} at ${where} unavailable: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /** GET for the token endpoint (same upstream or its domain, so the upstream's dispatcher). */
+  async #getSmall(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<{ status: number; body: Buffer }> {
+    const dispatcher = url.origin === this.baseUrl.origin ? this.#dispatcher : this.#foreignFor(url);
+    const res = await this.#send(url, 'GET', { ...headers, 'accept-encoding': 'identity', 'user-agent': this.#userAgent }, dispatcher, signal);
+    try {
+      return { status: res.statusCode, body: await readSmall(res.body, SMALL_BODY_LIMIT) };
+    } catch (err) {
+      res.body.destroy();
+      if (signal?.aborted) throw err;
+      throw new UpstreamUnavailableError(this.name, `token endpoint ${url.origin} of upstream ${this.name}: ${describe(err)}`, { cause: err });
+    }
+  }
+}
+
+function withAuth(headers: Record<string, string>, attempt: AuthAttempt): Record<string, string> {
+  return attempt.authorization === null ? headers : { ...headers, authorization: attempt.authorization };
+}
