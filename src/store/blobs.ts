@@ -1,0 +1,165 @@
+// Content-addressed blob files: `<data>/blobs/<alg>/<first two hex>/<hex>`, temp files in
+// `<data>/blobs/tmp/` on the same file system, and a versioned layout marker so a later change
+// of layout can be recognised and migrated.
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { CoveError, OciError } from '../errors.js';
+import { parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/reference.js';
+import { BlobWriter } from './writer.js';
+
+/** The on-disk layout this code reads and writes. */
+export const LAYOUT_VERSION = 1;
+
+const ALGORITHMS: readonly DigestAlgorithm[] = ['sha256', 'sha512'];
+const HEX_LENGTH: Record<DigestAlgorithm, number> = { sha256: 64, sha512: 128 };
+
+/** One blob file found by BlobStore.list(). */
+export interface StoredBlob {
+  digest: string;
+  size: number;
+  path: string;
+  /** When the file was last written (its commit time); a rebuilt index uses it as lastAccess. */
+  mtimeMs: number;
+}
+
+export class BlobStore {
+  readonly dataDir: string;
+  readonly blobsDir: string;
+  readonly tmpDir: string;
+
+  constructor(dataDir: string) {
+    this.dataDir = dataDir;
+    this.blobsDir = join(dataDir, 'blobs');
+    this.tmpDir = join(this.blobsDir, 'tmp');
+  }
+
+  /**
+   * Creates the directories, checks the layout marker, and removes every temp file an earlier
+   * run left behind (a process that died mid-fill); returns how many were removed.
+   */
+  async open(): Promise<{ tempFilesRemoved: number }> {
+    await mkdir(this.tmpDir, { recursive: true });
+    for (const alg of ALGORITHMS) await mkdir(join(this.blobsDir, alg), { recursive: true });
+    await this.#checkLayout();
+    let tempFilesRemoved = 0;
+    for (const name of await readdir(this.tmpDir)) {
+      await rm(join(this.tmpDir, name), { recursive: true, force: true });
+      tempFilesRemoved++;
+    }
+    return { tempFilesRemoved };
+  }
+
+  async #checkLayout(): Promise<void> {
+    const path = join(this.dataDir, 'layout.json');
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const temp = `${path}.${process.pid}.tmp`;
+      await writeFile(temp, `${JSON.stringify({ version: LAYOUT_VERSION })}\n`);
+      await rename(temp, path);
+      return;
+    }
+    let version: unknown;
+    try {
+      version = (JSON.parse(text) as { version?: unknown } | null)?.version;
+    } catch {
+      version = undefined;
+    }
+    if (version !== LAYOUT_VERSION) {
+      throw new CoveError(
+        'STORE_LAYOUT',
+        `${path} declares layout version ${JSON.stringify(version ?? null)}; this Cove reads version ${LAYOUT_VERSION}`,
+      );
+    }
+  }
+
+  /** The file a blob lives in once committed (whether or not it exists). */
+  pathOf(digest: string): string {
+    const { algorithm, hex } = parse(digest);
+    return join(this.blobsDir, algorithm, hex.slice(0, 2), hex);
+  }
+
+  /** The size of a committed blob, or null when the store does not have it. */
+  async stat(digest: string): Promise<{ size: number } | null> {
+    try {
+      const s = await stat(this.pathOf(digest));
+      return s.isFile() ? { size: s.size } : null;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  /** A writer that streams a blob into a temp file and commits it under `digest`. */
+  createWriter(digest: string, expectedSize: number | null): Promise<BlobWriter> {
+    const { hex } = parse(digest);
+    return BlobWriter.create(digest, expectedSize, {
+      tempPath: join(this.tmpDir, BlobWriter.tempName(hex)),
+      finalPath: this.pathOf(digest),
+    });
+  }
+
+  /** Bytes [start, endInclusive] of a committed blob. */
+  createReadStream(digest: string, start: number, endInclusive: number): Readable {
+    return createReadStream(this.pathOf(digest), { start, end: endInclusive });
+  }
+
+  /** A whole blob in memory; for manifests and other small blobs only. */
+  readAll(digest: string): Promise<Buffer> {
+    return readFile(this.pathOf(digest));
+  }
+
+  /** Deletes a blob; false when it was not there. */
+  async remove(digest: string): Promise<boolean> {
+    try {
+      await unlink(this.pathOf(digest));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** Every committed blob file. Anything that is not a well-named blob (tmp, strays) is skipped. */
+  async *list(): AsyncIterable<StoredBlob> {
+    for (const algorithm of ALGORITHMS) {
+      const algDir = join(this.blobsDir, algorithm);
+      for (const shard of await readdirQuiet(algDir)) {
+        if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+        const shardDir = join(algDir, shard);
+        for (const hex of await readdirQuiet(shardDir)) {
+          if (hex.length !== HEX_LENGTH[algorithm] || !hex.startsWith(shard) || !/^[0-9a-f]+$/.test(hex)) continue;
+          const path = join(shardDir, hex);
+          let s;
+          try {
+            s = await stat(path);
+          } catch {
+            continue; // removed while we walked
+          }
+          if (!s.isFile()) continue;
+          yield { digest: `${algorithm}:${hex}`, size: s.size, path, mtimeMs: s.mtimeMs };
+        }
+      }
+    }
+  }
+}
+
+function parse(digest: string): ParsedDigest {
+  const parsed = parseDigest(digest);
+  if (!parsed) throw new OciError('DIGEST_INVALID', `not a digest Cove can store: ${digest}`, { detail: { digest } });
+  return parsed;
+}
+
+async function readdirQuiet(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).sort();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw err;
+  }
+}

@@ -1,0 +1,376 @@
+// The index: what the blob files cannot say by themselves. Tags and the digests they point at,
+// per-blob bookkeeping for eviction (size, media type, last access, pin), and which blobs each
+// manifest refers to. Kept in LevelDB; rebuildable from the blob files plus the tag journal.
+import { rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Level } from 'level';
+import type { Logger } from 'pino';
+import { CoveError } from '../errors.js';
+import type { BlobStore } from './blobs.js';
+import { rebuildIndex, type RebuildCounts, type RebuildSink } from './reindex.js';
+import { isTagRecord, TagJournal } from './tag-journal.js';
+
+/** Which tag of which repository on which upstream. */
+export interface TagKey {
+  upstream: string;
+  repo: string;
+  tag: string;
+}
+
+/** What a tag resolved to, and when. */
+export interface TagRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** When the manifest was fetched from upstream (ms since the epoch). */
+  fetchedAt: number;
+  /** When upstream last confirmed the tag still points here (ms since the epoch). */
+  validatedAt: number;
+}
+
+/** Bookkeeping for one stored blob. */
+export interface BlobRecord {
+  size: number;
+  /** Set for manifests; null for layers and configs (or when unknown). */
+  mediaType: string | null;
+  /** Last time a client read the blob (ms since the epoch); eviction goes oldest first. */
+  lastAccess: number;
+  /** Pinned blobs are never evicted. */
+  pinned: boolean;
+}
+
+/** Bump when the key layout or record shapes change: an index of another version is rebuilt. */
+export const CATALOG_VERSION = 1;
+
+/** lastAccess updates are held in memory at most this long before they reach the index. */
+export const TOUCH_FLUSH_MS = 2_000;
+
+type Db = Level<string, unknown>;
+
+// Keys: a type prefix and fields joined by NUL, which no upstream name, repository, tag or
+// digest can contain (tagKey checks), so no two different keys encode alike.
+const SEP = '\0';
+const META_VERSION = `meta${SEP}version`;
+const blobKey = (digest: string) => `blob${SEP}${digest}`;
+const refsKey = (digest: string) => `refs${SEP}${digest}`;
+function tagKey(key: TagKey): string {
+  for (const part of [key.upstream, key.repo, key.tag]) {
+    if (part.includes(SEP)) throw new TypeError(`tag key part contains NUL: ${JSON.stringify(part)}`);
+  }
+  return ['tag', key.upstream, key.repo, key.tag].join(SEP);
+}
+
+export class Catalog {
+  readonly #db: Db;
+  readonly #blobs: BlobStore;
+  readonly #journal: TagJournal;
+  readonly #log: Logger;
+  /** digest -> lastAccess not yet written to the index. */
+  readonly #touched = new Map<string, number>();
+  #timer: NodeJS.Timeout | null = null;
+  /** Blob records are read-modify-written (touch flushes); one at a time so none is lost. */
+  #blobChain: Promise<void> = Promise.resolve();
+  /** Tag writes go to the index and the journal; one at a time so both end in the same order. */
+  #tagChain: Promise<void> = Promise.resolve();
+  #closing: Promise<void> | null = null;
+
+  private constructor(db: Db, blobs: BlobStore, journal: TagJournal, log: Logger) {
+    this.#db = db;
+    this.#blobs = blobs;
+    this.#journal = journal;
+    this.#log = log;
+  }
+
+  /**
+   * Opens the index at `<data>/index/`. A missing index (fresh database while blob files exist)
+   * or a broken one (it cannot be opened, or its version marker is absent or wrong) is set aside
+   * and rebuilt from the blob files and the tag journal, with a warning giving the counts.
+   */
+  static async open(dataDir: string, blobs: BlobStore, log: Logger): Promise<Catalog> {
+    return (await Catalog.openWith(dataDir, blobs, log)).catalog;
+  }
+
+  /**
+   * open() with choices for `cove reindex`: `force` rebuilds whatever state the index is in,
+   * `verify` re-hashes every blob during the rebuild. Returns the rebuild counts, if it rebuilt.
+   */
+  static async openWith(
+    dataDir: string,
+    blobs: BlobStore,
+    log: Logger,
+    options: { force?: boolean; verify?: boolean } = {},
+  ): Promise<{ catalog: Catalog; rebuilt: RebuildCounts | null }> {
+    const dir = join(dataDir, 'index');
+    const journal = new TagJournal(join(dataDir, 'tags'));
+    const probe = await probeIndex(dir);
+    let db = probe.db;
+    let reason: string | null = probe.problem;
+    if (options.force && reason === null) reason = 'rebuild requested';
+    if (reason !== null) {
+      await db?.close().catch(() => {});
+      db = null;
+      await setAside(dir);
+    }
+    if (db === null) {
+      db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
+      await db.open();
+    }
+    const catalog = new Catalog(db, blobs, journal, log);
+    if (reason === null && !probe.fresh) return { catalog, rebuilt: null };
+
+    try {
+      const counts = await catalog.#rebuild(options.verify ?? false);
+      const fields = { reason: reason ?? 'index missing', verified: options.verify ?? false, ...counts };
+      if (reason !== null || counts.blobs > 0 || counts.tags > 0) log.warn(fields, 'index rebuilt from blob files and tag journal');
+      return { catalog, rebuilt: counts };
+    } catch (err) {
+      await catalog.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  async #rebuild(verify: boolean): Promise<RebuildCounts> {
+    const sink: RebuildSink = {
+      blob: async (digest, record, refs) => {
+        await this.#db.batch([
+          { type: 'put', key: blobKey(digest), value: record },
+          refs === null ? { type: 'del', key: refsKey(digest) } : { type: 'put', key: refsKey(digest), value: refs },
+        ]);
+      },
+      tag: (key, record) => this.#db.put(tagKey(key), record),
+    };
+    const counts = await rebuildIndex(sink, this.#blobs, this.#journal, this.#log, { verify });
+    // Written last: an index without the marker (a rebuild cut short) is rebuilt again next start.
+    await this.#db.put(META_VERSION, CATALOG_VERSION);
+    return counts;
+  }
+
+  /** The record of a tag, or null. */
+  async getTag(key: TagKey): Promise<TagRecord | null> {
+    const value = await this.#db.get(tagKey(key));
+    return isTagRecord(value) ? value : null;
+  }
+
+  /** Records what a tag resolved to, in the index and the tag journal. */
+  putTag(key: TagKey, record: TagRecord): Promise<void> {
+    const k = tagKey(key);
+    return this.#serialTag(async () => {
+      await this.#db.put(k, { ...record });
+      await this.#journal.put(key, record).catch((err: unknown) => this.#journalFailed(key, err));
+    });
+  }
+
+  /**
+   * Marks a tag as confirmed by upstream at `validatedAt`. Only the index is updated: a journal
+   * write per revalidation is not worth it, and a restored tag with an older validatedAt is
+   * merely revalidated sooner.
+   */
+  touchTag(key: TagKey, validatedAt: number): Promise<void> {
+    const k = tagKey(key);
+    return this.#serialTag(async () => {
+      const value = await this.#db.get(k);
+      if (!isTagRecord(value)) return;
+      await this.#db.put(k, { ...value, validatedAt });
+    });
+  }
+
+  /** Forgets a tag, in the index and the journal. */
+  deleteTag(key: TagKey): Promise<void> {
+    const k = tagKey(key);
+    return this.#serialTag(async () => {
+      await this.#db.del(k);
+      await this.#journal.delete(key).catch((err: unknown) => this.#journalFailed(key, err));
+    });
+  }
+
+  /** Every tag, or those of one upstream, or of one repository of one upstream. */
+  async listTags(upstream?: string, repo?: string): Promise<Array<{ key: TagKey; record: TagRecord }>> {
+    const prefix = ['tag', ...(upstream === undefined ? [] : [upstream]), ...(upstream !== undefined && repo !== undefined ? [repo] : [])]
+      .join(SEP)
+      .concat(SEP);
+    // Every key with the prefix sorts before the prefix with its final NUL raised to \x01.
+    const end = `${prefix.slice(0, -1)}\x01`;
+    const out: Array<{ key: TagKey; record: TagRecord }> = [];
+    for await (const [k, value] of this.#db.iterator({ gte: prefix, lt: end })) {
+      const parts = k.split(SEP);
+      if (parts.length !== 4 || !isTagRecord(value)) continue;
+      const key = { upstream: parts[1]!, repo: parts[2]!, tag: parts[3]! };
+      if (repo !== undefined && key.repo !== repo) continue;
+      out.push({ key, record: value });
+    }
+    return out;
+  }
+
+  /** The record of a blob (with any not yet flushed access time), or null. */
+  async getBlob(digest: string): Promise<BlobRecord | null> {
+    const record = await this.#readBlob(digest);
+    if (!record) return null;
+    const touched = this.#touched.get(digest);
+    return touched !== undefined && touched > record.lastAccess ? { ...record, lastAccess: touched } : record;
+  }
+
+  /** Records a blob. A pending touch newer than `record.lastAccess` wins. */
+  putBlob(digest: string, record: BlobRecord): Promise<void> {
+    return this.#serialBlob(async () => {
+      const touched = this.#touched.get(digest) ?? 0;
+      await this.#db.put(blobKey(digest), { ...record, lastAccess: Math.max(record.lastAccess, touched) });
+    });
+  }
+
+  /**
+   * Notes that a blob was read now. Never throws and never waits: updates are batched in memory
+   * and written at most every TOUCH_FLUSH_MS, and on close.
+   */
+  touchBlob(digest: string): void {
+    if (this.#closing) return;
+    this.#touched.set(digest, Date.now());
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#flushTouches();
+    }, TOUCH_FLUSH_MS);
+    // A pending flush must not keep the process alive; close() flushes what is left.
+    this.#timer.unref();
+  }
+
+  /** Forgets a blob and, if it was a manifest, its references. */
+  deleteBlob(digest: string): Promise<void> {
+    return this.#serialBlob(async () => {
+      this.#touched.delete(digest);
+      await this.#db.batch([
+        { type: 'del', key: blobKey(digest) },
+        { type: 'del', key: refsKey(digest) },
+      ]);
+    });
+  }
+
+  /** The digests a manifest refers to, or null when none are recorded. */
+  async manifestRefs(digest: string): Promise<string[] | null> {
+    const value = await this.#db.get(refsKey(digest));
+    return Array.isArray(value) && value.every((d) => typeof d === 'string') ? (value as string[]) : null;
+  }
+
+  /** Records the digests a manifest refers to. */
+  async putManifestRefs(digest: string, refs: string[]): Promise<void> {
+    await this.#db.put(refsKey(digest), [...refs]);
+  }
+
+  /** Flushes pending touches and closes the index. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer = null;
+      await this.#flushTouches();
+      await this.#tagChain;
+      await this.#blobChain;
+      await this.#db.close();
+    })();
+    return this.#closing;
+  }
+
+  /** Writes pending touches; never rejects (a failure is logged and the touches are kept). */
+  #flushTouches(): Promise<void> {
+    if (this.#touched.size === 0) return Promise.resolve();
+    const batch = new Map(this.#touched);
+    return this.#serialBlob(async () => {
+      const ops: Array<{ type: 'put'; key: string; value: BlobRecord }> = [];
+      for (const [digest, at] of batch) {
+        let record = await this.#readBlob(digest);
+        if (!record) {
+          // A blob on disk that the index does not know (e.g. a record lost to a crash): the
+          // touch recreates it, so eviction can see it.
+          const stat = await this.#blobs.stat(digest);
+          if (!stat) continue;
+          record = { size: stat.size, mediaType: null, lastAccess: at, pinned: false };
+        } else if (record.lastAccess >= at) continue;
+        ops.push({ type: 'put', key: blobKey(digest), value: { ...record, lastAccess: at } });
+      }
+      if (ops.length > 0) await this.#db.batch(ops);
+      for (const [digest, at] of batch) if (this.#touched.get(digest) === at) this.#touched.delete(digest);
+    }).catch((err: unknown) => {
+      this.#log.warn({ err: describe(err), pending: this.#touched.size }, 'could not write blob access times to the index');
+    });
+  }
+
+  async #readBlob(digest: string): Promise<BlobRecord | null> {
+    const value = await this.#db.get(blobKey(digest));
+    return isBlobRecord(value) ? value : null;
+  }
+
+  #serialBlob(fn: () => Promise<void>): Promise<void> {
+    const run = this.#blobChain.then(fn);
+    this.#blobChain = run.catch(() => {});
+    return run;
+  }
+
+  #serialTag(fn: () => Promise<void>): Promise<void> {
+    const run = this.#tagChain.then(fn);
+    this.#tagChain = run.catch(() => {});
+    return run;
+  }
+
+  #journalFailed(key: TagKey, err: unknown): void {
+    // The index is the source of truth; a journal write that fails only means this tag would
+    // not survive an index rebuild.
+    this.#log.warn({ ...key, err: describe(err) }, 'could not write the tag journal');
+  }
+}
+
+function isBlobRecord(value: unknown): value is BlobRecord {
+  if (!value || typeof value !== 'object') return false;
+  const r = value as Record<string, unknown>;
+  return (
+    typeof r.size === 'number' &&
+    (r.mediaType === null || typeof r.mediaType === 'string') &&
+    typeof r.lastAccess === 'number' &&
+    typeof r.pinned === 'boolean'
+  );
+}
+
+/**
+ * Opens the index directory as it is. `problem` says why it must be rebuilt (null: usable);
+ * `fresh` means a new, empty database, to be filled from the blob files.
+ */
+async function probeIndex(dir: string): Promise<{ db: Db | null; problem: string | null; fresh: boolean }> {
+  const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
+  try {
+    await db.open();
+  } catch (err) {
+    // Another process has the index open: rebuilding under it would destroy a working index.
+    if (hasCode(err, 'LEVEL_LOCKED')) {
+      throw new CoveError('INDEX_LOCKED', `the index at ${dir} is in use by another process (is Cove running?)`, { cause: err });
+    }
+    return { db: null, problem: `index could not be opened: ${describe(err)}`, fresh: false };
+  }
+  try {
+    const version = await db.get(META_VERSION);
+    if (version === CATALOG_VERSION) return { db, problem: null, fresh: false };
+    if (version !== undefined) return { db, problem: `index version ${JSON.stringify(version)}, expected ${CATALOG_VERSION}`, fresh: false };
+    const anyKey = await db.keys({ limit: 1 }).all();
+    return anyKey.length === 0 ? { db, problem: null, fresh: true } : { db, problem: 'index has no version marker', fresh: false };
+  } catch (err) {
+    return { db, problem: `index could not be read: ${describe(err)}`, fresh: false };
+  }
+}
+
+/** Moves a broken index to `index.broken` (replacing an older one) for a look later. */
+async function setAside(dir: string): Promise<void> {
+  const aside = `${dir}.broken`;
+  await rm(aside, { recursive: true, force: true });
+  try {
+    await rename(dir, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function hasCode(err: unknown, code: string): boolean {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { code?: unknown }).code === code) return true;
+  }
+  return false;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}

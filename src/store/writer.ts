@@ -1,0 +1,178 @@
+// One blob on its way into the store: bytes go to a temp file beside the store (same file system,
+// so the final move is an atomic rename), hashed as they are written, and published under their
+// digest only once length and digest are right. Nothing partial is ever visible under a digest.
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { DigestMismatchError } from '../errors.js';
+import { DigestVerifier } from '../oci/digest.js';
+
+type State = 'open' | 'committing' | 'committed' | 'aborted';
+
+/** Where a writer puts its bytes; built by BlobStore.createWriter. */
+export interface BlobWriterPaths {
+  /** The temp file, created exclusively (it must not exist yet). */
+  tempPath: string;
+  /** The final content-addressed path. */
+  finalPath: string;
+}
+
+export class BlobWriter {
+  readonly digest: string;
+  readonly expectedSize: number | null;
+  /** The growing temp file; readers joining a fill read it by path while it grows. */
+  readonly tempPath: string;
+  readonly #finalPath: string;
+  readonly #verifier: DigestVerifier;
+  readonly #handle: FileHandle;
+  #written = 0;
+  #state: State = 'open';
+  /** Writes run one after another, so the hash sees bytes in file order whatever the caller does. */
+  #queue: Promise<void> = Promise.resolve();
+  #aborting: Promise<void> | null = null;
+  #committing: Promise<void> | null = null;
+
+  private constructor(digest: string, expectedSize: number | null, paths: BlobWriterPaths, handle: FileHandle) {
+    this.digest = digest;
+    this.expectedSize = expectedSize;
+    this.tempPath = paths.tempPath;
+    this.#finalPath = paths.finalPath;
+    this.#verifier = new DigestVerifier(digest);
+    this.#handle = handle;
+  }
+
+  /** Opens a new temp file for `digest`; use BlobStore.createWriter rather than calling this. */
+  static async create(digest: string, expectedSize: number | null, paths: BlobWriterPaths): Promise<BlobWriter> {
+    if (expectedSize !== null && (!Number.isSafeInteger(expectedSize) || expectedSize < 0)) {
+      throw new TypeError(`expectedSize must be a non-negative integer or null, got ${expectedSize}`);
+    }
+    // Validates the digest before any file exists.
+    new DigestVerifier(digest);
+    const handle = await open(paths.tempPath, 'wx');
+    return new BlobWriter(digest, expectedSize, paths, handle);
+  }
+
+  /** A unique temp file name for `hex` inside `tmpDir`. */
+  static tempName(hex: string): string {
+    return `${hex.slice(0, 16)}.${process.pid}.${randomBytes(6).toString('hex')}.part`;
+  }
+
+  /** Bytes already in the temp file (readers may read up to here). */
+  get written(): number {
+    return this.#written;
+  }
+
+  /** Appends a chunk; resolves once the bytes are in the file (not necessarily on disk). */
+  write(chunk: Buffer): Promise<void> {
+    const run = this.#queue.then(() => this.#write(chunk));
+    // The queue itself never rejects; each caller sees its own write's failure.
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #write(chunk: Buffer): Promise<void> {
+    if (this.#state !== 'open') throw new Error(`blob writer for ${this.digest} is ${this.#state}`);
+    if (this.expectedSize !== null && this.#written + chunk.length > this.expectedSize) {
+      throw new DigestMismatchError(
+        `more than the expected ${this.expectedSize} bytes for ${this.digest} (${this.#written + chunk.length} so far)`,
+      );
+    }
+    let offset = 0;
+    while (offset < chunk.length) {
+      const { bytesWritten } = await this.#handle.write(chunk, offset, chunk.length - offset, this.#written + offset);
+      offset += bytesWritten;
+    }
+    this.#verifier.update(chunk);
+    this.#written += chunk.length;
+  }
+
+  /**
+   * Checks length and digest, then fsyncs and renames the temp file into place. On a mismatch
+   * the temp file is removed and DigestMismatchError names expected and actual. A blob already
+   * in the store (another writer of the same digest won) is success: the content is the same.
+   */
+  commit(): Promise<void> {
+    this.#committing ??= this.#commit();
+    return this.#committing;
+  }
+
+  async #commit(): Promise<void> {
+    await this.#queue;
+    if (this.#state !== 'open') throw new Error(`blob writer for ${this.digest} is ${this.#state}`);
+    this.#state = 'committing';
+    try {
+      if (this.expectedSize !== null && this.#written !== this.expectedSize) {
+        throw new DigestMismatchError(`expected ${this.expectedSize} bytes for ${this.digest}, got ${this.#written}`);
+      }
+      const { ok, actual } = this.#verifier.finish();
+      if (!ok) throw new DigestMismatchError(`expected ${this.digest}, got ${actual} (${this.#written} bytes)`);
+      await this.#handle.sync();
+      await this.#handle.close();
+      await this.#publish();
+      this.#state = 'committed';
+    } catch (err) {
+      this.#state = 'aborted';
+      await this.#handle.close().catch(() => {});
+      // The caller needs the mismatch, not a secondary unlink failure.
+      await unlinkQuiet(this.tempPath).catch(() => {});
+      throw err;
+    }
+  }
+
+  async #publish(): Promise<void> {
+    const dir = dirname(this.#finalPath);
+    await mkdir(dir, { recursive: true });
+    if (await exists(this.#finalPath)) {
+      await unlinkQuiet(this.tempPath);
+      return;
+    }
+    // If another writer renames between the check and here, rename replaces a file of the same
+    // bytes; readers holding the old file open keep reading it.
+    await rename(this.tempPath, this.#finalPath);
+    await fsyncDir(dir);
+  }
+
+  /** Closes and removes the temp file. Idempotent; a no-op after a successful commit. */
+  abort(): Promise<void> {
+    if (this.#state === 'committed') return Promise.resolve();
+    this.#aborting ??= (async () => {
+      await this.#queue;
+      // An abort racing a commit lets the commit finish or clean up on its own.
+      await this.#committing?.catch(() => {});
+      if (this.#state === 'committed' || this.#state === 'aborted') return;
+      this.#state = 'aborted';
+      await this.#handle.close().catch(() => {});
+      await unlinkQuiet(this.tempPath);
+    })();
+    return this.#aborting;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+async function unlinkQuiet(path: string): Promise<void> {
+  await unlink(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}
+
+/** Makes a rename durable. Best effort: some file systems refuse fsync on a directory. */
+export async function fsyncDir(dir: string): Promise<void> {
+  let handle: FileHandle | null = null;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch {
+    // Not every platform lets a directory be fsynced (EISDIR/EPERM/EINVAL); the rename stands.
+  } finally {
+    await handle?.close().catch(() => {});
+  }
+}
