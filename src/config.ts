@@ -1,4 +1,13 @@
-// PLACEHOLDER until the config helper lands: the Config type the rest of the code builds against.
+// The only reader of the environment and the config file: defaults < JSON file < COVE_* environment
+// < command-line flags, validated once at start-up into a frozen Config. Every bad value stops
+// start-up with a ConfigError of one line naming the key and the value (never a password).
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+// env-var is CommonJS whose exports Node cannot name statically: take the default export.
+import envVar from 'env-var';
+import { ConfigError } from './errors.js';
+import { parseDuration } from './units.js';
 
 /** One upstream registry (the origin Harbor, or another) Cove fetches from. */
 export interface UpstreamConfig {
@@ -44,4 +53,502 @@ export interface Config {
   tls: { cert: string; key: string } | null;
   logLevel: string;
   shutdownGraceMs: number;
+}
+
+/** Command-line options that override configuration, for node:util parseArgs. */
+export const CONFIG_FLAGS = {
+  config: { type: 'string' },
+  listen: { type: 'string' },
+  'data-dir': { type: 'string' },
+  upstream: { type: 'string' },
+  'tag-ttl': { type: 'string' },
+  'upstream-timeout': { type: 'string' },
+  'log-level': { type: 'string' },
+  'default-ns': { type: 'string' },
+} as const;
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Values used when no layer sets a key (the data directory also honours systemd's $STATE_DIRECTORY). */
+export const DEFAULTS = Object.freeze({
+  listen: '0.0.0.0:5000',
+  dataDir: '/var/lib/cove',
+  upstreamTimeout: '10s',
+  upstreamBodyTimeout: '30s',
+  tagTtl: '5m',
+  shutdownGrace: '10s',
+  logLevel: 'info',
+});
+
+/** Name of the single upstream configured by COVE_UPSTREAM. */
+export const ORIGIN = 'origin';
+
+/** Docker Hub's names: a route for one serves all three, and adds "library/" to official images. */
+const DOCKER_HUB = ['docker.io', 'index.docker.io', 'registry-1.docker.io'];
+
+/** Every setting by its JSON key, with its environment name and (some) its command-line flag. */
+const SETTINGS = {
+  listen: { env: 'COVE_LISTEN', flag: 'listen' },
+  dataDir: { env: 'COVE_DATA_DIR', flag: 'data-dir' },
+  upstream: { env: 'COVE_UPSTREAM', flag: 'upstream' },
+  username: { env: 'COVE_UPSTREAM_USERNAME' },
+  password: { env: 'COVE_UPSTREAM_PASSWORD' },
+  passwordFile: { env: 'COVE_UPSTREAM_PASSWORD_FILE' },
+  ca: { env: 'COVE_UPSTREAM_CA' },
+  insecure: { env: 'COVE_UPSTREAM_INSECURE' },
+  upstreamTimeout: { env: 'COVE_UPSTREAM_TIMEOUT', flag: 'upstream-timeout' },
+  upstreamBodyTimeout: { env: 'COVE_UPSTREAM_BODY_TIMEOUT' },
+  tagTtl: { env: 'COVE_TAG_TTL', flag: 'tag-ttl' },
+  shutdownGrace: { env: 'COVE_SHUTDOWN_GRACE' },
+  logLevel: { env: 'COVE_LOG_LEVEL', flag: 'log-level' },
+  tlsCert: { env: 'COVE_TLS_CERT' },
+  tlsKey: { env: 'COVE_TLS_KEY' },
+  routes: { env: 'COVE_ROUTES' },
+  defaultNs: { env: 'COVE_DEFAULT_NS', flag: 'default-ns' },
+} as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
+
+type Key = keyof typeof SETTINGS;
+
+type Flags = Readonly<Record<string, string | boolean | undefined>>;
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Where configuration comes from; each defaults to the real process (argv flags aside). */
+export interface LoadOptions {
+  /** Values from parseArgs with CONFIG_FLAGS. */
+  flags?: Flags;
+  /** Environment; defaults to process.env. */
+  env?: Env;
+  /** JSON config file path; overrides --config and COVE_CONFIG. */
+  file?: string;
+}
+
+/** One value as read from one layer, with what to call it in an error. */
+interface Raw {
+  value: unknown;
+  /** "COVE_TAG_TTL", "--tag-ttl" or "tagTtl in /etc/cove/cove.json". */
+  label: string;
+  /** Higher wins: file 1, environment 2, flag 3. */
+  rank: number;
+  /** Relative paths are resolved against this (the config file's folder, or the working directory). */
+  baseDir: string;
+}
+
+/** Reads the JSON config file, the environment and the flags, and builds the validated, frozen Config. */
+export function loadConfig(options: LoadOptions = {}): Config {
+  const src = new Sources(options);
+  const upstream = buildUpstream(src);
+  const routes = buildRoutes(src.get('routes'), [upstream.name]);
+  const config: Config = {
+    listen: parseListen(src.get('listen') ?? defaultRaw(DEFAULTS.listen)),
+    dataDir: dataDirFrom(src),
+    upstreams: [upstream],
+    routes,
+    defaultNs: parseDefaultNs(src.get('defaultNs'), routes),
+    tagTtlMs: durationOf(src, 'tagTtl', DEFAULTS.tagTtl, 0),
+    tls: buildTls(src),
+    logLevel: parseLogLevel(src.get('logLevel') ?? defaultRaw(DEFAULTS.logLevel)),
+    shutdownGraceMs: durationOf(src, 'shutdownGrace', DEFAULTS.shutdownGrace, 0),
+  };
+  return deepFreeze(config);
+}
+
+/** Only the data directory, for tools that work on it without talking to an upstream (reindex). */
+export function loadDataDir(options: LoadOptions = {}): string {
+  return dataDirFrom(new Sources(options));
+}
+
+/** The three layers, asked key by key; the highest layer that sets a key wins. */
+class Sources {
+  readonly #flags: Flags;
+  readonly #readEnv: (name: string) => string | undefined;
+  readonly #file: { path: string; values: Record<string, unknown> } | null;
+
+  constructor(options: LoadOptions) {
+    this.#flags = options.flags ?? {};
+    const vars = envVar.from(options.env ?? process.env);
+    this.#readEnv = (name) => vars.get(name).asString();
+    const flagPath = this.#flag('config');
+    const envPath = this.env('COVE_CONFIG');
+    if (options.file !== undefined) this.#file = readConfigFile(options.file, 'config file');
+    else if (flagPath !== undefined) this.#file = readConfigFile(flagPath, '--config');
+    else if (envPath !== undefined) this.#file = readConfigFile(envPath, 'COVE_CONFIG');
+    else this.#file = null;
+  }
+
+  /** An environment variable; set-but-empty counts as unset, as most shells and unit files mean it. */
+  env(name: string): string | undefined {
+    const value = this.#readEnv(name);
+    return value === undefined || value === '' ? undefined : value;
+  }
+
+  get(key: Key): Raw | undefined {
+    const setting: { env: string; flag?: string } = SETTINGS[key];
+    const flag = setting.flag === undefined ? undefined : this.#flag(setting.flag);
+    if (flag !== undefined) return { value: flag, label: `--${setting.flag}`, rank: 3, baseDir: process.cwd() };
+    const env = this.env(setting.env);
+    if (env !== undefined) return { value: env, label: setting.env, rank: 2, baseDir: process.cwd() };
+    if (this.#file && this.#file.values[key] !== undefined && this.#file.values[key] !== null) {
+      return { value: this.#file.values[key], label: `${key} in ${this.#file.path}`, rank: 1, baseDir: dirname(this.#file.path) };
+    }
+    return undefined;
+  }
+
+  #flag(name: string): string | undefined {
+    const value = this.#flags[name];
+    return typeof value === 'string' ? value : undefined;
+  }
+}
+
+function readConfigFile(path: string, label: string): { path: string; values: Record<string, unknown> } {
+  const full = resolve(path);
+  let text: string;
+  try {
+    text = readFileSync(full, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${label}: ${show(path)} cannot be read (${errorCode(err)})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${label}: ${show(path)} is not valid JSON (${oneLine(err)})`);
+  }
+  if (!isPlainObject(parsed)) throw new ConfigError(`${label}: ${show(path)} must hold a JSON object of settings`);
+  const values: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (key.startsWith('//')) continue; // comments, as in config/cove.example.json
+    if (!Object.hasOwn(SETTINGS, key)) {
+      throw new ConfigError(`${full}: unknown key ${show(key)} (known keys: ${Object.keys(SETTINGS).join(', ')})`);
+    }
+    values[key] = value;
+  }
+  return { path: full, values };
+}
+
+function buildUpstream(src: Sources): UpstreamConfig {
+  const raw = src.get('upstream');
+  if (raw === undefined) {
+    throw new ConfigError(
+      'COVE_UPSTREAM is required: the origin registry URL, e.g. https://harbor.example.com (or --upstream, or "upstream" in the config file)',
+    );
+  }
+  const { username, password } = credentials(src);
+  const caRaw = src.get('ca');
+  return {
+    name: ORIGIN,
+    url: parseUpstreamUrl(raw),
+    username,
+    password,
+    ca: caRaw === undefined ? null : readPem(caRaw, 'CERTIFICATE'),
+    insecure: parseBool(src.get('insecure'), false),
+    timeoutMs: durationOf(src, 'upstreamTimeout', DEFAULTS.upstreamTimeout, 1),
+    bodyTimeoutMs: durationOf(src, 'upstreamBodyTimeout', DEFAULTS.upstreamBodyTimeout, 1),
+    proxy: {
+      httpsProxy: proxyUrl(src, 'HTTPS_PROXY', 'https_proxy'),
+      httpProxy: proxyUrl(src, 'HTTP_PROXY', 'http_proxy'),
+      noProxy: src.env('NO_PROXY') ?? src.env('no_proxy') ?? null,
+    },
+  };
+}
+
+function parseUpstreamUrl(raw: Raw): string {
+  const text = str(raw).trim();
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return fail(raw, 'is not a URL (e.g. https://harbor.example.com)');
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return fail(raw, 'must be an http:// or https:// URL');
+  if (url.username !== '' || url.password !== '') {
+    // The value holds a password: name the key only.
+    throw new ConfigError(`${raw.label}: the URL must not carry credentials; set COVE_UPSTREAM_USERNAME and COVE_UPSTREAM_PASSWORD`);
+  }
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') {
+    return fail(raw, 'must name the registry host only, with no path (Cove adds /v2/ itself)');
+  }
+  return `${url.protocol}//${url.host}`;
+}
+
+function credentials(src: Sources): { username: string | null; password: string | null } {
+  const userRaw = src.get('username');
+  const username = userRaw === undefined ? null : str(userRaw) === '' ? null : str(userRaw);
+  const pwRaw = src.get('password');
+  const fileRaw = src.get('passwordFile');
+  let password: string | null = null;
+  let pwLabel = '';
+  if (pwRaw !== undefined && fileRaw !== undefined && pwRaw.rank === fileRaw.rank) {
+    throw new ConfigError(`${pwRaw.label} and ${fileRaw.label} are both set; set only one`);
+  }
+  if (fileRaw !== undefined && (pwRaw === undefined || fileRaw.rank > pwRaw.rank)) {
+    password = readPasswordFile(src, fileRaw);
+    pwLabel = fileRaw.label;
+  } else if (pwRaw !== undefined) {
+    if (typeof pwRaw.value !== 'string') throw new ConfigError(`${pwRaw.label}: must be a string (value not shown)`);
+    password = pwRaw.value === '' ? null : pwRaw.value;
+    pwLabel = pwRaw.label;
+  }
+  if (username !== null && password === null) {
+    throw new ConfigError(`${userRaw!.label} is set but no password is (set COVE_UPSTREAM_PASSWORD or COVE_UPSTREAM_PASSWORD_FILE)`);
+  }
+  if (username === null && password !== null) {
+    throw new ConfigError(`${pwLabel} is set but no user name is (set COVE_UPSTREAM_USERNAME)`);
+  }
+  return { username, password };
+}
+
+/** Reads a password file; a relative name is looked up in systemd's $CREDENTIALS_DIRECTORY when set (LoadCredential=). */
+function readPasswordFile(src: Sources, raw: Raw): string {
+  const name = str(raw);
+  const credentialsDir = src.env('CREDENTIALS_DIRECTORY');
+  const path = isAbsolute(name) ? name : credentialsDir !== undefined ? join(credentialsDir, name) : resolve(raw.baseDir, name);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${raw.label}: ${show(path)} cannot be read (${errorCode(err)})`);
+  }
+  const password = text.replace(/[\r\n]+$/, '');
+  if (password === '') throw new ConfigError(`${raw.label}: ${show(path)} is empty`);
+  return password;
+}
+
+function proxyUrl(src: Sources, upper: string, lower: string): string | null {
+  const name = src.env(upper) !== undefined ? upper : lower;
+  const value = src.env(name);
+  if (value === undefined) return null;
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    // fall through to the error below
+  }
+  if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    // Proxy URLs often carry a password: show the value with it blanked out.
+    throw new ConfigError(`${name}: ${show(value.replace(/\/\/[^/@]*@/, '//***@'))} is not an http:// or https:// proxy URL`);
+  }
+  return value;
+}
+
+function parseListen(raw: Raw): { host: string; port: number } {
+  const text = str(raw).trim();
+  const bad = (why: string): never => fail(raw, `${why} (e.g. 0.0.0.0:5000, [::1]:5000 or :5000)`);
+  let host: string;
+  let portText: string;
+  const bracketed = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
+  if (bracketed) {
+    host = bracketed[1]!;
+    portText = bracketed[2]!;
+    if (isIP(host) !== 6) bad('is not an IPv6 address in brackets');
+  } else if (/^\d+$/.test(text)) {
+    host = '0.0.0.0';
+    portText = text;
+  } else {
+    const colon = text.lastIndexOf(':');
+    if (colon < 0) bad('is not HOST:PORT');
+    if (text.indexOf(':') !== colon) bad('is not HOST:PORT; write an IPv6 address in brackets');
+    host = text.slice(0, colon) || '0.0.0.0';
+    portText = text.slice(colon + 1);
+    if (isIP(host) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(host)) {
+      bad('does not name a valid host');
+    }
+  }
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) bad('has no port from 0 to 65535');
+  return { host, port: Number(portText) };
+}
+
+function dataDirFrom(src: Sources): string {
+  const raw = src.get('dataDir');
+  if (raw !== undefined) {
+    const text = str(raw);
+    if (text.trim() === '') fail(raw, 'must name a directory');
+    return resolve(raw.baseDir, text);
+  }
+  // systemd StateDirectory= may list several, colon-separated; the first is Cove's.
+  const state = src.env('STATE_DIRECTORY')?.split(':')[0];
+  return state ? resolve(state) : DEFAULTS.dataDir;
+}
+
+/**
+ * The routes, from COVE_ROUTES ("docker.io=dockerhub/,ghcr.io=origin:ghcr/") or the file's
+ * `routes` (an object match→prefix, or an array of such strings or of {match, prefix, upstream}).
+ */
+function buildRoutes(raw: Raw | undefined, upstreams: string[]): RouteConfig[] {
+  if (raw === undefined) return [];
+  const specs: Array<{ match: unknown; upstream: unknown; prefix: unknown; text: string }> = [];
+  // Name the one bad entry rather than repeating the whole list.
+  const bad = (why: string): never => {
+    throw new ConfigError(`${raw.label}: ${why}`);
+  };
+  const fromText = (text: string) => {
+    const eq = text.indexOf('=');
+    if (eq < 0) bad(`${show(text)} is not MATCH=PREFIX (e.g. docker.io=dockerhub/,ghcr.io=ghcr/)`);
+    const target = text.slice(eq + 1).trim();
+    const colon = target.indexOf(':');
+    specs.push({
+      match: text.slice(0, eq),
+      upstream: colon < 0 ? ORIGIN : target.slice(0, colon),
+      prefix: colon < 0 ? target : target.slice(colon + 1),
+      text,
+    });
+  };
+  const value = raw.value;
+  if (typeof value === 'string') {
+    for (const part of value.split(',')) if (part.trim() !== '') fromText(part.trim());
+  } else if (Array.isArray(value)) {
+    for (const entry of value) {
+      if (typeof entry === 'string') fromText(entry);
+      else if (isPlainObject(entry)) {
+        specs.push({ match: entry.match, upstream: entry.upstream ?? ORIGIN, prefix: entry.prefix ?? '', text: JSON.stringify(entry) });
+      } else bad(`${show(entry)} is neither "MATCH=PREFIX" nor {"match": ..., "prefix": ...}`);
+    }
+  } else if (isPlainObject(value)) {
+    for (const [match, target] of Object.entries(value)) {
+      if (match.startsWith('//')) continue;
+      if (typeof target !== 'string') bad(`${show(match)}: ${show(target)} is not a prefix string like "dockerhub/"`);
+      fromText(`${match}=${target as string}`);
+    }
+  } else {
+    fail(raw, 'must be MATCH=PREFIX,... or an object {"docker.io": "dockerhub/"}');
+  }
+
+  const routes: RouteConfig[] = [];
+  const seen = new Set<string>();
+  for (const spec of specs) {
+    const match = typeof spec.match === 'string' ? spec.match.trim().toLowerCase() : '';
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/.test(match)) {
+      bad(`${show(spec.text)}: ${show(spec.match)} is not a registry host name like docker.io`);
+    }
+    const upstream = typeof spec.upstream === 'string' ? spec.upstream.trim() : '';
+    if (!upstreams.includes(upstream)) {
+      bad(`${show(spec.text)}: ${show(spec.upstream)} is not a configured upstream (there is one: ${show(ORIGIN)})`);
+    }
+    let prefix = typeof spec.prefix === 'string' ? spec.prefix.trim() : null;
+    if (prefix !== null && prefix !== '' && !prefix.endsWith('/')) prefix += '/'; // "dockerhub" means "dockerhub/"
+    const component = '[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*';
+    if (prefix === null || !new RegExp(`^(?:${component}/)*$`).test(prefix)) {
+      bad(`${show(spec.text)}: ${show(spec.prefix)} is not a repository prefix like dockerhub/`);
+    }
+    if (seen.has(match)) bad(`${show(match)} is routed twice`);
+    seen.add(match);
+    routes.push({ match, upstream, prefix: prefix!, libraryPrefix: DOCKER_HUB.includes(match) });
+  }
+  // Clients name Docker Hub three ways; a route for one serves all three unless they are routed apart.
+  for (const route of [...routes]) {
+    if (!route.libraryPrefix) continue;
+    for (const alias of DOCKER_HUB) {
+      if (seen.has(alias)) continue;
+      seen.add(alias);
+      routes.push({ ...route, match: alias });
+    }
+  }
+  return routes;
+}
+
+function parseDefaultNs(raw: Raw | undefined, routes: RouteConfig[]): string | null {
+  if (raw === undefined) return null;
+  const ns = str(raw).trim().toLowerCase();
+  if (ns === '') return null;
+  if (!routes.some((r) => r.match === ns)) {
+    const known = routes.length === 0 ? 'none; set COVE_ROUTES' : routes.map((r) => r.match).join(', ');
+    fail(raw, `names no configured route (routes: ${known})`);
+  }
+  return ns;
+}
+
+function buildTls(src: Sources): { cert: string; key: string } | null {
+  const cert = src.get('tlsCert');
+  const key = src.get('tlsKey');
+  if (cert === undefined && key === undefined) return null;
+  if (cert === undefined) throw new ConfigError(`${key!.label} is set but COVE_TLS_CERT is not; set both or neither`);
+  if (key === undefined) throw new ConfigError(`${cert.label} is set but COVE_TLS_KEY is not; set both or neither`);
+  return { cert: readPem(cert, 'CERTIFICATE'), key: readPem(key, 'PRIVATE KEY') };
+}
+
+/** Reads a PEM file named by `raw` and checks it holds at least one block of the given kind. */
+function readPem(raw: Raw, kind: 'CERTIFICATE' | 'PRIVATE KEY'): string {
+  const path = resolve(raw.baseDir, str(raw));
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    return fail(raw, `cannot be read (${errorCode(err)})`);
+  }
+  // "PRIVATE KEY" also matches "RSA PRIVATE KEY" and "EC PRIVATE KEY".
+  if (!new RegExp(`-----BEGIN [A-Z ]*${kind}-----`).test(text)) return fail(raw, `holds no PEM ${kind.toLowerCase()}`);
+  return text;
+}
+
+function parseLogLevel(raw: Raw): string {
+  const level = str(raw).trim().toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) fail(raw, `is not a log level (use ${LOG_LEVELS.join('|')})`);
+  return level;
+}
+
+function parseBool(raw: Raw | undefined, fallback: boolean): boolean {
+  if (raw === undefined) return fallback;
+  if (typeof raw.value === 'boolean') return raw.value;
+  const text = str(raw).trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(text)) return true;
+  if (['false', '0', 'no', 'off'].includes(text)) return false;
+  return fail(raw, 'is not a boolean (use true or false)');
+}
+
+/** A duration in ms from a layer or the default; `min` refuses e.g. a zero timeout. */
+function durationOf(src: Sources, key: Key, fallback: string, min: number): number {
+  const raw = src.get(key) ?? defaultRaw(fallback);
+  let ms: number;
+  if (typeof raw.value === 'number') {
+    // A JSON number means seconds, as a bare number in a string does.
+    if (!Number.isFinite(raw.value) || raw.value < 0) fail(raw, 'is not a duration (use a number of seconds, or "500ms", "30s", "5m", "14d")');
+    ms = Math.round(raw.value * 1000);
+  } else {
+    const text = str(raw);
+    try {
+      ms = parseDuration(text);
+    } catch (err) {
+      throw new ConfigError(`${raw.label}: ${oneLine(err)}`);
+    }
+  }
+  if (ms < min) fail(raw, `must be at least ${min} ms`);
+  return ms;
+}
+
+function defaultRaw(value: string): Raw {
+  return { value, label: 'default', rank: 0, baseDir: process.cwd() };
+}
+
+function str(raw: Raw): string {
+  if (typeof raw.value !== 'string') fail(raw, 'must be a string');
+  return raw.value as string;
+}
+
+function fail(raw: Raw, why: string): never {
+  throw new ConfigError(`${raw.label}: ${show(raw.value)} ${why}`);
+}
+
+/** A value quoted for a one-line message, shortened when long. */
+function show(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 200 ? `${text.slice(0, 197)}...` : text;
+}
+
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').trim();
+}
+
+function errorCode(err: unknown): string {
+  return err instanceof Error && 'code' in err ? String(err.code) : oneLine(err);
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
 }
