@@ -24,10 +24,14 @@ export interface RoutedRequest {
 
 const ITEM = /^\/v2\/(.+)\/(manifests|blobs|referrers)\/([^/]+)$/;
 const TAGS = /^\/v2\/(.+)\/tags\/list$/;
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 
 /** Parses and validates a request. Throws OciError (400/404/405) for anything Cove will not serve. */
 export function route(method: string, target: string): RoutedRequest {
   if (target.length > MAX_TARGET_LENGTH) throw new OciError('NAME_INVALID', 'request path too long');
+  // URL parsing would resolve "/v2/a/../b" to "/v2/b"; a client that sends dot segments gets no
+  // name at all rather than a different one.
+  if (DOT_SEGMENT.test(target.split('?')[0]!)) throw new OciError('NAME_INVALID', 'request path contains "." or ".." segments');
   let url: URL;
   try {
     url = new URL(target, 'http://cove.invalid');

@@ -131,7 +131,16 @@ export class ManifestResolver {
   async #fetch(target: Target, reference: string, accept: readonly string[]) {
     const flightKey = JSON.stringify([target.upstream, target.repo, reference, accept]);
     return this.#flights.run(flightKey, async () => {
-      const found = await this.#o.resolver.first((tier) => tier.getManifest(target, reference, accept));
+      let found;
+      try {
+        found = await this.#o.resolver.first((tier) => tier.getManifest(target, reference, accept));
+      } catch (err) {
+        if (err instanceof DigestMismatchError) {
+          this.#o.counters.digestMismatches++;
+          this.#o.log.error({ repo: target.repo, reference, err: err.message }, 'digest mismatch: manifest discarded');
+        }
+        throw err;
+      }
       if (!found) return null;
       if (found.value.bytes.length > MANIFEST_MAX_BYTES) {
         throw new OciError('MANIFEST_INVALID', `manifest ${reference} is larger than ${MANIFEST_MAX_BYTES} bytes`);

@@ -2,7 +2,7 @@
 // one access log line per request.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { get as httpsGet } from 'node:https';
+import { Agent as HttpsAgent, get as httpsGet } from 'node:https';
 import { connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,7 +53,7 @@ t.test('TLS listener speaks HTTP/2 and HTTP/1.1', async (t) => {
   t.equal(sha256(h2body), digest, 'HTTP/2 bytes');
 
   const h1 = await new Promise<{ version: string; body: Buffer }>((resolve, reject) => {
-    httpsGet(`${cove.url}/v2/proj/tls/blobs/${digest}`, { ca, ALPNProtocols: ['http/1.1'] }, (res) => {
+    httpsGet(`${cove.url}/v2/proj/tls/blobs/${digest}`, { agent: new HttpsAgent({ ca, ALPNProtocols: ['http/1.1'] }) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ version: res.httpVersion, body: Buffer.concat(chunks) }));

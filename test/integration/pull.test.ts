@@ -105,6 +105,7 @@ t.test('invalid names, tags and digests are refused before any I/O', async (t) =
     { name: 'uppercase name', path: '/v2/Proj/App/manifests/1', code: 'NAME_INVALID' },
     { name: 'double slash', path: '/v2/proj//app/manifests/1', code: 'NAME_INVALID' },
     { name: 'dot segment', path: '/v2/proj/../etc/manifests/1', code: 'NAME_INVALID' },
+    { name: 'encoded dot segment', path: '/v2/proj/%2E%2e/etc/manifests/1', code: 'NAME_INVALID' },
     { name: 'tag too long', path: `/v2/proj/app/manifests/${'a'.repeat(129)}`, code: 'MANIFEST_INVALID' },
     { name: 'tag with bad char', path: '/v2/proj/app/manifests/-bad', code: 'MANIFEST_INVALID' },
     { name: 'short digest', path: '/v2/proj/app/blobs/sha256:abc', code: 'DIGEST_INVALID' },
@@ -114,7 +115,7 @@ t.test('invalid names, tags and digests are refused before any I/O', async (t) =
     { name: 'hostile long name', path: `/v2/${'a-'.repeat(3000)}a/manifests/1`, code: 'NAME_INVALID' },
   ];
   for (const c of cases) {
-    const r = await fetchAll(`${cove.url}${c.path}`);
+    const r = await fetchAll(`${cove.url}/`, { rawPath: c.path });
     t.equal(r.status, 400, c.name);
     t.equal(r.headers['content-type'], 'application/json', `${c.name}: JSON`);
     t.equal(JSON.parse(r.body.toString()).errors[0].code, c.code, `${c.name}: ${c.code}`);
