@@ -20,6 +20,8 @@ export interface Listener {
 const HEADERS_TIMEOUT_MS = 30_000;
 /** An idle keep-alive connection is closed after this long. */
 const KEEP_ALIVE_TIMEOUT_MS = 30_000;
+/** A TLS connection with no traffic at all is closed after this long. */
+const IDLE_TIMEOUT_MS = 120_000;
 
 export async function listen(
   handler: (req: Req, res: Res) => void,
@@ -34,7 +36,10 @@ export async function listen(
   };
   let server: AnyServer;
   if (options.tls) {
-    server = createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, counted as never);
+    const secure = createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, counted as never);
+    // An HTTP/2 session (or HTTP/1.1 connection) that moves nothing for this long is closed.
+    secure.setTimeout(IDLE_TIMEOUT_MS);
+    server = secure;
   } else {
     const plain = createHttpServer({ headersTimeout: HEADERS_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, counted as never);
     server = plain;
