@@ -89,8 +89,14 @@ export function makeImage(options: { layers: number[]; seed: string; mediaType?:
   };
 }
 
-/** A Docker manifest list or an OCI image index over `children`. */
-export function makeIndex(children: Array<{ image: Image; platform: { architecture: string; os: string } }>, kind: 'docker' | 'oci'): Index {
+export interface Platform {
+  architecture: string;
+  os: string;
+  variant?: string;
+}
+
+/** A Docker manifest list or an OCI image index over `children`; a missing platform is read from the child's config. */
+export function makeIndex(children: Array<{ image: Image; platform?: Platform }>, kind: 'docker' | 'oci'): Index {
   const mediaType = MEDIA[kind].index;
   const bytes = Buffer.from(
     JSON.stringify(
@@ -101,7 +107,7 @@ export function makeIndex(children: Array<{ image: Image; platform: { architectu
           mediaType: image.mediaType,
           size: image.manifest.length,
           digest: image.manifestDigest,
-          platform,
+          platform: platform ?? platformOf(image),
         })),
       },
       null,
@@ -109,4 +115,9 @@ export function makeIndex(children: Array<{ image: Image; platform: { architectu
     ),
   );
   return { bytes, digest: sha256Of(bytes), mediaType };
+}
+
+function platformOf(image: Image): Platform {
+  const config = JSON.parse(image.config.toString()) as { architecture?: string; os?: string };
+  return { architecture: config.architecture ?? 'amd64', os: config.os ?? 'linux' };
 }

@@ -121,7 +121,8 @@ export class OriginRegistry {
   readonly #options: Required<Omit<OriginOptions, 'username' | 'password'>> & { username: string | null; password: string | null };
   readonly #repos = new Map<string, Repo>();
   readonly #faults: ActiveFault[] = [];
-  readonly #tokens = new Set<string>();
+  /** Issued bearer tokens: the repositories each may pull, and when it expires (ms). */
+  readonly #tokens = new Map<string, { repos: Set<string>; expiresAt: number }>();
   readonly #main: Listener;
   readonly #storage: Listener | null;
   /** Timers of slow bodies, cleared on stop. */
@@ -302,7 +303,8 @@ export class OriginRegistry {
         this.#route(url, rec, req, res);
       }
     } catch (err) {
-      sendError(res, 500, 'UNKNOWN', (err as Error).message);
+      if (res.headersSent) res.destroy();
+      else sendError(res, 500, 'UNKNOWN', (err as Error).message);
     }
   }
 
@@ -325,13 +327,15 @@ export class OriginRegistry {
       rec.digest = m[3]!;
     }
 
-    const statusFault = this.#takeFault(rec, (f) => f.type === 'status' || f.type === 'blackhole');
-    if (statusFault?.type === 'blackhole') return; // accept, never answer
+    // A black hole takes the connection before anything else, auth included: it never answers.
+    if (this.#takeFault(rec, (f) => f.type === 'blackhole')) return;
+    // Auth before status faults, so a 401 round of the Bearer flow does not use up a `times: 1` fault.
     if (!this.#authorized(rec, req, res)) return;
+    const statusFault = this.#takeFault(rec, (f) => f.type === 'status');
     if (statusFault?.type === 'status') {
       const headers: Record<string, string> = {};
       if (statusFault.retryAfter !== undefined) headers['retry-after'] = String(statusFault.retryAfter);
-      sendError(res, statusFault.status, statusFault.status === 429 ? 'TOOMANYREQUESTS' : 'UNKNOWN', `injected status ${statusFault.status}`, headers);
+      sendError(res, statusFault.status, errorCodeFor(statusFault.status, rec.kind), `injected status ${statusFault.status}`, headers);
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -366,14 +370,17 @@ export class OriginRegistry {
     const given = header(req, 'authorization') ?? '';
     if (auth === 'basic') {
       if (given === basic(username, password)) return true;
-      sendError(res, 401, 'UNAUTHORIZED', 'authentication required', { 'www-authenticate': 'Basic realm="test-origin"' });
+      sendError(res, 401, 'UNAUTHORIZED', 'authentication required', { 'www-authenticate': 'Basic realm="origin"' });
       return false;
     }
+    // Harbor also takes Basic credentials directly on /v2/.
+    if (rec.kind === 'base' && username !== null && given === basic(username, password)) return true;
     const token = /^Bearer (.+)$/.exec(given)?.[1];
-    if (token && this.#tokens.has(token)) return true;
+    const issued = token ? this.#tokens.get(token) : undefined;
+    if (issued && issued.expiresAt > Date.now() && (rec.repo === null || issued.repos.has(rec.repo))) return true;
     const scope = rec.repo ? `,scope="repository:${rec.repo}:pull"` : '';
-    // Like Harbor: a rejected bearer token gets a Basic challenge.
-    const challenge = token ? 'Basic realm="test-origin"' : `Bearer realm="${this.url}/token",service="test-origin"${scope}`;
+    // Like Harbor: an expired or insufficient bearer token gets a Basic challenge.
+    const challenge = token ? 'Basic realm="origin"' : `Bearer realm="${this.url}/token",service="origin"${scope}`;
     sendError(res, 401, 'UNAUTHORIZED', 'authentication required', { 'www-authenticate': challenge });
     return false;
   }
@@ -384,8 +391,16 @@ export class OriginRegistry {
       sendJson(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password', detail: null }] });
       return;
     }
+    const repos = new Set<string>();
+    for (const scope of url.searchParams.getAll('scope').flatMap((s) => s.split(' '))) {
+      // repository:<name>:<actions>; a name may hold host:port, so split at the ends only.
+      if (!scope.startsWith('repository:')) continue;
+      const rest = scope.slice('repository:'.length);
+      const cut = rest.lastIndexOf(':');
+      if (cut > 0 && rest.slice(cut + 1).split(',').includes('pull')) repos.add(rest.slice(0, cut));
+    }
     const token = randomBytes(16).toString('hex');
-    this.#tokens.add(token);
+    this.#tokens.set(token, { repos, expiresAt: Date.now() + tokenExpiresIn * 1000 });
     sendJson(res, 200, { token, expires_in: tokenExpiresIn, issued_at: new Date().toISOString(), scope: url.searchParams.get('scope') });
   }
 
@@ -412,17 +427,23 @@ export class OriginRegistry {
       }
       stored = childManifest;
       servedDigest = child.digest;
-    } else if (byTag && stored.mediaType === OCI_INDEX && !accept.includes(OCI_INDEX)) {
-      sendError(res, 404, 'MANIFEST_UNKNOWN', 'OCI index requested without OCI index support');
+    } else if (stored.mediaType === OCI_INDEX && !accept.includes(OCI_INDEX)) {
+      // distribution does this by tag and by digest alike
+      sendError(res, 404, 'MANIFEST_UNKNOWN', 'OCI index found, but accept header does not support OCI indexes');
       return;
     }
-    res.writeHead(200, {
+    const headers = {
       'content-type': stored.mediaType,
       'content-length': String(stored.bytes.length),
       'docker-content-digest': servedDigest,
       etag: `"${servedDigest}"`,
-    });
-    res.end(req.method === 'HEAD' ? undefined : stored.bytes);
+    };
+    if (req.method === 'HEAD') {
+      res.writeHead(200, headers);
+      res.end();
+      return;
+    }
+    this.#sendBody(rec, res, 200, headers, stored.bytes, () => {});
   }
 
   #serveBlob(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse): void {
@@ -468,7 +489,7 @@ export class OriginRegistry {
       sendError(res, 416, 'RANGE_INVALID', 'range not satisfiable', { 'content-range': `bytes */${bytes.length}` });
       return;
     }
-    let body = range ? bytes.subarray(range.start, range.end + 1) : bytes;
+    const body = range ? bytes.subarray(range.start, range.end + 1) : bytes;
     const headers: Record<string, string> = {
       'content-type': 'application/octet-stream',
       'content-length': String(body.length),
@@ -476,16 +497,22 @@ export class OriginRegistry {
       'accept-ranges': 'bytes',
     };
     if (range) headers['content-range'] = `bytes ${range.start}-${range.end}/${bytes.length}`;
-    const fault = this.#takeFault(rec, (f) => BODY_FAULTS.has(f.type));
-    if (fault?.type === 'wrong-bytes') {
-      body = Buffer.from(body);
-      for (let i = 0; i < body.length; i += 4096) body[i] = body[i]! ^ 0xff;
-    }
-    res.writeHead(range ? 206 : 200, headers);
-    const count = (n: number) => {
+    this.#sendBody(rec, res, range ? 206 : 200, headers, body, (n) => {
       this.blobBytesServed += n;
       this.blobBytesByDigest.set(rec.digest!, (this.blobBytesByDigest.get(rec.digest!) ?? 0) + n);
-    };
+    });
+  }
+
+  /** Writes a GET body, misbehaving as a matching body fault says; `count` hears every byte sent. */
+  #sendBody(rec: RecordedRequest, res: ServerResponse, status: number, headers: Record<string, string>, original: Buffer, count: (n: number) => void): void {
+    const fault = this.#takeFault(rec, (f) => BODY_FAULTS.has(f.type));
+    let body = original;
+    if (fault?.type === 'wrong-bytes') {
+      // same length, a few bytes flipped: only a digest check can tell
+      body = Buffer.from(original);
+      for (let i = 0; i < body.length; i += 4096) body[i] = body[i]! ^ 0xff;
+    }
+    res.writeHead(status, headers);
     if (!fault || fault.type === 'wrong-bytes') {
       count(body.length);
       res.end(body);
@@ -494,6 +521,7 @@ export class OriginRegistry {
     if (fault.type === 'truncate' || fault.type === 'stall') {
       const cut = Math.min(fault.type === 'truncate' ? fault.afterBytes : fault.afterBytes ?? 0, body.length);
       count(cut);
+      res.flushHeaders(); // Node would hold back headers written with an empty first chunk
       res.write(body.subarray(0, cut), () => {
         if (fault.type === 'truncate') res.socket?.destroy();
       });
@@ -607,4 +635,13 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 
 function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
   sendJson(res, status, { errors: [{ code, message, detail: null }] }, headers);
+}
+
+/** The OCI error code a registry would send with an injected status. */
+function errorCodeFor(status: number, kind: RequestKind): string {
+  if (status === 401) return 'UNAUTHORIZED';
+  if (status === 403) return 'DENIED';
+  if (status === 404) return kind === 'blob' ? 'BLOB_UNKNOWN' : kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'NAME_UNKNOWN';
+  if (status === 429) return 'TOOMANYREQUESTS';
+  return 'UNKNOWN';
 }
