@@ -1,0 +1,734 @@
+// Harness for end-to-end tests against real registry software (Debian's docker-registry, skopeo,
+// umoci, containerd/ctr, dockerd) and for scripts/bench.ts: temp dirs, child processes stopped by
+// PID, the origin registry and its access log, test images, and Cove itself as a child process.
+// Everything listens on 127.0.0.1; every wait is bounded; everything started is stopped on cleanup.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createCipheriv, createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '../helpers/process.js';
+
+/** The part of a tap Test the harness uses (kept structural so bench.ts needs no tap). */
+export interface TestLike {
+  pass(message: string, extra: { skip: string }): unknown;
+  fail(message: string): unknown;
+  comment(...message: unknown[]): unknown;
+  teardown(fn: () => unknown): unknown;
+}
+
+/** Repository root (this file runs from dist/test/e2e/). */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const COVE_CLI = join(ROOT, 'dist', 'src', 'cli.js');
+
+const PACKAGE_OF: Record<string, string> = {
+  'docker-registry': 'docker-registry',
+  skopeo: 'skopeo',
+  umoci: 'umoci',
+  containerd: 'containerd',
+  ctr: 'containerd',
+  dockerd: 'docker.io',
+  docker: 'docker.io',
+  htpasswd: 'apache2-utils',
+  curl: 'curl',
+};
+
+// containerd, dockerd and docker-registry live in sbin on Debian; some shells leave it off PATH.
+for (const dir of ['/usr/local/sbin', '/usr/sbin', '/sbin']) {
+  const path = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin';
+  if (!path.split(delimiter).includes(dir)) process.env.PATH = `${path}${delimiter}${dir}`;
+}
+
+/** Absolute path of `name` on PATH, or null. */
+export function which(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter)) {
+    const p = join(dir, name);
+    if (dir && existsSync(p)) return p;
+  }
+  return null;
+}
+
+/**
+ * The Debian docker CLI. /usr/local/bin/docker on these machines is a newer CLI that may not talk
+ * to Debian's 20.10 daemon (API 1.41), so the packaged one wins when present.
+ */
+export function dockerCli(): string | null {
+  return existsSync('/usr/bin/docker') ? '/usr/bin/docker' : which('docker');
+}
+
+/** Under CI a missing prerequisite is a failure; elsewhere it is a visible skip. */
+function missing(t: TestLike, reason: string): false {
+  const ci = process.env.CI;
+  if (ci && ci !== 'false' && ci !== '0') t.fail(`${reason} (CI is set, so this is a failure, not a skip)`);
+  else {
+    t.comment(`skipping: ${reason}`);
+    // A skipped assertion: shows as "# SKIP <reason>" and counts as a skip in tap's summary.
+    t.pass('end-to-end prerequisites', { skip: reason });
+  }
+  return false;
+}
+
+/** True when every tool is installed; otherwise skips (or fails under CI) naming what is missing. */
+export function requireTools(t: TestLike, names: string[]): boolean {
+  const absent = names.filter((n) => which(n) === null);
+  if (absent.length === 0) return true;
+  const pkgs = [...new Set(absent.map((n) => PACKAGE_OF[n] ?? n))];
+  return missing(t, `${absent.join(', ')} not installed (apt-get install ${pkgs.join(' ')})`);
+}
+
+/** True when running as root (containerd and dockerd need it); otherwise skips (or fails under CI). */
+export function requireRoot(t: TestLike, what: string): boolean {
+  if (process.getuid?.() === 0) return true;
+  return missing(t, `${what} needs root`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A timer for races: unref'd, so a race that is already won does not keep the process alive. */
+const deadline = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+// Last resort when this process exits without running its cleanups (an uncaught error, a runner
+// timeout): SIGKILL every child still alive, by PID, and remove the temp dirs. Normal runs do both
+// earlier, gently, through Cleanup.
+const live = new Set<ChildProcess>();
+const liveDirs = new Set<string>();
+process.on('exit', () => {
+  for (const child of live) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const dir of liveDirs) {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    } catch {
+      // best effort on the way out
+    }
+  }
+});
+
+/** Collects cleanups and runs them last-in first-out, once. */
+export class Cleanup {
+  private readonly fns: Array<() => unknown> = [];
+  private done = false;
+  add(fn: () => unknown): void {
+    this.fns.push(fn);
+  }
+  async run(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    while (this.fns.length > 0) {
+      const fn = this.fns.pop()!;
+      try {
+        await fn();
+      } catch (err) {
+        process.stderr.write(`cleanup: ${err instanceof Error ? err.message : String(err)}\n`);
+      }
+    }
+  }
+  /** Registers `run` as a tap teardown. */
+  static forTest(t: TestLike): Cleanup {
+    const c = new Cleanup();
+    t.teardown(() => c.run());
+    return c;
+  }
+}
+
+/** A fresh directory under the system temp dir, removed on cleanup. Short paths: unix sockets live there. */
+export function tempDir(cleanup: Cleanup, prefix = 'cove-e2e-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  liveDirs.add(dir);
+  cleanup.add(() => {
+    rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    liveDirs.delete(dir);
+  });
+  return dir;
+}
+
+/** A child process with its output in a log file. */
+export class Proc {
+  readonly exited: Promise<number | null>;
+  exitCode: number | null | undefined = undefined;
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    readonly logFile: string,
+  ) {
+    live.add(child);
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        live.delete(child);
+        this.exitCode = code ?? (signal ? -1 : null);
+        resolve(code);
+      });
+      child.once('error', () => {
+        this.exitCode = -1;
+        resolve(-1);
+      });
+    });
+  }
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+  log(): string {
+    try {
+      return readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+  tail(lines = 20): string {
+    return this.log().split('\n').slice(-lines).join('\n');
+  }
+  /** SIGTERM this PID, wait up to `graceMs`, then SIGKILL it. Never signals anything else. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (!this.running || this.child.pid === undefined) return;
+    this.child.kill('SIGTERM');
+    const timedOut = await Promise.race([this.exited.then(() => false), deadline(graceMs).then(() => true)]);
+    if (timedOut && this.running) {
+      this.child.kill('SIGKILL');
+      await Promise.race([this.exited, deadline(5000)]);
+    }
+  }
+}
+
+/** Starts `cmd args` with stdout+stderr appended to `logFile`; stopped on cleanup. */
+export function startProc(
+  cleanup: Cleanup,
+  name: string,
+  cmd: string,
+  args: string[],
+  opts: { logFile: string; env?: NodeJS.ProcessEnv; cwd?: string; graceMs?: number },
+): Proc {
+  const fd = openSync(opts.logFile, 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env: opts.env ?? process.env, cwd: opts.cwd });
+  closeSync(fd);
+  const proc = new Proc(name, child, opts.logFile);
+  cleanup.add(() => proc.stop(opts.graceMs));
+  return proc;
+}
+
+/** Runs a command to completion (bounded); throws with its output when it fails. */
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; input?: string; allowFail?: boolean } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      const ms = performance.now() - t0;
+      if ((code !== 0 || signal) && !opts.allowFail) {
+        reject(new Error(`${cmd} ${args.join(' ')} -> ${signal ? `killed by ${signal} (timeout?)` : `exit ${code}`}\n${stderr}${stdout}`.trim()));
+      } else resolve({ code, stdout, stderr, ms });
+    });
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined); // a command that exits without reading its input
+      child.stdin.end(opts.input);
+    }
+  });
+}
+
+/** Polls until `fn` is true, at most `timeoutMs`; throws `what` on timeout. */
+export async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 20_000, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** One HTTP GET on loopback; body discarded unless `keep`; bounded by `timeoutMs`. */
+export function httpGet(
+  url: string,
+  opts: { headers?: Record<string, string>; keep?: boolean; timeoutMs?: number; method?: string; noHash?: boolean } = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; bytes: number; body: Buffer; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers ?? {}, timeout: opts.timeoutMs ?? 30_000 }, (res) => {
+      const hash = createHash('sha256');
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+        if (!opts.noHash) hash.update(c);
+        if (opts.keep) chunks.push(c);
+      });
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, bytes, body: Buffer.concat(chunks), sha256: `sha256:${hash.digest('hex')}` }),
+      );
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** True once `url` answers 200. */
+async function answers200(url: string): Promise<boolean> {
+  try {
+    return (await httpGet(url, { timeoutMs: 1000 })).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ origin
+
+/** One line of the distribution registry's combined-format access log. */
+export interface AccessEntry {
+  method: string;
+  path: string;
+  status: number;
+  bytes: number;
+  agent: string;
+}
+
+const ACCESS_LINE = /^(\S+) \S+ \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+|-) "[^"]*" "([^"]*)"/;
+
+/** Parses the access lines (skips the registry's own structured log lines). */
+export function parseAccessLog(text: string): AccessEntry[] {
+  const out: AccessEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = ACCESS_LINE.exec(line);
+    if (!m) continue;
+    out.push({ method: m[2]!, path: m[3]!, status: Number(m[4]), bytes: m[5] === '-' ? 0 : Number(m[5]), agent: m[6]! });
+  }
+  return out;
+}
+
+export const isBlobPath = (path: string) => /^\/v2\/.+\/blobs\/sha(256|512):[0-9a-f]+/.test(path);
+
+/** A Debian docker-registry on 127.0.0.1, storage in its own temp dir. */
+export class Registry {
+  private mark = 0;
+  constructor(
+    readonly proc: Proc,
+    readonly port: number,
+    readonly dir: string,
+    readonly auth: { username: string; password: string } | null,
+  ) {}
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  get hostPort(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+  /** All access-log entries so far. */
+  entries(): AccessEntry[] {
+    return parseAccessLog(this.proc.log());
+  }
+  /** Remembers the current end of the access log; `since()` returns what came after. */
+  markNow(): void {
+    this.mark = this.entries().length;
+  }
+  since(): AccessEntry[] {
+    return this.entries().slice(this.mark);
+  }
+  /** Blob GETs (and their body bytes) in `entries`. */
+  static blobGets(entries: AccessEntry[]): { requests: number; bytes: number } {
+    const gets = entries.filter((e) => e.method === 'GET' && isBlobPath(e.path));
+    return { requests: gets.length, bytes: gets.reduce((n, e) => n + e.bytes, 0) };
+  }
+}
+
+/** Starts docker-registry (optionally with htpasswd auth, or in proxy mode) and waits for /v2/. */
+export async function startRegistry(
+  cleanup: Cleanup,
+  opts: { auth?: { username: string; password: string }; proxyRemote?: string; name?: string } = {},
+): Promise<Registry> {
+  const dir = tempDir(cleanup, 'cove-reg-');
+  const port = await freePort();
+  const name = opts.name ?? (opts.proxyRemote ? 'proxy' : 'origin');
+  const lines = [
+    'version: 0.1',
+    'log:',
+    '  level: info',
+    `  fields: {service: ${name}}`,
+    'storage:',
+    `  filesystem: {rootdirectory: ${join(dir, 'data')}}`,
+    '  delete: {enabled: true}',
+    '  cache: {blobdescriptor: inmemory}',
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    `  secret: cove-e2e-${name}-${port}`,
+  ];
+  if (opts.auth) {
+    const htpasswd = await run('htpasswd', ['-Bbn', opts.auth.username, opts.auth.password]);
+    writeFileSync(join(dir, 'htpasswd'), htpasswd.stdout.split('\n').filter(Boolean).join('\n') + '\n');
+    lines.push('auth:', '  htpasswd:', '    realm: basic-realm', `    path: ${join(dir, 'htpasswd')}`);
+  }
+  if (opts.proxyRemote) lines.push('proxy:', `  remoteurl: ${opts.proxyRemote}`);
+  writeFileSync(join(dir, 'config.yml'), lines.join('\n') + '\n');
+  // docker-registry needs ~2 s to stop on SIGTERM.
+  const proc = startProc(cleanup, name, 'docker-registry', ['serve', join(dir, 'config.yml')], { logFile: join(dir, 'registry.log'), graceMs: 5000 });
+  const registry = new Registry(proc, port, dir, opts.auth ?? null);
+  await waitFor(
+    `docker-registry on ${registry.url}/v2/ (log: ${proc.logFile})`,
+    async () => {
+      if (!proc.running) throw new Error(`docker-registry exited at start:\n${proc.tail()}`);
+      try {
+        const s = (await httpGet(`${registry.url}/v2/`, { timeoutMs: 1000 })).status;
+        return s === 200 || s === 401;
+      } catch {
+        return false;
+      }
+    },
+    20_000,
+  );
+  return registry;
+}
+
+// ------------------------------------------------------------------------------------------ images
+
+/**
+ * Deterministic incompressible bytes: AES-256-CTR keystream keyed by `seed`. It looks like
+ * /dev/urandom to gzip (so layer sizes are what we ask for) but repeats for the same seed.
+ */
+export function pseudoRandomBytes(seed: string, size: number): Buffer {
+  const key = createHash('sha256').update(seed).digest();
+  const iv = createHash('md5').update(seed).digest();
+  const cipher = createCipheriv('aes-256-ctr', key, iv);
+  return Buffer.concat([cipher.update(Buffer.alloc(size)), cipher.final()]);
+}
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+}
+
+/** A built image in an OCI layout, with what its manifest says. */
+export interface TestImage {
+  layout: string;
+  tag: string;
+  manifestDigest: string;
+  manifestMediaType: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  /** Manifest + config + layers, in bytes. */
+  totalBytes: number;
+}
+
+/** Builds `layout:tag` with umoci: one layer per size in `layerBytes`, content from `seed`. */
+export async function buildImage(layoutDir: string, tag: string, layerBytes: number[], seed: string): Promise<TestImage> {
+  if (!existsSync(join(layoutDir, 'index.json'))) await run('umoci', ['init', '--layout', layoutDir]);
+  const ref = `${layoutDir}:${tag}`;
+  await run('umoci', ['new', '--image', ref]);
+  const src = mkdtempSync(join(tmpdir(), 'cove-src-'));
+  try {
+    for (const [i, size] of layerBytes.entries()) {
+      const dir = join(src, `l${i}`);
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'blob.bin'), pseudoRandomBytes(`${seed}/${tag}/${i}`, size));
+      await run('umoci', ['insert', '--image', ref, dir, `/data/l${i}`], { timeoutMs: 300_000 });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } finally {
+    rmSync(src, { recursive: true, force: true });
+  }
+  await run('umoci', ['config', '--image', ref, '--config.cmd', '/bin/sh', '--config.label', `cove.e2e=${seed}`]);
+  await run('umoci', ['gc', '--layout', layoutDir]);
+  return readImage(layoutDir, tag);
+}
+
+/** Reads `tag` from an OCI layout. */
+export function readImage(layoutDir: string, tag: string): TestImage {
+  const index = JSON.parse(readFileSync(join(layoutDir, 'index.json'), 'utf8')) as {
+    manifests: Array<Descriptor & { annotations?: Record<string, string> }>;
+  };
+  const desc = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
+  if (!desc) throw new Error(`no ${tag} in ${layoutDir}`);
+  const manifest = JSON.parse(readFileSync(blobPath(layoutDir, desc.digest), 'utf8')) as { config: Descriptor; layers: Descriptor[] };
+  const totalBytes = desc.size + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0);
+  return {
+    layout: layoutDir,
+    tag,
+    manifestDigest: desc.digest,
+    manifestMediaType: desc.mediaType,
+    config: manifest.config,
+    layers: manifest.layers,
+    totalBytes,
+  };
+}
+
+function blobPath(layoutDir: string, digest: string): string {
+  const [alg, hex] = digest.split(':');
+  return join(layoutDir, 'blobs', alg!, hex!);
+}
+
+/** Pushes an image from its OCI layout to `registry` as `repo:tag` with skopeo. */
+export async function pushImage(image: TestImage, registry: Registry, repoTag: string): Promise<void> {
+  const creds = registry.auth ? ['--dest-creds', `${registry.auth.username}:${registry.auth.password}`] : [];
+  await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', ...creds, `oci:${image.layout}:${image.tag}`, `docker://${registry.hostPort}/${repoTag}`], {
+    timeoutMs: 300_000,
+  });
+}
+
+/** `skopeo copy docker://REF dir:OUT` (plain HTTP), timed. */
+export async function skopeoPull(ref: string, outDir: string, creds?: string): Promise<number> {
+  rmSync(outDir, { recursive: true, force: true });
+  const extra = creds ? ['--src-creds', creds] : [];
+  const r = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', ...extra, `docker://${ref}`, `dir:${outDir}`], { timeoutMs: 300_000 });
+  return r.ms;
+}
+
+/** Checks a skopeo `dir:` copy: every blob file hashes to its name and the manifest lists them all. */
+export function verifyDirCopy(outDir: string): { problems: string[]; manifest: { config: Descriptor; layers: Descriptor[] }; files: string[] } {
+  const problems: string[] = [];
+  const manifest = JSON.parse(readFileSync(join(outDir, 'manifest.json'), 'utf8')) as { config: Descriptor; layers: Descriptor[] };
+  const files = readdirSync(outDir).filter((f) => /^[0-9a-f]{64}$/.test(f));
+  for (const f of files) {
+    const h = createHash('sha256').update(readFileSync(join(outDir, f))).digest('hex');
+    if (h !== f) problems.push(`${f} hashes to ${h}`);
+  }
+  for (const d of [manifest.config, ...manifest.layers]) {
+    const f = d.digest.replace(/^sha256:/, '');
+    if (!files.includes(f)) problems.push(`manifest lists ${d.digest}, not in ${outDir}`);
+    else if (readFileSync(join(outDir, f)).length !== d.size) problems.push(`${d.digest}: size differs from the manifest's ${d.size}`);
+  }
+  if (files.length !== 1 + manifest.layers.length) problems.push(`${files.length} blob files for ${1 + manifest.layers.length} descriptors`);
+  return { problems, manifest, files };
+}
+
+// ------------------------------------------------------------------------------------------ cove
+
+/** Cove running as `node dist/src/cli.js serve`. */
+export class CoveProc {
+  constructor(
+    readonly proc: Proc,
+    readonly port: number,
+    readonly dataDir: string,
+  ) {}
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  get hostPort(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+  get pid(): number {
+    return this.proc.pid;
+  }
+  /** Cove's JSON log lines (non-JSON lines skipped). */
+  logLines(): Array<Record<string, unknown>> {
+    const out: Array<Record<string, unknown>> = [];
+    for (const line of this.proc.log().split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // a line cut by a kill; ignore
+      }
+    }
+    return out;
+  }
+  /** Whether some log line satisfies `pred` within `timeoutMs` (Cove's log writes are asynchronous). */
+  async logged(pred: (line: Record<string, unknown>) => boolean, timeoutMs = 3000): Promise<boolean> {
+    return waitFor('a Cove log line', () => this.logLines().some(pred), timeoutMs).then(
+      () => true,
+      () => false,
+    );
+  }
+}
+
+/** Starts Cove in front of `upstream` with extra COVE_* env; waits for /healthz; stopped on cleanup. */
+export async function startCove(cleanup: Cleanup, upstream: string, env: Record<string, string> = {}): Promise<CoveProc> {
+  if (!existsSync(COVE_CLI)) throw new Error(`${COVE_CLI} is missing: run npx tsc -p . first`);
+  const dir = tempDir(cleanup, 'cove-d-');
+  const dataDir = join(dir, 'data');
+  const port = await freePort();
+  const proc = startProc(cleanup, 'cove', process.execPath, [COVE_CLI, 'serve'], {
+    logFile: join(dir, 'cove.log'),
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? dir,
+      COVE_LISTEN: `127.0.0.1:${port}`,
+      COVE_DATA_DIR: dataDir,
+      COVE_UPSTREAM: upstream,
+      COVE_LOG_LEVEL: 'info',
+      COVE_SHUTDOWN_GRACE: '2s',
+      ...env,
+    },
+    graceMs: 8000,
+  });
+  const cove = new CoveProc(proc, port, dataDir);
+  await waitFor(
+    `Cove /healthz on ${cove.url} (log: ${proc.logFile})`,
+    async () => {
+      if (!proc.running) throw new Error(`Cove exited at start (code ${proc.exitCode}):\n${proc.tail()}`);
+      return answers200(`${cove.url}/healthz`);
+    },
+    20_000,
+  );
+  return cove;
+}
+
+// ------------------------------------------------------------------------------------------ containerd / dockerd
+
+/** containerd with its own root, state and sockets under a temp dir (CRI off; native snapshotter). */
+export async function startContainerd(cleanup: Cleanup): Promise<{ proc: Proc; socket: string; dir: string }> {
+  const dir = tempDir(cleanup, 'cove-ctd-');
+  const socket = join(dir, 'c.sock');
+  const config = `version = 2
+root = "${dir}/root"
+state = "${dir}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "${socket}"
+[ttrpc]
+  address = "${socket}.ttrpc"
+[debug]
+  address = "${dir}/debug.sock"
+  level = "info"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "${dir}/opt"
+`;
+  writeFileSync(join(dir, 'config.toml'), config);
+  const proc = startProc(cleanup, 'containerd', 'containerd', ['--config', join(dir, 'config.toml')], { logFile: join(dir, 'containerd.log'), graceMs: 10_000 });
+  await waitFor(
+    `containerd socket ${socket}`,
+    async () => {
+      if (!proc.running) throw new Error(`containerd exited at start:\n${proc.tail()}`);
+      if (!existsSync(socket)) return false;
+      return (await run('ctr', ['-a', socket, 'version'], { allowFail: true, timeoutMs: 5000 })).code === 0;
+    },
+    20_000,
+    200,
+  );
+  return { proc, socket, dir };
+}
+
+/**
+ * dockerd 20.10 with data-root, exec-root, pidfile and socket in a temp dir, no iptables, no bridge,
+ * vfs storage, using the given containerd (so it does not start its own in /opt/containerd).
+ * dockerd also writes /etc/docker/key.json and /run/docker/plugins; they are removed afterwards
+ * when they did not exist before.
+ */
+export async function startDockerd(
+  cleanup: Cleanup,
+  containerdSocket: string,
+  daemonJson: Record<string, unknown>,
+): Promise<{ proc: Proc; docker: (args: string[], timeoutMs?: number) => ReturnType<typeof run>; dir: string }> {
+  const dir = tempDir(cleanup, 'cove-dkr-');
+  const cli = dockerCli();
+  if (!cli) throw new Error('no docker CLI found');
+  const sideEffects = ['/etc/docker/key.json', '/run/docker'].filter((p) => !existsSync(p));
+  cleanup.add(() => {
+    for (const p of sideEffects) rmSync(p, { recursive: true, force: true });
+  });
+  writeFileSync(join(dir, 'daemon.json'), JSON.stringify(daemonJson, null, 2));
+  mkdirSync(join(dir, 'data'));
+  mkdirSync(join(dir, 'exec'));
+  const socket = join(dir, 'docker.sock');
+  const proc = startProc(
+    cleanup,
+    'dockerd',
+    'dockerd',
+    [
+      '--config-file', join(dir, 'daemon.json'),
+      '--iptables=false', '--ip6tables=false', '--bridge=none', '--storage-driver=vfs',
+      '--data-root', join(dir, 'data'),
+      '--exec-root', join(dir, 'exec'),
+      '--pidfile', join(dir, 'exec', 'dockerd.pid'),
+      '--containerd', containerdSocket,
+      '-H', `unix://${socket}`,
+    ],
+    { logFile: join(dir, 'dockerd.log'), graceMs: 15_000 },
+  );
+  const docker = (args: string[], timeoutMs = 120_000) => run(cli, ['-H', `unix://${socket}`, ...args], { timeoutMs });
+  await waitFor(
+    `dockerd on ${socket}`,
+    async () => {
+      if (!proc.running) throw new Error(`dockerd exited at start:\n${proc.tail()}`);
+      if (!existsSync(socket)) return false;
+      return (await run(cli, ['-H', `unix://${socket}`, 'version'], { allowFail: true, timeoutMs: 5000 })).code === 0;
+    },
+    40_000,
+    250,
+  );
+  return { proc, docker, dir };
+}
+
+// ------------------------------------------------------------------------------------------ counting proxy
+
+/** A TCP relay on 127.0.0.1 that counts the bytes flowing back from `target` (what a mirror fetched). */
+export class CountingProxy {
+  bytesFromTarget = 0;
+  bytesToTarget = 0;
+  connections = 0;
+  private readonly sockets = new Set<Socket>();
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  reset(): void {
+    this.bytesFromTarget = 0;
+    this.bytesToTarget = 0;
+    this.connections = 0;
+  }
+  static async start(targetPort: number): Promise<CountingProxy> {
+    let self: CountingProxy | null = null;
+    const server = createServer((client) => {
+      const upstream = connect(targetPort, '127.0.0.1');
+      const p = self!;
+      p.connections++;
+      p.sockets.add(client).add(upstream);
+      upstream.on('data', (c: Buffer) => (p.bytesFromTarget += c.length));
+      client.on('data', (c: Buffer) => (p.bytesToTarget += c.length));
+      client.pipe(upstream);
+      upstream.pipe(client);
+      const end = () => {
+        client.destroy();
+        upstream.destroy();
+        p.sockets.delete(client);
+        p.sockets.delete(upstream);
+      };
+      client.on('error', end).on('close', end);
+      upstream.on('error', end).on('close', end);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    const addr = server.address();
+    self = new CountingProxy(server, typeof addr === 'object' && addr ? addr.port : 0);
+    return self;
+  }
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** Peak resident set size (VmHWM) of a live process, in bytes; 0 when unreadable. */
+export function peakRss(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Synchronous check that a command runs (used for version lines in reports). */
+export function versionOf(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+  return (r.stdout || r.stderr || '').trim().split('\n')[0] ?? '';
+}
