@@ -49,7 +49,13 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     resolver,
     counters,
     log,
-    health: () => ({ version: VERSION, uptimeSeconds: Math.round((Date.now() - started) / 1000), activeFills: blobs.activeFills, ...counters.snapshot() }),
+    health: () => ({
+      version: VERSION,
+      uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      activeFills: blobs.activeFills,
+      memory: memoryMiB(),
+      ...counters.snapshot(),
+    }),
   });
   const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
   const scheme = config.tls ? 'https' : 'http';
@@ -75,4 +81,11 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
       return stopping;
     },
   };
+}
+
+/** Process memory in MiB, for /healthz: an edge host has little to spare. */
+function memoryMiB(): Record<string, number> {
+  const m = process.memoryUsage();
+  const mib = (n: number) => Math.round((n / 1048576) * 10) / 10;
+  return { rss: mib(m.rss), heapUsed: mib(m.heapUsed), heapTotal: mib(m.heapTotal), external: mib(m.external), arrayBuffers: mib(m.arrayBuffers) };
 }

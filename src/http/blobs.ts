@@ -1,12 +1,13 @@
 // GET/HEAD /v2/<name>/blobs/<digest>: hits from the store, misses from a shared fill, both with
 // Range support (206 + Content-Range, 416 for a range past the end).
-import type { Readable } from 'node:stream';
 import { OciError } from '../errors.js';
 import { contentRange, parseRange, unsatisfiedRange } from '../oci/range.js';
 import type { BlobResolver } from '../resolve/blobs.js';
 import type { BlobStore } from '../store/blobs.js';
+import { FileSource, type ByteSource } from '../store/source.js';
 import type { Target } from '../tiers/tier.js';
-import { API_HEADERS, breakResponse, markCache, type Req, type RequestFacts, type Res } from './respond.js';
+import { API_HEADERS, markCache, type Req, type RequestFacts, type Res } from './respond.js';
+import { sendBytes } from './send.js';
 
 export interface BlobHandlerDeps {
   blobs: BlobResolver;
@@ -29,12 +30,12 @@ export async function handleBlob(deps: BlobHandlerDeps, req: Req, res: Res, fact
 
   const found = await deps.blobs.lookup(target, digest);
   let size: number;
-  let open: (start: number, endInclusive: number) => Readable;
+  let open: () => ByteSource;
   if (found.kind === 'hit') {
     markCache(res, facts, 'hit');
     facts.tier = 'local';
     size = found.size;
-    open = (start, end) => deps.store.createReadStream(digest, start, end);
+    open = () => new FileSource(deps.store.pathOf(digest));
   } else {
     const fill = found.fill;
     markCache(res, facts, found.joined ? 'joined' : 'miss');
@@ -45,7 +46,7 @@ export async function handleBlob(deps: BlobHandlerDeps, req: Req, res: Res, fact
       await fill.done;
     }
     size = fill.size!;
-    open = (start, end) => fill.createReader(start, end + 1);
+    open = () => fill.openSource();
   }
 
   const range = parseRange(headerValue(req.headers.range), size);
@@ -66,37 +67,7 @@ export async function handleBlob(deps: BlobHandlerDeps, req: Req, res: Res, fact
     res.end();
     return;
   }
-  await streamTo(open(start, end), res, facts, (n) => deps.onServed(facts.tier ?? 'local', n));
-}
-
-/**
- * Pipes a body to the client. A source failure breaks the response; a client that goes away
- * stops only its own reader (see CLIENT_DISCONNECT_POLICY in resolve/fill.ts).
- */
-export function streamTo(source: Readable, res: Res, facts: RequestFacts, count: (n: number) => void): Promise<void> {
-  return new Promise((resolve) => {
-    let settled = false;
-    const done = () => {
-      if (settled) return;
-      settled = true;
-      resolve();
-    };
-    source.on('data', (chunk: Buffer) => {
-      facts.bytes += chunk.length;
-      count(chunk.length);
-    });
-    source.on('error', (err) => {
-      facts.error = err.message;
-      breakResponse(res);
-      done();
-    });
-    res.on('close', () => {
-      source.destroy();
-      done();
-    });
-    res.on('finish', done);
-    source.pipe(res as NodeJS.WritableStream);
-  });
+  await sendBytes(open(), res, start, end + 1, facts, (n) => deps.onServed(facts.tier ?? 'local', n));
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

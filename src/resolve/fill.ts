@@ -3,10 +3,10 @@
 // Every client of the blob — the first one and any that join later — reads the growing temp
 // file, so a cold blob crosses the uplink once however many clients want it.
 import { open, type FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
 import { CoveError, DigestMismatchError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BlobStore } from '../store/blobs.js';
+import type { ByteSource } from '../store/source.js';
 import type { BlobWriter } from '../store/writer.js';
 import type { BlobBody, Target } from '../tiers/tier.js';
 import type { Resolver } from './resolver.js';
@@ -89,12 +89,12 @@ export class Fill {
   }
 
   /**
-   * A stream of bytes [start, endExclusive) read from the growing file. The last byte of every
-   * reader is held back until the whole blob is verified, so no client ever receives a complete-
-   * looking body of bytes that turn out wrong: on failure the reader errors instead.
+   * A source of this blob's bytes, read from the growing file. The last byte of every read range
+   * is held back until the whole blob is verified, so no client ever receives a complete-looking
+   * body of bytes that turn out wrong: on failure the read rejects instead.
    */
-  createReader(start: number, endExclusive: number | null): Readable {
-    return new FillReader(this, start, endExclusive);
+  openSource(): ByteSource {
+    return new FillSource(this);
   }
 
   /** Path of the temp file while filling; the store path once committed. */
@@ -214,59 +214,32 @@ export class Fill {
   }
 }
 
-/** Reads a range of a fill's growing file, waiting for bytes and never passing unverified ends. */
-class FillReader extends Readable {
+/** Reads a fill's growing file, waiting for bytes and never passing unverified ends. */
+class FillSource implements ByteSource {
   readonly #fill: Fill;
-  #pos: number;
-  readonly #end: number | null;
-  #handle: FileHandle | null = null;
-  #reading = false;
+  #handle: Promise<FileHandle> | null = null;
 
-  constructor(fill: Fill, start: number, endExclusive: number | null) {
-    super({ highWaterMark: 256 * 1024 });
+  constructor(fill: Fill) {
     this.#fill = fill;
-    this.#pos = start;
-    this.#end = endExclusive;
   }
 
-  override _read(): void {
-    if (this.#reading) return;
-    this.#reading = true;
-    this.#pump()
-      .catch((err: Error) => this.destroy(err))
-      .finally(() => {
-        this.#reading = false;
-      });
-  }
-
-  async #pump(): Promise<void> {
+  async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
+    const fill = this.#fill;
     for (;;) {
-      const fill = this.#fill;
       if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
       const committed = fill.state === 'committed';
-      const end = this.#end ?? (committed ? fill.size : null);
-      if (end !== null && this.#pos >= end && committed) {
-        this.push(null);
-        return;
-      }
-      // Hold back the last byte of this reader until the fill is verified.
-      const limit = committed ? end! : Math.min(fill.written, end === null ? Infinity : end - 1);
-      if (this.#pos < limit) {
-        const buf = await this.#readAt(Math.min(limit - this.#pos, 256 * 1024));
-        this.#pos += buf.length;
-        if (!this.push(buf)) return;
-        continue;
+      if (pos >= endExclusive) return 0;
+      // Until the blob is verified, the reader's own last byte stays back.
+      const limit = committed ? endExclusive : Math.min(fill.written, endExclusive - 1);
+      if (pos < limit) {
+        this.#handle ??= this.#openFile();
+        const want = Math.min(buf.length, limit - pos);
+        const { bytesRead } = await (await this.#handle).read(buf, 0, want, pos);
+        if (bytesRead === 0) throw new CoveError('FILL_READ', `no bytes at ${pos} of ${fill.digest}`);
+        return bytesRead;
       }
       await fill.nextChange();
     }
-  }
-
-  async #readAt(length: number): Promise<Buffer> {
-    if (!this.#handle) this.#handle = await this.#openFile();
-    const buf = Buffer.allocUnsafe(length);
-    const { bytesRead } = await this.#handle.read(buf, 0, length, this.#pos);
-    if (bytesRead === 0) throw new CoveError('FILL_READ', `no bytes at ${this.#pos} of ${this.#fill.digest}`);
-    return buf.subarray(0, bytesRead);
   }
 
   async #openFile(): Promise<FileHandle> {
@@ -279,14 +252,10 @@ class FillReader extends Readable {
     }
   }
 
-  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+  async close(): Promise<void> {
     const handle = this.#handle;
     this.#handle = null;
-    if (!handle) return callback(err);
-    handle.close().then(
-      () => callback(err),
-      () => callback(err),
-    );
+    if (handle) await (await handle).close().catch(() => {});
   }
 }
 

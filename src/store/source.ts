@@ -1,0 +1,40 @@
+// A ByteSource is what the HTTP layer sends a blob body from: a committed blob file, or the
+// growing temp file of a fill (src/resolve/fill.ts). Reads go into buffers the caller owns and
+// reuses, so serving a blob allocates nothing per chunk.
+import { open, type FileHandle } from 'node:fs/promises';
+import { CoveError } from '../errors.js';
+
+export interface ByteSource {
+  /**
+   * Reads bytes at `pos` into `buf`, at most `buf.length` and never at or past `endExclusive`.
+   * Waits when those bytes are not there yet; resolves 0 only when `pos >= endExclusive`; rejects
+   * when the source failed.
+   */
+  readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** A committed blob file. */
+export class FileSource implements ByteSource {
+  readonly #path: string;
+  #handle: Promise<FileHandle> | null = null;
+
+  constructor(path: string) {
+    this.#path = path;
+  }
+
+  async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
+    const want = Math.min(buf.length, endExclusive - pos);
+    if (want <= 0) return 0;
+    this.#handle ??= open(this.#path, 'r');
+    const { bytesRead } = await (await this.#handle).read(buf, 0, want, pos);
+    if (bytesRead === 0) throw new CoveError('BLOB_SHORT', `${this.#path} ends before byte ${pos}`);
+    return bytesRead;
+  }
+
+  async close(): Promise<void> {
+    const handle = this.#handle;
+    this.#handle = null;
+    if (handle) await (await handle).close().catch(() => {});
+  }
+}
