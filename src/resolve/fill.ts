@@ -18,6 +18,9 @@ import type { Resolver } from './resolver.js';
  */
 export const CLIENT_DISCONNECT_POLICY = 'fill-completes' as const;
 
+/** How far the temp file may fall behind the network before the fill waits for the disk. */
+const FILL_WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
+
 /** How many times a fill opens the blob in all (first try plus resumes from the next byte). */
 export const FILL_MAX_ATTEMPTS = 4;
 
@@ -47,6 +50,7 @@ export class Fill {
   /** Upstream opens this fill made: 1 for a clean fill, more after resumes. */
   attempts = 0;
   #state: State = 'opening';
+  #verified = false;
   #error: Error | null = null;
   #writer: BlobWriter | null = null;
   #waiters: Array<() => void> = [];
@@ -76,6 +80,11 @@ export class Fill {
 
   get state(): State {
     return this.#state;
+  }
+
+  /** True once every byte is in and the digest checked out (the commit may still be running). */
+  get verified(): boolean {
+    return this.#verified;
   }
 
   /** Bytes already in the temp file. */
@@ -181,14 +190,24 @@ export class Fill {
       markStarted();
     }
     const writer = this.#writer;
-    for await (const chunk of body.body as AsyncIterable<Buffer>) {
-      if (this.size !== null && writer.written + chunk.length > this.size) {
-        throw new DigestMismatchError(`tier sent more than ${this.size} bytes for ${this.digest}`);
+    writer.onProgress = () => this.#notify();
+    // Writes overlap with the network: wait for the file only when it falls behind by a margin.
+    let flushed: Promise<void> = Promise.resolve();
+    try {
+      for await (const chunk of body.body as AsyncIterable<Buffer>) {
+        if (this.size !== null && writer.written + writer.pendingBytes + chunk.length > this.size) {
+          throw new DigestMismatchError(`tier sent more than ${this.size} bytes for ${this.digest}`);
+        }
+        flushed = writer.write(chunk);
+        flushed.catch(() => {}); // awaited below or surfaced by the next write or the commit
+        this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
+        if (writer.pendingBytes >= FILL_WRITE_BEHIND_BYTES) await flushed;
       }
-      await writer.write(chunk);
-      this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
-      this.#notify();
+    } finally {
+      // A resume starts at the first byte not in the file, so let the file catch up first.
+      await writer.flush().catch(() => {});
     }
+    await flushed;
     if (this.size !== null && writer.written < this.size) {
       throw new CoveError('FILL_SHORT', `body ended at ${writer.written} of ${this.size} bytes`);
     }
@@ -196,7 +215,11 @@ export class Fill {
 
   async #commit(): Promise<void> {
     const writer = this.#writer!;
-    await writer.commit();
+    await writer.commit(() => {
+      // The digest checked out: readers may pass the last byte now, while fsync and rename run.
+      this.#verified = true;
+      this.#notify();
+    });
     this.size = writer.written;
     await this.#opts.onCommitted(this.size, this.tier ?? 'unknown');
     this.#state = 'committed';
@@ -227,10 +250,9 @@ class FillSource implements ByteSource {
     const fill = this.#fill;
     for (;;) {
       if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
-      const committed = fill.state === 'committed';
       if (pos >= endExclusive) return 0;
       // Until the blob is verified, the reader's own last byte stays back.
-      const limit = committed ? endExclusive : Math.min(fill.written, endExclusive - 1);
+      const limit = fill.verified ? endExclusive : Math.min(fill.written, endExclusive - 1);
       if (pos < limit) {
         this.#handle ??= this.#openFile();
         const want = Math.min(buf.length, limit - pos);

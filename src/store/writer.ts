@@ -27,8 +27,14 @@ export class BlobWriter {
   readonly #handle: FileHandle;
   #written = 0;
   #state: State = 'open';
-  /** Writes run one after another, so the hash sees bytes in file order whatever the caller does. */
-  #queue: Promise<void> = Promise.resolve();
+  /** Chunks accepted by write() and not yet in the file, in order. */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  /** The loop moving pending chunks into the file, while one runs. */
+  #draining: Promise<void> | null = null;
+  #error: Error | null = null;
+  /** Called each time more bytes are in the file (a fill wakes its readers). */
+  onProgress: (() => void) | null = null;
   #aborting: Promise<void> | null = null;
   #committing: Promise<void> | null = null;
 
@@ -62,42 +68,72 @@ export class BlobWriter {
     return this.#written;
   }
 
-  /** Appends a chunk; resolves once the bytes are in the file (not necessarily on disk). */
-  write(chunk: Buffer): Promise<void> {
-    const run = this.#queue.then(() => this.#write(chunk));
-    // The queue itself never rejects; each caller sees its own write's failure.
-    this.#queue = run.catch(() => {});
-    return run;
+  /** Bytes accepted by write() but not yet in the file. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
   }
 
-  async #write(chunk: Buffer): Promise<void> {
-    if (this.#state !== 'open') throw new Error(`blob writer for ${this.digest} is ${this.#state}`);
-    if (this.expectedSize !== null && this.#written + chunk.length > this.expectedSize) {
-      throw new DigestMismatchError(
-        `more than the expected ${this.expectedSize} bytes for ${this.digest} (${this.#written + chunk.length} so far)`,
-      );
-    }
-    let offset = 0;
-    while (offset < chunk.length) {
-      const { bytesWritten } = await this.#handle.write(chunk, offset, chunk.length - offset, this.#written + offset);
-      offset += bytesWritten;
+  /**
+   * Appends a chunk; resolves once the bytes are in the file (not necessarily on disk). Chunks
+   * that arrive while a write is under way go to the file together in one writev, so a fill does
+   * not pay a thread-pool round trip per network chunk. The hash sees chunks in call order.
+   */
+  write(chunk: Buffer): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#state !== 'open' || this.#committing || this.#aborting) return Promise.reject(new Error(`blob writer for ${this.digest} is ${this.#state}`));
+    const total = this.#written + this.#pendingBytes + chunk.length;
+    if (this.expectedSize !== null && total > this.expectedSize) {
+      return Promise.reject(new DigestMismatchError(`more than the expected ${this.expectedSize} bytes for ${this.digest} (${total} so far)`));
     }
     this.#verifier.update(chunk);
-    this.#written += chunk.length;
+    this.#pending.push(chunk);
+    this.#pendingBytes += chunk.length;
+    this.#draining ??= this.#drain().finally(() => {
+      this.#draining = null;
+    });
+    return this.#draining;
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#pending.length > 0) {
+        const batch = this.#pending;
+        const bytes = this.#pendingBytes;
+        this.#pending = [];
+        await writeAll(this.#handle, batch, bytes, this.#written);
+        this.#pendingBytes -= bytes;
+        this.#written += bytes;
+        this.onProgress?.();
+      }
+    } catch (err) {
+      this.#error = err as Error;
+      throw err;
+    }
+  }
+
+  /** Waits for every accepted chunk to be in the file; rejects if a write failed. */
+  flush(): Promise<void> {
+    return this.#settled();
+  }
+
+  async #settled(): Promise<void> {
+    if (this.#draining) await this.#draining;
+    if (this.#error) throw this.#error;
   }
 
   /**
    * Checks length and digest, then fsyncs and renames the temp file into place. On a mismatch
    * the temp file is removed and DigestMismatchError names expected and actual. A blob already
    * in the store (another writer of the same digest won) is success: the content is the same.
+   * `onVerified` runs as soon as the bytes are known good, before the slower fsync and rename.
    */
-  commit(): Promise<void> {
-    this.#committing ??= this.#commit();
+  commit(onVerified?: () => void): Promise<void> {
+    this.#committing ??= this.#commit(onVerified);
     return this.#committing;
   }
 
-  async #commit(): Promise<void> {
-    await this.#queue;
+  async #commit(onVerified?: () => void): Promise<void> {
+    await this.#settled();
     if (this.#state !== 'open') throw new Error(`blob writer for ${this.digest} is ${this.#state}`);
     this.#state = 'committing';
     try {
@@ -106,6 +142,7 @@ export class BlobWriter {
       }
       const { ok, actual } = this.#verifier.finish();
       if (!ok) throw new DigestMismatchError(`expected ${this.digest}, got ${actual} (${this.#written} bytes)`);
+      onVerified?.();
       await this.#handle.sync();
       await this.#handle.close();
       await this.#publish();
@@ -136,7 +173,7 @@ export class BlobWriter {
   abort(): Promise<void> {
     if (this.#state === 'committed') return Promise.resolve();
     this.#aborting ??= (async () => {
-      await this.#queue;
+      await this.#settled().catch(() => {});
       // An abort racing a commit lets the commit finish or clean up on its own.
       await this.#committing?.catch(() => {});
       if (this.#state === 'committed' || this.#state === 'aborted') return;
@@ -174,5 +211,17 @@ export async function fsyncDir(dir: string): Promise<void> {
     // Not every platform lets a directory be fsynced (EISDIR/EPERM/EINVAL); the rename stands.
   } finally {
     await handle?.close().catch(() => {});
+  }
+}
+
+/** Writes `buffers` (`bytes` in all) at `position`, finishing any partial write. */
+async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number, position: number): Promise<void> {
+  const { bytesWritten } = await handle.writev(buffers, position);
+  if (bytesWritten === bytes) return;
+  const rest = Buffer.concat(buffers).subarray(bytesWritten);
+  let offset = 0;
+  while (offset < rest.length) {
+    const r = await handle.write(rest, offset, rest.length - offset, position + bytesWritten + offset);
+    offset += r.bytesWritten;
   }
 }

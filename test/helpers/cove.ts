@@ -9,6 +9,8 @@ import { startCove, type Cove } from '../../src/main.js';
 
 export interface TestCove extends Cove {
   dataDir: string;
+  /** Resolves once no fill is running: a client gets its last byte when the digest checks out, the commit to the store follows. */
+  fillsDone(): Promise<void>;
 }
 
 /** Starts Cove in front of `upstream` with extra COVE_* settings; stops it and removes its data at teardown. */
@@ -28,5 +30,13 @@ export async function startTestCove(
     await cove.stop();
     if (!options.keepData) rmSync(dataDir, { recursive: true, force: true });
   });
-  return Object.assign(cove, { dataDir });
+  const fillsDone = async () => {
+    for (let i = 0; i < 200; i++) {
+      const health = (await (await fetch(`${cove.url}/healthz`)).json()) as { activeFills: number };
+      if (health.activeFills === 0) return;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error('fills still running after 5 s');
+  };
+  return Object.assign(cove, { dataDir, fillsDone });
 }

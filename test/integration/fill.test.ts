@@ -33,6 +33,7 @@ t.test('20 concurrent cold clients of one blob: one upstream fetch, every client
   t.equal(origin.blobBytesServed, layer.bytes.length, 'the blob crossed the uplink once');
   const statuses = results.map((r) => r.headers['cache-status']);
   t.ok(statuses.filter((s) => s === 'cove; fwd=miss; stored; detail=joined').length >= 1, 'late clients joined the fill');
+  await cove.fillsDone();
   t.ok(existsSync(blobPath(cove.dataDir, layer.digest)), 'blob committed to the store');
 });
 
@@ -100,6 +101,7 @@ t.test('a transfer cut mid-blob resumes with Range from the next byte', async (t
   const gets = origin.requests.filter((q) => q.method === 'GET' && q.path.includes('/blobs/'));
   t.equal(gets.length, 2, 'one resume');
   t.match(gets[1]!.range ?? '', /^bytes=\d+-$/, 'resume asked for the rest with Range');
+  await cove.fillsDone();
   t.ok(existsSync(blobPath(cove.dataDir, layer.digest)));
 });
 

@@ -68,5 +68,6 @@ t.test('a body that stalls mid-blob is resumed with Range after the body timeout
   const gets = origin.requests.filter((q) => q.method === 'GET' && q.kind === 'blob');
   t.equal(gets.length, 2, 'one stalled transfer, one resume');
   t.equal(gets[1]!.range, 'bytes=200000-', 'resumed from the first missing byte');
+  await cove.fillsDone();
   t.equal(cove.counters.resumes, 1);
 });
