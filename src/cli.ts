@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 // The `cove` command: subcommands to run the daemon or work on its data directory.
 import { parseArgs } from 'node:util';
 import { CONFIG_FLAGS, loadConfig, loadDataDir } from './config.js';

@@ -74,6 +74,9 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
         log.info({ graceMs: config.shutdownGraceMs }, 'stopping');
         await listener.stop(config.shutdownGraceMs);
         shutdown.abort();
+        // Aborted fills clean up their temp files; one already committing finishes. Either way
+        // nothing may touch the store or the index once stop() returns.
+        await blobs.settled();
         await Promise.all([...clients.values()].map((c) => c.close()));
         await catalog.close();
         log.info('stopped');

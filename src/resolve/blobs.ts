@@ -36,6 +36,11 @@ export class BlobResolver {
     return this.#fills.size;
   }
 
+  /** Resolves when every fill running now has committed or failed (after shutdown aborts them). */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.#fills.values()].map((fill) => fill.done));
+  }
+
   /** A hit when the store has the blob; otherwise the fill for it, started or joined. */
   async lookup(target: Target, digest: string): Promise<BlobLookup> {
     const existing = this.#fills.get(digest);

@@ -5,6 +5,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { CoveError, DigestMismatchError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { finished, type Readable } from 'node:stream';
 import type { BlobStore } from '../store/blobs.js';
 import type { ByteSource } from '../store/source.js';
 import type { BlobWriter } from '../store/writer.js';
@@ -192,25 +193,58 @@ export class Fill {
     const writer = this.#writer;
     writer.onProgress = () => this.#notify();
     // Writes overlap with the network: wait for the file only when it falls behind by a margin.
-    let flushed: Promise<void> = Promise.resolve();
     try {
-      for await (const chunk of body.body as AsyncIterable<Buffer>) {
-        if (this.size !== null && writer.written + writer.pendingBytes + chunk.length > this.size) {
-          throw new DigestMismatchError(`tier sent more than ${this.size} bytes for ${this.digest}`);
-        }
-        flushed = writer.write(chunk);
-        flushed.catch(() => {}); // awaited below or surfaced by the next write or the commit
-        this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
-        if (writer.pendingBytes >= FILL_WRITE_BEHIND_BYTES) await flushed;
-      }
+      await this.#drainInto(body.body, writer);
     } finally {
       // A resume starts at the first byte not in the file, so let the file catch up first.
       await writer.flush().catch(() => {});
     }
-    await flushed;
+    await writer.flush();
     if (this.size !== null && writer.written < this.size) {
       throw new CoveError('FILL_SHORT', `body ended at ${writer.written} of ${this.size} bytes`);
     }
+  }
+
+  /**
+   * Moves a tier's body into the writer chunk by chunk as the network delivers them ('data'
+   * events: async iteration would concatenate queued chunks into new buffers). The body is paused
+   * while the file is more than FILL_WRITE_BEHIND_BYTES behind.
+   */
+  #drainInto(body: Readable, writer: BlobWriter): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        body.destroy();
+        reject(err);
+      };
+      body.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        if (this.size !== null && writer.written + writer.pendingBytes + chunk.length > this.size) {
+          fail(new DigestMismatchError(`tier sent more than ${this.size} bytes for ${this.digest}`));
+          return;
+        }
+        const flushed = writer.write(chunk);
+        flushed.catch(fail);
+        this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
+        if (writer.pendingBytes >= FILL_WRITE_BEHIND_BYTES) {
+          body.pause();
+          flushed.then(() => body.resume(), () => {});
+        }
+      });
+      // finished() also reports a body that failed before these listeners were attached (the
+      // connection may break while the writer is being created).
+      finished(body, (err) => {
+        if (err) {
+          fail(err);
+          return;
+        }
+        if (settled) return;
+        settled = true;
+        resolve();
+      });
+    });
   }
 
   async #commit(): Promise<void> {

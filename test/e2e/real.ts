@@ -550,7 +550,8 @@ export async function startCove(cleanup: Cleanup, upstream: string, env: Record<
   const dir = tempDir(cleanup, 'cove-d-');
   const dataDir = join(dir, 'data');
   const port = await freePort();
-  const proc = startProc(cleanup, 'cove', process.execPath, [COVE_CLI, 'serve'], {
+  // Node flags as systemd/cove.service and `npm start` run Cove.
+  const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
     logFile: join(dir, 'cove.log'),
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',

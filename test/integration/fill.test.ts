@@ -167,3 +167,23 @@ t.test('an origin 404 to a blob HEAD is confirmed with a GET (distribution#4747)
   const missing = await fetchAll(`${cove.url}/v2/proj/h/blobs/sha256:${'1'.repeat(64)}`, { method: 'HEAD' });
   t.equal(missing.status, 404, 'a blob the GET cannot find either is 404');
 });
+
+t.test('a body that breaks before its first byte, again and again: every client fails fast, none hangs', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const cove = await startTestCove(t, origin.url);
+  for (let i = 0; i < 20; i++) {
+    const image = makeImage({ layers: [200_000], seed: `instant-${i}` });
+    origin.putImage('proj/instant', '1', image);
+    const layer = image.layers[0]!;
+    origin.setFault({ digest: layer.digest }, { type: 'truncate', afterBytes: 0 });
+    const outcome = await fetchAll(`${cove.url}/v2/proj/instant/blobs/${layer.digest}`, { timeoutMs: 10_000 }).then(
+      (r) => `status ${r.status}`,
+      (err: Error) => (/in time/.test(err.message) ? 'hang' : 'broken'),
+    );
+    t.not(outcome, 'hang', `client ${i} got an answer`);
+    t.not(outcome, 'status 200', `client ${i} got no complete-looking body`);
+  }
+  await cove.fillsDone();
+  t.equal(cove.counters.digestMismatches, 0);
+});
