@@ -1,0 +1,247 @@
+// `npm run bench`: Cove against a named baseline, the distribution registry in proxy mode
+// (Debian's docker-registry with proxy.remoteurl), both in front of the same docker-registry origin
+// holding a ~200 MB image of incompressible layers. Each mirror reaches the origin through a
+// counting TCP relay written here, so "bytes fetched from the origin" is measured on the wire.
+// Timed runs are repeated and the median is reported. Only loopback; everything is cleaned up.
+// Results: a table on stdout and bench/results.json.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem, release, platform, arch } from 'node:os';
+import { join } from 'node:path';
+import {
+  Cleanup,
+  CountingProxy,
+  ROOT,
+  buildImage,
+  httpGet,
+  peakRss,
+  pushImage,
+  skopeoPull,
+  startCove,
+  startRegistry,
+  tempDir,
+  verifyDirCopy,
+  versionOf,
+  which,
+  type TestImage,
+} from '../test/e2e/real.js';
+
+const MiB = 1024 * 1024;
+const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
+const LAYER_BYTES = Number(process.env.BENCH_LAYER_MIB ?? 50) * MiB;
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const CLIENTS = 4;
+
+const say = (line = '') => process.stdout.write(`${line}\n`);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until the relay has been quiet for `quietMs` (the baseline fills its cache in the background). */
+async function settle(proxy: CountingProxy, quietMs = 1500, maxMs = 60_000): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  let last = -1;
+  let since = Date.now();
+  while (Date.now() < deadline) {
+    const now = proxy.bytesFromTarget;
+    if (now !== last) {
+      last = now;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return;
+    await sleep(100);
+  }
+}
+
+interface Mirror {
+  url: string;
+  hostPort: string;
+  pid: number;
+}
+
+type Kind = 'baseline' | 'cove';
+
+/** A fresh mirror of `kind` (empty cache) behind its own counting relay; `stop` removes it all. */
+async function freshMirror(kind: Kind, originPort: number): Promise<{ mirror: Mirror; proxy: CountingProxy; stop: () => Promise<void> }> {
+  const c = new Cleanup();
+  const proxy = await CountingProxy.start(originPort);
+  c.add(() => proxy.close());
+  let mirror: Mirror;
+  if (kind === 'baseline') {
+    const r = await startRegistry(c, { proxyRemote: proxy.url, name: 'baseline' });
+    mirror = { url: r.url, hostPort: r.hostPort, pid: r.proc.pid };
+  } else {
+    const cove = await startCove(c, proxy.url, { COVE_TAG_TTL: '1h' });
+    mirror = { url: cove.url, hostPort: cove.hostPort, pid: cove.pid };
+  }
+  proxy.reset(); // readiness probes are not part of any measurement
+  return { mirror, proxy, stop: () => c.run() };
+}
+
+interface KindResult {
+  coldPullMs: number[];
+  warmPullMs: number[];
+  warmBlobMs: number[];
+  coldOriginBytes: number[];
+  concurrentMs: number[];
+  concurrentOriginBytes: number[];
+  peakRssBytes: number;
+}
+
+async function measure(kind: Kind, image: TestImage, originPort: number, work: string): Promise<KindResult> {
+  const ref = (m: Mirror) => `${m.hostPort}/proj/app:1`;
+  const largest = image.layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const r: KindResult = { coldPullMs: [], warmPullMs: [], warmBlobMs: [], coldOriginBytes: [], concurrentMs: [], concurrentOriginBytes: [], peakRssBytes: 0 };
+  const out = join(work, `out-${kind}`);
+  for (let i = 0; i < RUNS; i++) {
+    const { mirror, proxy, stop } = await freshMirror(kind, originPort);
+    try {
+      const cold = await skopeoPull(ref(mirror), out);
+      const check = verifyDirCopy(out);
+      if (check.problems.length > 0) throw new Error(`${kind} cold pull gave bad bytes: ${check.problems.join('; ')}`);
+      await settle(proxy);
+      r.coldPullMs.push(cold);
+      r.coldOriginBytes.push(proxy.bytesFromTarget);
+      r.warmPullMs.push(await skopeoPull(ref(mirror), out));
+      const t0 = performance.now();
+      const blob = await httpGet(`${mirror.url}/v2/proj/app/blobs/${largest.digest}`, { noHash: true, timeoutMs: 120_000 });
+      r.warmBlobMs.push(performance.now() - t0);
+      if (blob.status !== 200 || blob.bytes !== largest.size) throw new Error(`${kind} warm blob GET: ${blob.status}, ${blob.bytes} bytes`);
+      r.peakRssBytes = Math.max(r.peakRssBytes, peakRss(mirror.pid));
+      say(`  ${kind} run ${i + 1}: cold ${cold.toFixed(0)} ms, origin ${(proxy.bytesFromTarget / MiB).toFixed(1)} MiB; warm ${r.warmPullMs.at(-1)!.toFixed(0)} ms; blob ${r.warmBlobMs.at(-1)!.toFixed(0)} ms`);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+      await stop();
+    }
+  }
+  for (let i = 0; i < RUNS; i++) {
+    const { mirror, proxy, stop } = await freshMirror(kind, originPort);
+    try {
+      const t0 = performance.now();
+      const got = await Promise.all(
+        Array.from({ length: CLIENTS }, () => httpGet(`${mirror.url}/v2/proj/app/blobs/${largest.digest}`, { timeoutMs: 120_000 })),
+      );
+      r.concurrentMs.push(performance.now() - t0);
+      for (const g of got) if (g.status !== 200 || g.sha256 !== largest.digest) throw new Error(`${kind} concurrent client got ${g.status}, ${g.bytes} bytes, ${g.sha256}`);
+      await settle(proxy);
+      r.concurrentOriginBytes.push(proxy.bytesFromTarget);
+      r.peakRssBytes = Math.max(r.peakRssBytes, peakRss(mirror.pid));
+      say(`  ${kind} ${CLIENTS} concurrent cold clients, run ${i + 1}: ${r.concurrentMs.at(-1)!.toFixed(0)} ms, origin ${(proxy.bytesFromTarget / MiB).toFixed(1)} MiB`);
+    } finally {
+      await stop();
+    }
+  }
+  return r;
+}
+
+async function main(): Promise<number> {
+  const missing = ['docker-registry', 'skopeo', 'umoci'].filter((n) => which(n) === null);
+  if (missing.length > 0) {
+    process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install docker-registry skopeo umoci)\n`);
+    return 2;
+  }
+  const cleanup = new Cleanup();
+  const onSignal = () => void cleanup.run().then(() => process.exit(130));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const work = tempDir(cleanup, 'cove-bench-');
+    say(`building a ${LAYERS} x ${LAYER_BYTES / MiB} MiB image with umoci ...`);
+    const image = await buildImage(join(work, 'layout'), 'bench', Array(LAYERS).fill(LAYER_BYTES), `bench-${Date.now()}`);
+    const largest = image.layers.reduce((a, b) => (b.size > a.size ? b : a));
+    const origin = await startRegistry(cleanup, { name: 'origin' });
+    await pushImage(image, origin, 'proj/app:1');
+    say(`image: ${(image.totalBytes / MiB).toFixed(1)} MiB in ${image.layers.length} layers; largest blob ${(largest.size / MiB).toFixed(1)} MiB`);
+
+    const results = {} as Record<Kind, KindResult>;
+    for (const kind of ['baseline', 'cove'] as const) {
+      say(`${kind}:`);
+      results[kind] = await measure(kind, image, origin.port, work);
+    }
+
+    const b = results.baseline;
+    const c = results.cove;
+    const med = (k: KindResult) => ({
+      coldPullMs: median(k.coldPullMs),
+      warmPullMs: median(k.warmPullMs),
+      warmBlobMs: median(k.warmBlobMs),
+      warmBlobMBps: largest.size / 1e6 / (median(k.warmBlobMs) / 1000),
+      coldOriginBytesPerImageByte: median(k.coldOriginBytes) / image.totalBytes,
+      concurrentMs: median(k.concurrentMs),
+      concurrentOriginBytesPerBlobByte: median(k.concurrentOriginBytes) / largest.size,
+      peakRssMiB: k.peakRssBytes / MiB,
+    });
+    const mb = med(b);
+    const mc = med(c);
+    const ratios = {
+      coldPullSpeedup: mb.coldPullMs / mc.coldPullMs,
+      warmPullSpeedup: mb.warmPullMs / mc.warmPullMs,
+      warmBlobSpeedup: mb.warmBlobMs / mc.warmBlobMs,
+      concurrentSpeedup: mb.concurrentMs / mc.concurrentMs,
+      coldOriginBytes: mc.coldOriginBytesPerImageByte / mb.coldOriginBytesPerImageByte,
+      concurrentOriginBytes: mc.concurrentOriginBytesPerBlobByte / mb.concurrentOriginBytesPerBlobByte,
+      peakRss: mc.peakRssMiB / mb.peakRssMiB,
+    };
+
+    const row = (name: string, bv: string, cv: string, ratio: string) => say(`${name.padEnd(44)} ${bv.padStart(12)} ${cv.padStart(12)} ${ratio.padStart(16)}`);
+    say();
+    say(`median of ${RUNS} runs; baseline = docker-registry ${versionOf('docker-registry', ['--version']).split(' ').pop()} in proxy mode`);
+    row('metric', 'baseline', 'cove', 'cove vs baseline');
+    row('cold pull, skopeo to dir: (ms)', mb.coldPullMs.toFixed(0), mc.coldPullMs.toFixed(0), `${ratios.coldPullSpeedup.toFixed(2)}x faster`);
+    row('warm pull, skopeo to dir: (ms)', mb.warmPullMs.toFixed(0), mc.warmPullMs.toFixed(0), `${ratios.warmPullSpeedup.toFixed(2)}x faster`);
+    row(`warm GET of largest blob (ms)`, mb.warmBlobMs.toFixed(0), mc.warmBlobMs.toFixed(0), `${ratios.warmBlobSpeedup.toFixed(2)}x faster`);
+    row(`  (MB/s)`, mb.warmBlobMBps.toFixed(0), mc.warmBlobMBps.toFixed(0), '');
+    row('origin bytes per cold pull / image size', mb.coldOriginBytesPerImageByte.toFixed(2), mc.coldOriginBytesPerImageByte.toFixed(2), `${ratios.coldOriginBytes.toFixed(2)}x the bytes`);
+    row(`${CLIENTS} cold clients of one blob (ms)`, mb.concurrentMs.toFixed(0), mc.concurrentMs.toFixed(0), `${ratios.concurrentSpeedup.toFixed(2)}x faster`);
+    row(`  origin bytes / blob size`, mb.concurrentOriginBytesPerBlobByte.toFixed(2), mc.concurrentOriginBytesPerBlobByte.toFixed(2), `${ratios.concurrentOriginBytes.toFixed(2)}x the bytes`);
+    row('peak RSS of the mirror process (MiB)', mb.peakRssMiB.toFixed(0), mc.peakRssMiB.toFixed(0), `${ratios.peakRss.toFixed(2)}x`);
+
+    const file = join(ROOT, 'bench', 'results.json');
+    mkdirSync(join(ROOT, 'bench'), { recursive: true });
+    const cpu = cpus();
+    writeFileSync(
+      file,
+      JSON.stringify(
+        {
+          date: new Date().toISOString(),
+          machine: {
+            platform: platform(),
+            arch: arch(),
+            kernel: release(),
+            cpus: cpu.length,
+            cpuModel: cpu[0]?.model ?? 'unknown',
+            memoryBytes: totalmem(),
+            node: process.version,
+          },
+          baseline: `docker-registry (${versionOf('docker-registry', ['--version'])}) in proxy mode`,
+          tools: { skopeo: versionOf('skopeo', ['--version']), umoci: versionOf('umoci', ['--version']) },
+          image: { totalBytes: image.totalBytes, layers: image.layers.map((l) => l.size), largestBlobBytes: largest.size },
+          runs: RUNS,
+          concurrentClients: CLIENTS,
+          raw: results,
+          median: { baseline: mb, cove: mc },
+          ratios,
+          notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin',
+        },
+        null,
+        2,
+      ) + '\n',
+    );
+    say();
+    say(`wrote ${file}`);
+    return 0;
+  } finally {
+    await cleanup.run();
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
