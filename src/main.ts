@@ -53,6 +53,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
       version: VERSION,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       activeFills: blobs.activeFills,
+      upstreams: Object.fromEntries([...clients.values()].map((c) => [c.name, c.breaker])),
       memory: memoryMiB(),
       ...counters.snapshot(),
     }),

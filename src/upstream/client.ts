@@ -7,6 +7,7 @@ import { request as undiciRequest, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config.js';
 import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { UpstreamAuth, type AuthAttempt } from './auth.js';
+import { Breaker, type BreakerSnapshot } from './breaker.js';
 import { createAgent, createDispatcher, createProxyAgent, proxyFor, type DispatcherOptions } from './dispatcher.js';
 
 /** A request to the upstream. */
@@ -92,6 +93,7 @@ export class UpstreamClient {
   /** Dispatchers for other origins (redirect targets): one direct Agent, one per proxy. */
   readonly #foreign = new Map<string, Dispatcher>();
   readonly #auth: UpstreamAuth;
+  readonly #breaker: Breaker;
   #closed = false;
 
   constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string }) {
@@ -110,6 +112,12 @@ export class UpstreamClient {
       logger: options.logger,
       get: (url, headers, signal) => this.#getSmall(url, headers, signal),
     });
+    this.#breaker = new Breaker(cfg.name, options.logger, () => this.#probe());
+  }
+
+  /** Whether the upstream is marked down, and since when it failed; for /healthz. */
+  get breaker(): BreakerSnapshot {
+    return this.#breaker.snapshot();
   }
 
   /** The auth scheme learned so far ("anonymous" until a challenge said otherwise). */
@@ -124,6 +132,7 @@ export class UpstreamClient {
    */
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
+    this.#breaker.check();
     const url = new URL(this.#base + req.path);
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers ?? {})) {
@@ -182,6 +191,7 @@ export class UpstreamClient {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#breaker.stop();
     const all = [this.#dispatcher, ...this.#foreign.values()];
     this.#foreign.clear();
     await Promise.all(all.map((d) => d.close().catch(() => d.destroy().catch(() => undefined))));
@@ -198,15 +208,27 @@ export class UpstreamClient {
     return d;
   }
 
-  async #send(url: URL, method: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal): Promise<Raw> {
+  async #send(url: URL, method: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal, probing = false): Promise<Raw> {
+    const own = url.origin === this.baseUrl.origin && !probing;
+    let res: Raw;
     try {
-      return await undiciRequest(url, { method: method as Dispatcher.HttpMethod, headers, dispatcher, signal });
+      res = await undiciRequest(url, { method: method as Dispatcher.HttpMethod, headers, dispatcher, signal });
     } catch (err) {
       // The caller gave up: that is not the upstream's fault, so its own reason goes back.
       if (signal?.aborted) throw err;
       const where = url.origin === this.baseUrl.origin ? this.baseUrl.origin : `${url.origin} (redirected from ${this.baseUrl.origin})`;
-      throw new UpstreamUnavailableError(this.name, `upstream ${this.name} at ${where} unavailable: ${describe(err)}`, { cause: err });
+      const failure = new UpstreamUnavailableError(this.name, `upstream ${this.name} at ${where} unavailable: ${describe(err)}`, { cause: err });
+      if (own) this.#breaker.failure(failure);
+      throw failure;
     }
+    if (own) this.#breaker.success();
+    return res;
+  }
+
+  /** The breaker's probe: any HTTP answer from /v2/ means the upstream is back. */
+  async #probe(): Promise<void> {
+    const res = await this.#send(new URL(`${this.#base}/v2/`), 'GET', { 'user-agent': this.#userAgent }, this.#dispatcher, undefined, true);
+    discard(res);
   }
 
   /** GET for the token endpoint (same upstream or its domain, so the upstream's dispatcher). */

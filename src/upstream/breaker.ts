@@ -1,0 +1,152 @@
+// A circuit breaker per upstream. An edge site's link fails often; once the origin has failed to
+// answer several times in a row, every further request would wait the full upstream timeout for
+// nothing. While the breaker is open, requests fail at once (and cached content is served without
+// delay); a background probe of /v2/ closes it when the origin answers again. The back-off
+// between probes grows exponentially, with jitter, up to a cap.
+import type { Logger } from 'pino';
+import { UpstreamUnavailableError } from '../errors.js';
+
+/** Consecutive failures to reach the upstream that open the breaker. */
+export const BREAKER_THRESHOLD = 3;
+/** First back-off before a probe; doubled for every failed probe. */
+export const BREAKER_BASE_MS = 1000;
+/** Longest back-off between probes. */
+export const BREAKER_MAX_MS = 60_000;
+
+export interface BreakerSnapshot {
+  state: 'closed' | 'open';
+  consecutiveFailures: number;
+  /** When the next probe runs (ms since epoch), while open. */
+  probeAt: number | null;
+  /** Times the breaker opened since start. */
+  opened: number;
+  lastError: string | null;
+}
+
+export interface BreakerOptions {
+  threshold?: number;
+  baseMs?: number;
+  maxMs?: number;
+  /** Jitter source in [0, 1). */
+  random?: () => number;
+  now?: () => number;
+}
+
+export class Breaker {
+  readonly #name: string;
+  readonly #log: Logger;
+  readonly #probe: () => Promise<void>;
+  readonly #threshold: number;
+  readonly #baseMs: number;
+  readonly #maxMs: number;
+  readonly #random: () => number;
+  readonly #now: () => number;
+  #failures = 0;
+  #open = false;
+  /** Failed probes since the breaker opened; sets the back-off. */
+  #probesFailed = 0;
+  #probeAt: number | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #opened = 0;
+  #lastError: string | null = null;
+  #stopped = false;
+
+  /** `probe` resolves when the upstream answered anything at all and rejects when it did not. */
+  constructor(name: string, log: Logger, probe: () => Promise<void>, options: BreakerOptions = {}) {
+    this.#name = name;
+    this.#log = log;
+    this.#probe = probe;
+    this.#threshold = options.threshold ?? BREAKER_THRESHOLD;
+    this.#baseMs = options.baseMs ?? BREAKER_BASE_MS;
+    this.#maxMs = options.maxMs ?? BREAKER_MAX_MS;
+    this.#random = options.random ?? Math.random;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get isOpen(): boolean {
+    return this.#open;
+  }
+
+  /** Throws at once while the upstream is marked down. */
+  check(): void {
+    if (!this.#open) return;
+    const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
+    throw new UpstreamUnavailableError(
+      this.#name,
+      `upstream ${this.#name} is marked down after ${this.#failures} failed attempts (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
+    );
+  }
+
+  /** The upstream answered (any HTTP status). */
+  success(): void {
+    this.#failures = 0;
+    if (this.#open) this.#close('request');
+  }
+
+  /** The upstream could not be reached. */
+  failure(err: Error): void {
+    this.#failures++;
+    this.#lastError = err.message;
+    if (!this.#open && this.#failures >= this.#threshold) {
+      this.#open = true;
+      this.#opened++;
+      this.#probesFailed = 0;
+      this.#log.warn({ upstream: this.#name, failures: this.#failures, err: err.message }, 'upstream marked down: answering from cache without waiting');
+      this.#schedule();
+    }
+  }
+
+  snapshot(): BreakerSnapshot {
+    return {
+      state: this.#open ? 'open' : 'closed',
+      consecutiveFailures: this.#failures,
+      probeAt: this.#open ? this.#probeAt : null,
+      opened: this.#opened,
+      lastError: this.#lastError,
+    };
+  }
+
+  /** Stops probing (shutdown). */
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  /** Back-off before the next probe: base·2^n, capped, with the upper half jittered. */
+  backoffMs(): number {
+    const ceiling = Math.min(this.#maxMs, this.#baseMs * 2 ** this.#probesFailed);
+    return Math.round(ceiling / 2 + (ceiling / 2) * this.#random());
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    const delay = this.backoffMs();
+    this.#probeAt = this.#now() + delay;
+    this.#timer = setTimeout(() => void this.#runProbe(), delay);
+    this.#timer.unref();
+  }
+
+  async #runProbe(): Promise<void> {
+    this.#timer = null;
+    if (!this.#open || this.#stopped) return;
+    try {
+      await this.#probe();
+      this.#failures = 0;
+      if (this.#open) this.#close('probe');
+    } catch (err) {
+      this.#probesFailed++;
+      this.#lastError = (err as Error).message;
+      this.#log.debug({ upstream: this.#name, err: this.#lastError }, 'upstream probe failed');
+      this.#schedule();
+    }
+  }
+
+  #close(by: string): void {
+    this.#open = false;
+    this.#probeAt = null;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#log.info({ upstream: this.#name, by }, 'upstream reachable again');
+  }
+}

@@ -1,0 +1,62 @@
+// The per-upstream circuit breaker: opens after consecutive failures, fails fast while open,
+// probes with capped, jittered exponential back-off, and closes when the upstream answers.
+import t from 'tap';
+import { pino } from 'pino';
+import { Breaker } from '../../src/upstream/breaker.js';
+import { UpstreamUnavailableError } from '../../src/errors.js';
+
+const log = pino({ level: 'silent' });
+const down = new UpstreamUnavailableError('origin', 'connect ECONNREFUSED');
+
+t.test('opens after the threshold, fails fast, closes on a successful probe', async (t) => {
+  let probes = 0;
+  let upstreamUp = false;
+  const breaker = new Breaker('origin', log, async () => {
+    probes++;
+    if (!upstreamUp) throw new Error('still down');
+  }, { threshold: 3, baseMs: 20, maxMs: 80, random: () => 0.5 });
+  t.teardown(() => breaker.stop());
+
+  breaker.failure(down);
+  breaker.failure(down);
+  t.doesNotThrow(() => breaker.check(), 'two failures: still closed');
+  breaker.failure(down);
+  t.equal(breaker.snapshot().state, 'open');
+  t.throws(() => breaker.check(), UpstreamUnavailableError, 'open: fails at once');
+  t.match((() => { try { breaker.check(); } catch (e) { return (e as Error).message; } return ''; })(), /marked down after 3 failed attempts.*ECONNREFUSED/);
+
+  await new Promise((r) => setTimeout(r, 60));
+  t.ok(probes >= 1, 'a probe ran');
+  t.equal(breaker.snapshot().state, 'open', 'a failed probe keeps it open');
+  upstreamUp = true;
+  for (let i = 0; i < 40 && breaker.isOpen; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(breaker.snapshot().state, 'closed', 'a successful probe closes it');
+  t.doesNotThrow(() => breaker.check());
+  t.equal(breaker.snapshot().opened, 1);
+});
+
+t.test('a success resets the count; a request success closes an open breaker', async (t) => {
+  const breaker = new Breaker('origin', log, async () => { throw new Error('down'); }, { threshold: 2, baseMs: 10_000 });
+  t.teardown(() => breaker.stop());
+  breaker.failure(down);
+  breaker.success();
+  breaker.failure(down);
+  t.equal(breaker.snapshot().state, 'closed', 'failures must be consecutive');
+  breaker.failure(down);
+  t.equal(breaker.snapshot().state, 'open');
+  breaker.success();
+  t.equal(breaker.snapshot().state, 'closed');
+});
+
+t.test('back-off doubles per failed probe, is capped, and jitters within its upper half', async (t) => {
+  let r = 0;
+  const breaker = new Breaker('origin', log, async () => { throw new Error('down'); }, { threshold: 1, baseMs: 5, maxMs: 40, random: () => r });
+  t.teardown(() => breaker.stop());
+  t.equal(breaker.backoffMs(), 3, 'base 5 ms, jitter 0: 2.5 ms rounded');
+  r = 0.999;
+  t.equal(breaker.backoffMs(), 5, 'jitter ~1: the full base');
+  breaker.failure(down);
+  // Let probes fail until the back-off reaches the cap.
+  await new Promise((res) => setTimeout(res, 300));
+  t.equal(breaker.backoffMs(), 40, 'capped at maxMs');
+});
