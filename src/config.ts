@@ -53,7 +53,14 @@ export interface Config {
   tls: { cert: string; key: string } | null;
   logLevel: string;
   shutdownGraceMs: number;
+  /** Never contact an upstream: serve only what is cached (a site cut off on purpose). */
+  offline: boolean;
+  /** When the upstream answers 404 for a cached tag: pass the 404 on (Harbor's way) or keep serving the cached copy. */
+  onUpstreamNotFound: NotFoundPolicy;
 }
+
+export const NOT_FOUND_POLICIES = ['not-found', 'serve-stale'] as const;
+export type NotFoundPolicy = (typeof NOT_FOUND_POLICIES)[number];
 
 /** Command-line options that override configuration, for node:util parseArgs. */
 export const CONFIG_FLAGS = {
@@ -105,6 +112,8 @@ const SETTINGS = {
   tlsKey: { env: 'COVE_TLS_KEY' },
   routes: { env: 'COVE_ROUTES' },
   defaultNs: { env: 'COVE_DEFAULT_NS', flag: 'default-ns' },
+  offline: { env: 'COVE_OFFLINE' },
+  onUpstreamNotFound: { env: 'COVE_ON_UPSTREAM_NOT_FOUND' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -148,6 +157,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
     tls: buildTls(src),
     logLevel: parseLogLevel(src.get('logLevel') ?? defaultRaw(DEFAULTS.logLevel)),
     shutdownGraceMs: durationOf(src, 'shutdownGrace', DEFAULTS.shutdownGrace, 0),
+    offline: parseBool(src.get('offline'), false),
+    onUpstreamNotFound: parseNotFoundPolicy(src.get('onUpstreamNotFound')),
   };
   return deepFreeze(config);
 }
@@ -483,6 +494,13 @@ function parseLogLevel(raw: Raw): string {
   const level = str(raw).trim().toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(level)) fail(raw, `is not a log level (use ${LOG_LEVELS.join('|')})`);
   return level;
+}
+
+function parseNotFoundPolicy(raw: Raw | undefined): NotFoundPolicy {
+  if (raw === undefined) return 'not-found';
+  const policy = str(raw).trim().toLowerCase();
+  if (!(NOT_FOUND_POLICIES as readonly string[]).includes(policy)) fail(raw, `is not a policy (use ${NOT_FOUND_POLICIES.join(' or ')})`);
+  return policy as NotFoundPolicy;
 }
 
 function parseBool(raw: Raw | undefined, fallback: boolean): boolean {

@@ -34,11 +34,19 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   if (opened.tempFilesRemoved > 0) log.warn({ removed: opened.tempFilesRemoved }, 'removed unfinished temp files left by an earlier run');
   const catalog = await Catalog.open(config.dataDir, store, log);
 
-  const clients = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}` })]));
+  const clients = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}`, offline: config.offline })]));
   const resolver = new Resolver([new OriginTier(clients)], log);
   const shutdown = new AbortController();
   const blobs = new BlobResolver({ store, catalog, resolver, counters, log, signal: shutdown.signal });
-  const manifests = new ManifestResolver({ store, catalog, resolver, counters, log, tagTtlMs: config.tagTtlMs });
+  const manifests = new ManifestResolver({
+    store,
+    catalog,
+    resolver,
+    counters,
+    log,
+    tagTtlMs: config.tagTtlMs,
+    onUpstreamNotFound: config.onUpstreamNotFound,
+  });
   const started = Date.now();
 
   const handler = createHandler({
@@ -62,7 +70,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   const scheme = config.tls ? 'https' : 'http';
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
   const url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listener.port}`;
-  log.info({ listen: `${listener.host}:${listener.port}`, tls: Boolean(config.tls), upstreams: config.upstreams.map((u) => u.url), dataDir: config.dataDir, version: VERSION }, 'cove listening');
+  log.info({ listen: `${listener.host}:${listener.port}`, tls: Boolean(config.tls), offline: config.offline, upstreams: config.upstreams.map((u) => u.url), dataDir: config.dataDir, version: VERSION }, 'cove listening');
 
   let stopping: Promise<void> | null = null;
   return {

@@ -445,3 +445,15 @@ t.test('the example config loads cleanly', async (t) => {
   t.ok(c.routes.some((r) => r.match === 'docker.io' && r.libraryPrefix), 'a docker.io route');
   t.equal(loadConfig({ env: { COVE_CONFIG: example } }).upstreams[0]!.url, 'https://harbor.example.com', 'through COVE_CONFIG');
 });
+
+t.test('offline mode and the upstream-404 policy', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  const defaults = loadConfig({ env: base, flags: {} });
+  t.equal(defaults.offline, false);
+  t.equal(defaults.onUpstreamNotFound, 'not-found');
+  const set = loadConfig({ env: { ...base, COVE_OFFLINE: 'yes', COVE_ON_UPSTREAM_NOT_FOUND: 'serve-stale' }, flags: {} });
+  t.equal(set.offline, true);
+  t.equal(set.onUpstreamNotFound, 'serve-stale');
+  t.throws(() => loadConfig({ env: { ...base, COVE_ON_UPSTREAM_NOT_FOUND: 'ignore' }, flags: {} }), /COVE_ON_UPSTREAM_NOT_FOUND: "ignore" is not a policy/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_OFFLINE: 'maybe' }, flags: {} }), /COVE_OFFLINE: "maybe" is not a boolean/);
+});

@@ -14,6 +14,7 @@ import type { Counters } from '../metrics.js';
 import { digestOf } from '../oci/digest.js';
 import { ALL_MANIFEST_ACCEPT, acceptAdmits, isIndexMediaType, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
+import type { NotFoundPolicy } from '../config.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
 import type { FetchedManifest, Target } from '../tiers/tier.js';
@@ -43,6 +44,8 @@ export interface ManifestResolverOptions {
   counters: Counters;
   log: Logger;
   tagTtlMs: number;
+  /** A cached tag the upstream now 404s: pass the 404 on, or keep serving the cached copy. */
+  onUpstreamNotFound?: NotFoundPolicy;
   now?: () => number;
 }
 
@@ -116,7 +119,12 @@ export class ManifestResolver {
       this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest, err: (err as Error).message }, 'upstream unavailable: serving cached tag stale');
       return { ...cached, cache: 'stale' };
     }
-    if (!head) throw manifestUnknown(target, key.tag);
+    if (!head) {
+      if (this.#o.onUpstreamNotFound !== 'serve-stale') throw manifestUnknown(target, key.tag);
+      this.#o.counters.staleServed++;
+      this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest }, 'tag gone upstream: serving the cached copy (COVE_ON_UPSTREAM_NOT_FOUND=serve-stale)');
+      return { ...cached, cache: 'stale' };
+    }
     if (head.value.digest === record.digest) {
       await this.#o.catalog.touchTag(key, now);
       return { ...cached, cache: 'revalidated' };

@@ -96,8 +96,12 @@ export class UpstreamClient {
   readonly #breaker: Breaker;
   #closed = false;
 
-  constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string }) {
+  readonly #offline: boolean;
+
+  /** With `offline`, every request fails at once without touching the network (COVE_OFFLINE). */
+  constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string; offline?: boolean }) {
     this.name = cfg.name;
+    this.#offline = options.offline ?? false;
     this.#base = cfg.url.replace(/\/+$/, '');
     this.baseUrl = new URL(this.#base);
     this.#log = options.logger;
@@ -132,6 +136,7 @@ export class UpstreamClient {
    */
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
+    if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`);
     this.#breaker.check();
     const url = new URL(this.#base + req.path);
     const headers: Record<string, string> = {};

@@ -1,0 +1,56 @@
+// Operator switches for a cut-off site: offline mode (never contact an upstream) and what to do
+// when the upstream 404s a tag Cove has cached (COVE_ON_UPSTREAM_NOT_FOUND).
+import t from 'tap';
+import { OriginRegistry } from '../helpers/origin-registry.js';
+import { makeImage } from '../helpers/images.js';
+import { fetchAll, sha256 } from '../helpers/http.js';
+import { startTestCove } from '../helpers/cove.js';
+
+const ACCEPT = 'application/vnd.docker.distribution.manifest.v2+json';
+
+t.test('COVE_OFFLINE=true: the cache answers, the origin hears nothing', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [5000], seed: 'offline' });
+  origin.putImage('proj/app', '1', image);
+  const online = await startTestCove(t, origin.url, {}, { keepData: true });
+  const layer = image.layers[0]!;
+  await fetchAll(`${online.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
+  await fetchAll(`${online.url}/v2/proj/app/blobs/${layer.digest}`);
+  await online.fillsDone();
+  await online.stop();
+
+  origin.resetCounters();
+  const offline = await startTestCove(t, origin.url, { COVE_OFFLINE: 'true', COVE_TAG_TTL: '1ms' }, { dataDir: online.dataDir });
+  const manifest = await fetchAll(`${offline.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
+  t.equal(manifest.status, 200);
+  t.equal(sha256(manifest.body), image.manifestDigest);
+  t.equal(manifest.headers['cache-status'], 'cove; hit; detail=stale', 'not revalidated, and says so');
+  const blob = await fetchAll(`${offline.url}/v2/proj/app/blobs/${layer.digest}`);
+  t.equal(sha256(blob.body), layer.digest);
+  const missing = await fetchAll(`${offline.url}/v2/proj/app/manifests/2`, { headers: { accept: ACCEPT } });
+  t.equal(missing.status, 503);
+  t.match(JSON.parse(missing.body.toString()).errors[0].message, /offline mode/);
+  t.equal(origin.requests.length, 0, 'no request reached the origin');
+});
+
+t.test('a cached tag the origin deleted: 404 by default, the cached copy with serve-stale', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [1000], seed: 'deleted' });
+  origin.putImage('proj/app', '1', image);
+  const strict = await startTestCove(t, origin.url, { COVE_TAG_TTL: '1ms' });
+  const lenient = await startTestCove(t, origin.url, { COVE_TAG_TTL: '1ms', COVE_ON_UPSTREAM_NOT_FOUND: 'serve-stale' });
+  for (const cove of [strict, lenient]) await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
+  origin.deleteTag('proj/app', '1');
+  await new Promise((r) => setTimeout(r, 5));
+
+  const gone = await fetchAll(`${strict.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
+  t.equal(gone.status, 404, 'default: the origin decides, as Harbor does');
+  t.equal(JSON.parse(gone.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
+
+  const kept = await fetchAll(`${lenient.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
+  t.equal(kept.status, 200, 'serve-stale keeps the cached copy');
+  t.equal(sha256(kept.body), image.manifestDigest);
+  t.equal(kept.headers['cache-status'], 'cove; hit; detail=stale');
+});
