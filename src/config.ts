@@ -57,6 +57,8 @@ export interface Config {
   offline: boolean;
   /** When the upstream answers 404 for a cached tag: pass the 404 on (Harbor's way) or keep serving the cached copy. */
   onUpstreamNotFound: NotFoundPolicy;
+  /** Past the tag TTL, answer from cache at once and revalidate in the background. */
+  staleWhileRevalidate: boolean;
 }
 
 export const NOT_FOUND_POLICIES = ['not-found', 'serve-stale'] as const;
@@ -114,6 +116,7 @@ const SETTINGS = {
   defaultNs: { env: 'COVE_DEFAULT_NS', flag: 'default-ns' },
   offline: { env: 'COVE_OFFLINE' },
   onUpstreamNotFound: { env: 'COVE_ON_UPSTREAM_NOT_FOUND' },
+  staleWhileRevalidate: { env: 'COVE_STALE_WHILE_REVALIDATE' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -159,6 +162,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     shutdownGraceMs: durationOf(src, 'shutdownGrace', DEFAULTS.shutdownGrace, 0),
     offline: parseBool(src.get('offline'), false),
     onUpstreamNotFound: parseNotFoundPolicy(src.get('onUpstreamNotFound')),
+    staleWhileRevalidate: parseBool(src.get('staleWhileRevalidate'), false),
   };
   return deepFreeze(config);
 }

@@ -46,6 +46,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     log,
     tagTtlMs: config.tagTtlMs,
     onUpstreamNotFound: config.onUpstreamNotFound,
+    staleWhileRevalidate: config.staleWhileRevalidate,
   });
   const started = Date.now();
 

@@ -46,6 +46,8 @@ export interface ManifestResolverOptions {
   tagTtlMs: number;
   /** A cached tag the upstream now 404s: pass the 404 on, or keep serving the cached copy. */
   onUpstreamNotFound?: NotFoundPolicy;
+  /** Past the TTL, serve the cached tag at once and revalidate it in the background. */
+  staleWhileRevalidate?: boolean;
   now?: () => number;
 }
 
@@ -53,6 +55,8 @@ export class ManifestResolver {
   readonly #o: ManifestResolverOptions;
   readonly #now: () => number;
   readonly #flights = new SingleFlight<{ manifest: FetchedManifest; tier: string } | null>();
+  /** Tags being revalidated in the background (stale-while-revalidate). */
+  readonly #revalidating = new Set<string>();
 
   constructor(options: ManifestResolverOptions) {
     this.#o = options;
@@ -110,6 +114,27 @@ export class ManifestResolver {
     const now = this.#now();
     const cached: ManifestAnswer = { ...local, digest: record.digest, cache: 'hit', tier: 'local' };
     if (now - record.validatedAt < this.#o.tagTtlMs) return cached;
+    if (!this.#o.staleWhileRevalidate) return this.#revalidate(target, key, record, cached, accept, now);
+    // Stale-while-revalidate: answer now, ask the upstream once in the background.
+    const flight = JSON.stringify([key.upstream, key.repo, key.tag]);
+    if (!this.#revalidating.has(flight)) {
+      this.#revalidating.add(flight);
+      this.#revalidate(target, key, record, cached, accept, now)
+        .catch((err: Error) => this.#o.log.warn({ repo: key.repo, tag: key.tag, err: err.message }, 'background revalidation failed'))
+        .finally(() => this.#revalidating.delete(flight));
+    }
+    return { ...cached, cache: 'stale' };
+  }
+
+  /** One HEAD upstream decides: same digest (touch), moved (fetch and move), or unreachable (stale). */
+  async #revalidate(
+    target: Target,
+    key: TagKey,
+    record: TagRecord,
+    cached: ManifestAnswer,
+    accept: readonly string[],
+    now: number,
+  ): Promise<ManifestAnswer> {
     let head;
     try {
       head = await this.#o.resolver.first((tier) => tier.headManifest(target, key.tag, accept));

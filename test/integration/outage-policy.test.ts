@@ -54,3 +54,34 @@ t.test('a cached tag the origin deleted: 404 by default, the cached copy with se
   t.equal(sha256(kept.body), image.manifestDigest);
   t.equal(kept.headers['cache-status'], 'cove; hit; detail=stale');
 });
+
+t.test('stale-while-revalidate: a stale tag is answered at once and moved in the background', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const v1 = makeImage({ layers: [1000], seed: 'swr-1' });
+  const v2 = makeImage({ layers: [1000], seed: 'swr-2' });
+  origin.putImage('proj/app', 'latest', v1);
+  const cove = await startTestCove(t, origin.url, { COVE_TAG_TTL: '50ms', COVE_STALE_WHILE_REVALIDATE: 'true', COVE_UPSTREAM_TIMEOUT: '1s' });
+  const url = `${cove.url}/v2/proj/app/manifests/latest`;
+  await fetchAll(url, { headers: { accept: ACCEPT } });
+
+  origin.moveTag('proj/app', 'latest', v2);
+  await new Promise((r) => setTimeout(r, 80));
+  const stale = await fetchAll(url, { headers: { accept: ACCEPT } });
+  t.equal(sha256(stale.body), v1.manifestDigest, 'the cached digest, at once');
+  t.equal(stale.headers['cache-status'], 'cove; hit; detail=stale');
+
+  let moved = '';
+  for (let i = 0; i < 40 && moved !== v2.manifestDigest; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    moved = sha256((await fetchAll(url, { headers: { accept: ACCEPT } })).body);
+  }
+  t.equal(moved, v2.manifestDigest, 'the background revalidation moved the tag');
+
+  origin.setFault({}, { type: 'blackhole' });
+  await new Promise((r) => setTimeout(r, 80));
+  const started = Date.now();
+  const fast = await fetchAll(url, { headers: { accept: ACCEPT } });
+  t.equal(fast.status, 200);
+  t.ok(Date.now() - started < 300, `a black-holed origin costs the client nothing (${Date.now() - started} ms)`);
+});
