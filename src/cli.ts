@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=1
 // The `cove` command: subcommands to run the daemon or work on its data directory.
 import { parseArgs } from 'node:util';
-import { CONFIG_FLAGS, loadConfig, loadDataDir } from './config.js';
+import { CONFIG_FLAGS, loadConfig, loadDataDir, loadListen } from './config.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { startCove } from './main.js';
@@ -13,6 +13,10 @@ const HELP = `cove ${VERSION} — edge cache for container images (an OCI pull-t
 Usage:
   cove serve [options]     run the cache daemon
   cove reindex [options]   rebuild the index from the blob files (run while Cove is stopped)
+  cove invalidate REPO[:TAG] [--ns REGISTRY] [--url URL]
+                           make the next pull of a cached tag (or of every tag of REPO) ask the
+                           origin, whatever COVE_TAG_TTL says; talks to the Cove running on this
+                           host (at COVE_LISTEN, or --url)
   cove --help | --version
 
 Options (each also settable as COVE_* environment or in the JSON config file):
@@ -30,7 +34,13 @@ Every setting is described in the README.`;
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { ...CONFIG_FLAGS, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } },
+    options: {
+      ...CONFIG_FLAGS,
+      ns: { type: 'string' },
+      url: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
     allowPositionals: true,
     strict: true,
   });
@@ -43,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ...flags } = values;
+  const { help: _h, version: _v, ns, url, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -54,10 +64,46 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`reindexed ${dataDir}: ${JSON.stringify(counts)}\n`);
       return 0;
     }
+    case 'invalidate':
+      return invalidate(positionals[1], flags, typeof ns === 'string' ? ns : undefined, typeof url === 'string' ? url : undefined);
     default:
       process.stderr.write(`cove: unknown command "${command}" (try cove --help)\n`);
       return 2;
   }
+}
+
+async function invalidate(reference: string | undefined, flags: Record<string, string | boolean | undefined>, ns?: string, url?: string): Promise<number> {
+  if (!reference) {
+    process.stderr.write('cove: invalidate needs REPO or REPO:TAG (e.g. cove invalidate proj/app:latest)\n');
+    return 2;
+  }
+  // A tag follows the last ':' unless a '/' comes after it (a registry host:port is not a tag).
+  const colon = reference.lastIndexOf(':');
+  const hasTag = colon > 0 && !reference.slice(colon).includes('/');
+  const repo = hasTag ? reference.slice(0, colon) : reference;
+  const tag = hasTag ? reference.slice(colon + 1) : null;
+  let base = url;
+  if (base === undefined) {
+    const listen = loadListen({ flags });
+    const host = listen.host === '0.0.0.0' || listen.host === '::' || listen.host === '' ? '127.0.0.1' : listen.host;
+    base = `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
+  }
+  const query = new URLSearchParams({ repo, ...(tag === null ? {} : { tag }), ...(ns === undefined ? {} : { ns }) });
+  const target = `${base.replace(/\/+$/, '')}/admin/invalidate?${query}`;
+  let res: Response;
+  try {
+    res = await fetch(target, { method: 'POST', signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    process.stderr.write(`cove: no Cove answered at ${base}: ${(err as Error).message} (is it running? use --url)\n`);
+    return 1;
+  }
+  const text = await res.text();
+  if (!res.ok) {
+    process.stderr.write(`cove: invalidate failed (${res.status}): ${text}\n`);
+    return 1;
+  }
+  process.stdout.write(`${text}\n`);
+  return 0;
 }
 
 async function serve(flags: Record<string, string | boolean | undefined>): Promise<number> {

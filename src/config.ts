@@ -167,6 +167,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
   return deepFreeze(config);
 }
 
+/** Only the listen address, for commands that talk to the running daemon (invalidate). */
+export function loadListen(options: LoadOptions = {}): { host: string; port: number } {
+  return parseListen(new Sources(options).get('listen') ?? defaultRaw(DEFAULTS.listen));
+}
+
 /** Only the data directory, for tools that work on it without talking to an upstream (reindex). */
 export function loadDataDir(options: LoadOptions = {}): string {
   return dataDirFrom(new Sources(options));

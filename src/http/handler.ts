@@ -1,5 +1,6 @@
 // The request entry point: route, dispatch to the endpoint's handler, answer errors as OCI JSON,
 // and write one access log line per request when the response ends.
+import { OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { BlobResolver } from '../resolve/blobs.js';
@@ -70,6 +71,16 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
     case 'base':
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
+    case 'invalidate': {
+      if (!isLoopback(req.socket.remoteAddress)) {
+        throw new OciError('DENIED', 'admin endpoints answer only clients on this host (loopback)');
+      }
+      const target = deps.routes.resolve(endpoint.name, ns);
+      const invalidated = await deps.manifests.invalidate(target, endpoint.tag);
+      deps.log.info({ repo: target.repo, tag: endpoint.tag, invalidated }, 'tags invalidated: the next pull revalidates');
+      facts.bytes = sendJson(res, 200, { upstream: target.upstream, repo: target.repo, tag: endpoint.tag, invalidated }, {}, false);
+      return;
+    }
   }
   const target = deps.routes.resolve(endpoint.name, ns);
   facts.upstream = target.upstream;
@@ -85,4 +96,9 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
     case 'referrers':
       return handlePassThrough(deps.resolver, req, res, facts, target, endpoint);
   }
+}
+
+function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }

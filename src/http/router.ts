@@ -10,6 +10,7 @@ const MAX_TARGET_LENGTH = 4096;
 export type Endpoint =
   | { kind: 'base' }
   | { kind: 'health' }
+  | { kind: 'invalidate'; name: string; tag: string | null }
   | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
   | { kind: 'blob'; name: string; digest: string }
   | { kind: 'tags'; name: string; n: number | undefined; last: string | undefined }
@@ -43,6 +44,13 @@ export function route(method: string, target: string): RoutedRequest {
   const ns = q.get('ns');
 
   if (path === '/healthz' || path === '/readyz') return { endpoint: { kind: 'health' }, ns: null };
+  if (path === '/admin/invalidate') {
+    if (method !== 'POST') throw new OciError('UNSUPPORTED', 'use POST /admin/invalidate?repo=NAME[&tag=TAG][&ns=REGISTRY]', { headers: { allow: 'POST' } });
+    const name = checkName(q.get('repo') ?? '');
+    const tag = q.get('tag');
+    if (tag !== null && !isValidTag(tag)) throw new OciError('MANIFEST_INVALID', `invalid tag "${truncate(tag)}"`);
+    return { endpoint: { kind: 'invalidate', name, tag }, ns };
+  }
   if (!path.startsWith('/v2/') && path !== '/v2') {
     throw new OciError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`);
   }

@@ -37,6 +37,9 @@ export interface ManifestAnswer {
   tier: string;
 }
 
+/** validatedAt of a tag an operator invalidated: older than any TTL. */
+const INVALIDATED = 0;
+
 export interface ManifestResolverOptions {
   store: BlobStore;
   catalog: Catalog;
@@ -103,6 +106,21 @@ export class ManifestResolver {
     return { ...manifest, cache: record && !admitted ? 'vary-miss' : 'miss', tier: fetched.tier };
   }
 
+  /**
+   * Makes the next pull of a tag (or of every cached tag of the repository) revalidate with the
+   * upstream, whatever the TTL. Returns how many tags were marked.
+   */
+  async invalidate(target: Target, tag: string | null): Promise<number> {
+    const keys =
+      tag === null
+        ? (await this.#o.catalog.listTags(target.upstream, target.repo)).map((entry) => entry.key)
+        : (await this.#o.catalog.getTag({ upstream: target.upstream, repo: target.repo, tag })) === null
+          ? []
+          : [{ upstream: target.upstream, repo: target.repo, tag }];
+    for (const key of keys) await this.#o.catalog.touchTag(key, INVALIDATED);
+    return keys.length;
+  }
+
   /** A tag whose record and bytes are local: fresh, revalidated, moved, or served stale. */
   async #cachedTag(
     target: Target,
@@ -114,7 +132,8 @@ export class ManifestResolver {
     const now = this.#now();
     const cached: ManifestAnswer = { ...local, digest: record.digest, cache: 'hit', tier: 'local' };
     if (now - record.validatedAt < this.#o.tagTtlMs) return cached;
-    if (!this.#o.staleWhileRevalidate) return this.#revalidate(target, key, record, cached, accept, now);
+    // An invalidated tag (validatedAt 0) is revalidated before answering, even with SWR.
+    if (!this.#o.staleWhileRevalidate || record.validatedAt === INVALIDATED) return this.#revalidate(target, key, record, cached, accept, now);
     // Stale-while-revalidate: answer now, ask the upstream once in the background.
     const flight = JSON.stringify([key.upstream, key.repo, key.tag]);
     if (!this.#revalidating.has(flight)) {
