@@ -312,6 +312,13 @@ export class OriginRegistry {
     const path = url.pathname;
     if (path === '/token') {
       rec.kind = 'token';
+      // The token service can be down while the registry is up (a fault with kind 'token').
+      const tokenFault = this.#takeFault(rec, (f) => f.type === 'status' || f.type === 'blackhole');
+      if (tokenFault?.type === 'blackhole') return;
+      if (tokenFault?.type === 'status') {
+        sendError(res, tokenFault.status, 'UNAVAILABLE', `injected status ${tokenFault.status}`);
+        return;
+      }
       this.#serveToken(url, req, res);
       return;
     }
