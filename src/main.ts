@@ -56,6 +56,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     blobs,
     store,
     resolver,
+    catalog,
     counters,
     log,
     health: () => ({

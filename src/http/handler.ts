@@ -8,6 +8,7 @@ import type { ManifestResolver } from '../resolve/manifests.js';
 import type { Resolver } from '../resolve/resolver.js';
 import type { RouteMap } from '../routes.js';
 import type { BlobStore } from '../store/blobs.js';
+import type { Catalog } from '../store/catalog.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
 import { handlePassThrough } from './passthrough.js';
@@ -20,6 +21,7 @@ export interface HandlerDeps {
   blobs: BlobResolver;
   store: BlobStore;
   resolver: Resolver;
+  catalog: Catalog;
   counters: Counters;
   log: Logger;
   /** What /healthz reports besides status. */
@@ -94,7 +96,7 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
       return handleBlob({ blobs: deps.blobs, store: deps.store, onServed }, req, res, facts, target, endpoint.digest);
     case 'tags':
     case 'referrers':
-      return handlePassThrough(deps.resolver, req, res, facts, target, endpoint);
+      return handlePassThrough(deps, req, res, facts, target, endpoint);
   }
 }
 

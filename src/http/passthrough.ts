@@ -1,6 +1,11 @@
 // tags/list and referrers: answered by the upstream and passed through, with the upstream's
-// repository path in names and Link headers turned back into the name the client asked for.
+// repository path in names and Link headers turned back into the name the client asked for. The
+// last good answer is kept in the index and served, marked stale, while the upstream is away.
+import type { Logger } from '../log.js';
+import type { Counters } from '../metrics.js';
+import { isUpstreamFailure } from '../resolve/manifests.js';
 import type { Resolver } from '../resolve/resolver.js';
+import type { Catalog, ListingKey } from '../store/catalog.js';
 import type { PassThroughResponse } from '../tiers/tier.js';
 import type { RoutedTarget } from '../routes.js';
 import type { Endpoint } from './router.js';
@@ -9,23 +14,51 @@ import { OciError } from '../errors.js';
 
 type PassEndpoint = Extract<Endpoint, { kind: 'tags' | 'referrers' }>;
 
+export interface PassThroughDeps {
+  resolver: Resolver;
+  catalog: Catalog;
+  counters: Counters;
+  log: Logger;
+}
+
 export async function handlePassThrough(
-  resolver: Resolver,
+  deps: PassThroughDeps,
   req: Req,
   res: Res,
   facts: RequestFacts,
   target: RoutedTarget,
   endpoint: PassEndpoint,
 ): Promise<void> {
-  const found = await resolver.first<PassThroughResponse>((tier) =>
-    endpoint.kind === 'tags'
-      ? tier.listTags(target, { n: endpoint.n, last: endpoint.last })
-      : tier.referrers(target, endpoint.digest, endpoint.artifactType),
-  );
-  if (!found) throw new OciError('NAME_UNKNOWN', `repository ${endpoint.name} is not known upstream`);
-  const upstream = found.value;
-  markCache(res, facts, 'bypass');
-  facts.tier = found.tier.name;
+  const key: ListingKey = {
+    upstream: target.upstream,
+    repo: target.repo,
+    kind: endpoint.kind,
+    query: endpoint.kind === 'tags' ? `n=${endpoint.n ?? ''}&last=${endpoint.last ?? ''}` : `${endpoint.digest}&${endpoint.artifactType ?? ''}`,
+  };
+  let upstream: PassThroughResponse;
+  try {
+    const found = await deps.resolver.first<PassThroughResponse>((tier) =>
+      endpoint.kind === 'tags'
+        ? tier.listTags(target, { n: endpoint.n, last: endpoint.last })
+        : tier.referrers(target, endpoint.digest, endpoint.artifactType),
+    );
+    if (!found) throw new OciError('NAME_UNKNOWN', `repository ${endpoint.name} is not known upstream`);
+    upstream = found.value;
+    markCache(res, facts, 'bypass');
+    facts.tier = found.tier.name;
+    if (upstream.status === 200) {
+      // Kept so that the listing can still be answered while the upstream is away.
+      await deps.catalog.putListing(key, { status: 200, headers: upstream.headers, body: upstream.body.toString('base64'), fetchedAt: Date.now() });
+    }
+  } catch (err) {
+    const kept = isUpstreamFailure(err) ? await deps.catalog.getListing(key) : null;
+    if (!kept) throw err;
+    deps.counters.staleServed++;
+    deps.log.warn({ repo: target.repo, kind: endpoint.kind, err: (err as Error).message }, 'upstream unavailable: serving the last listing stale');
+    upstream = { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64') };
+    markCache(res, facts, 'stale');
+    facts.tier = 'local';
+  }
   let body = upstream.body;
   const headers: Record<string, string> = { ...API_HEADERS, 'content-type': upstream.headers['content-type'] ?? 'application/json' };
   if (endpoint.kind === 'tags' && upstream.status === 200) body = renameTagList(body, endpoint.name);

@@ -255,6 +255,16 @@ export class Catalog {
     await this.#db.put(refsKey(digest), [...refs]);
   }
 
+  /** The last upstream answer to a tags/list or referrers request, kept to serve during outages. */
+  async getListing(key: ListingKey): Promise<Listing | null> {
+    const value = (await this.#db.get(listingKey(key))) as Listing | undefined;
+    return value && typeof value.status === 'number' && typeof value.body === 'string' ? value : null;
+  }
+
+  async putListing(key: ListingKey, listing: Listing): Promise<void> {
+    await this.#db.put(listingKey(key), listing);
+  }
+
   /** Flushes pending touches and closes the index. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -373,4 +383,26 @@ function hasCode(err: unknown, code: string): boolean {
 
 function describe(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+/** Identifies one listing request: which endpoint, of which repository, with which query. */
+export interface ListingKey {
+  upstream: string;
+  repo: string;
+  /** "tags" or "referrers". */
+  kind: string;
+  /** The query that shaped the answer (n/last, digest and artifactType). */
+  query: string;
+}
+
+/** A stored listing answer; `body` is base64. */
+export interface Listing {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  fetchedAt: number;
+}
+
+function listingKey(key: ListingKey): string {
+  return ['list', key.upstream, key.repo, key.kind, key.query].join(SEP);
 }

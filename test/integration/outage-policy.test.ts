@@ -85,3 +85,30 @@ t.test('stale-while-revalidate: a stale tag is answered at once and moved in the
   t.equal(fast.status, 200);
   t.ok(Date.now() - started < 300, `a black-holed origin costs the client nothing (${Date.now() - started} ms)`);
 });
+
+t.test('tags/list and referrers: the last answer is served stale while the origin is down', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [100], seed: 'listing' });
+  for (const tag of ['a', 'b', 'c']) origin.putImage('proj/app', tag, image);
+  const cove = await startTestCove(t, origin.url, { COVE_UPSTREAM_TIMEOUT: '1s' });
+  const tags = `${cove.url}/v2/proj/app/tags/list?n=2`;
+  const referrers = `${cove.url}/v2/proj/app/referrers/${image.manifestDigest}`;
+  const live = await fetchAll(tags);
+  t.equal(live.headers['cache-status'], 'cove; fwd=bypass');
+  await fetchAll(referrers);
+  await origin.stop();
+
+  const stale = await fetchAll(tags);
+  t.equal(stale.status, 200);
+  t.same(JSON.parse(stale.body.toString()), { name: 'proj/app', tags: ['a', 'b'] });
+  t.equal(stale.headers['cache-status'], 'cove; hit; detail=stale');
+  t.equal(stale.headers['warning'], '110 - "Response is Stale"');
+  t.match(stale.headers['link'] ?? '', /last=b/, 'the paging link is kept');
+  const staleRefs = await fetchAll(referrers);
+  t.equal(staleRefs.status, 200);
+  t.same(JSON.parse(staleRefs.body.toString()).manifests, []);
+
+  const other = await fetchAll(`${cove.url}/v2/proj/app/tags/list?n=1`);
+  t.equal(other.status, 503, 'a listing never fetched: a clear error');
+});
