@@ -23,10 +23,11 @@ t.test('ctr pulls docker.io/library/app:1 through a hosts.toml mirror (ns=docker
 
   const hostsDir = join(work, 'certs.d');
   mkdirSync(join(hostsDir, 'docker.io'), { recursive: true });
-  // No internet here: if the mirror failed, the fallback to the server would fail too (loudly).
+  // The fallback server is a closed loopback port: should the mirror fail, containerd fails
+  // loudly instead of reaching for Docker Hub (tests talk to loopback only).
   writeFileSync(
     join(hostsDir, 'docker.io', 'hosts.toml'),
-    `server = "https://registry-1.docker.io"\n\n[host."http://${cove.hostPort}"]\n  capabilities = ["pull", "resolve"]\n`,
+    `server = "http://127.0.0.1:9"\n\n[host."http://${cove.hostPort}"]\n  capabilities = ["pull", "resolve"]\n`,
   );
 
   const ctr = (args: string[], timeoutMs = 120_000) => run('ctr', ['-a', containerd.socket, '-n', NS, ...args], { timeoutMs });

@@ -648,7 +648,13 @@ export async function startDockerd(
       '--containerd', containerdSocket,
       '-H', `unix://${socket}`,
     ],
-    { logFile: join(dir, 'dockerd.log'), graceMs: 15_000 },
+    {
+      logFile: join(dir, 'dockerd.log'),
+      graceMs: 15_000,
+      // Should a pull ever fall back from the mirror to Docker Hub, it goes to a closed loopback
+      // port instead of the internet (tests talk to loopback only).
+      env: { ...process.env, HTTPS_PROXY: 'http://127.0.0.1:9', HTTP_PROXY: 'http://127.0.0.1:9', NO_PROXY: '127.0.0.1,localhost' },
+    },
   );
   const docker = (args: string[], timeoutMs = 120_000) => run(cli, ['-H', `unix://${socket}`, ...args], { timeoutMs });
   await waitFor(
