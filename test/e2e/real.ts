@@ -316,7 +316,7 @@ export const isBlobPath = (path: string) => /^\/v2\/.+\/blobs\/sha(256|512):[0-9
 export class Registry {
   private mark = 0;
   constructor(
-    readonly proc: Proc,
+    public proc: Proc,
     readonly port: number,
     readonly dir: string,
     readonly auth: { username: string; password: string } | null,
@@ -327,6 +327,22 @@ export class Registry {
   get hostPort(): string {
     return `127.0.0.1:${this.port}`;
   }
+  /** Stops the registry; its storage stays, and restart() brings it back on the same port. */
+  async stop(): Promise<void> {
+    await this.proc.stop(5000);
+  }
+
+  async restart(cleanup: Cleanup): Promise<void> {
+    this.proc = startProc(cleanup, this.proc.name, 'docker-registry', ['serve', join(this.dir, 'config.yml')], { logFile: this.proc.logFile, graceMs: 5000 });
+    await waitFor(`docker-registry back on ${this.url}/v2/`, async () => {
+      if (!this.proc.running) throw new Error(`docker-registry exited at restart:\n${this.proc.tail()}`);
+      return httpGet(`${this.url}/v2/`, { timeoutMs: 1000 }).then(
+        (r) => r.status === 200 || r.status === 401,
+        () => false,
+      );
+    });
+  }
+
   /** All access-log entries so far. */
   entries(): AccessEntry[] {
     return parseAccessLog(this.proc.log());
