@@ -63,7 +63,11 @@ interface Mirror {
 type Kind = 'baseline' | 'cove';
 
 /** A fresh mirror of `kind` (empty cache) behind its own counting relay; `stop` removes it all. */
-async function freshMirror(kind: Kind, originPort: number): Promise<{ mirror: Mirror; proxy: CountingProxy; stop: () => Promise<void> }> {
+async function freshMirror(
+  kind: Kind,
+  originPort: number,
+  coveEnv: Record<string, string> = { COVE_TAG_TTL: '1h' },
+): Promise<{ mirror: Mirror; proxy: CountingProxy; stop: () => Promise<void> }> {
   const c = new Cleanup();
   const proxy = await CountingProxy.start(originPort);
   c.add(() => proxy.close());
@@ -72,7 +76,7 @@ async function freshMirror(kind: Kind, originPort: number): Promise<{ mirror: Mi
     const r = await startRegistry(c, { proxyRemote: proxy.url, name: 'baseline' });
     mirror = { url: r.url, hostPort: r.hostPort, pid: r.proc.pid };
   } else {
-    const cove = await startCove(c, proxy.url, { COVE_TAG_TTL: '1h' });
+    const cove = await startCove(c, proxy.url, coveEnv);
     mirror = { url: cove.url, hostPort: cove.hostPort, pid: cove.pid };
   }
   proxy.reset(); // readiness probes are not part of any measurement
@@ -135,6 +139,62 @@ async function measure(kind: Kind, image: TestImage, originPort: number, work: s
   return r;
 }
 
+interface OutageResult {
+  pulls: number;
+  completed: number;
+  /** Time for all pulls, or null when one did not finish within OUTAGE_PULL_LIMIT_MS. */
+  totalMs: number | null;
+  firstMs: number | null;
+  restMedianMs: number | null;
+}
+
+/** Longest one pull may take in the outage scenario before it counts as "did not finish". */
+const OUTAGE_PULL_LIMIT_MS = 30_000;
+const OUTAGE_PULLS = 20;
+
+/**
+ * The link to the origin dies (connections accepted, never answered) after the image was pulled
+ * once; then OUTAGE_PULLS consecutive pulls of that cached image. Cove runs with a 1 s tag TTL
+ * (every pull past it would revalidate) and a 2 s upstream timeout.
+ */
+async function outage(kind: Kind, originPort: number, work: string): Promise<OutageResult> {
+  const { mirror, proxy, stop } = await freshMirror(kind, originPort, { COVE_TAG_TTL: '1s', COVE_UPSTREAM_TIMEOUT: '2s' });
+  const out = join(work, `outage-${kind}`);
+  const result: OutageResult = { pulls: OUTAGE_PULLS, completed: 0, totalMs: null, firstMs: null, restMedianMs: null };
+  try {
+    await skopeoPull(`${mirror.hostPort}/proj/app:1`, out);
+    await settle(proxy);
+    proxy.blackhole();
+    await sleep(1100);
+    const times: number[] = [];
+    for (let i = 0; i < OUTAGE_PULLS; i++) {
+      const t0 = performance.now();
+      // A pull past the limit is killed (SIGKILL by the runner) and counts as not finished.
+      const pulled = await skopeoPull(`${mirror.hostPort}/proj/app:1`, out, undefined, OUTAGE_PULL_LIMIT_MS).then(
+        () => true,
+        () => false,
+      );
+      if (!pulled) break;
+      times.push(performance.now() - t0);
+      result.completed++;
+    }
+    if (result.completed === OUTAGE_PULLS) {
+      result.totalMs = times.reduce((a, b) => a + b, 0);
+      result.firstMs = times[0]!;
+      result.restMedianMs = median(times.slice(1));
+    }
+    say(
+      result.totalMs === null
+        ? `  ${kind} outage: pull ${result.completed + 1} did not finish in ${OUTAGE_PULL_LIMIT_MS / 1000} s`
+        : `  ${kind} outage: ${OUTAGE_PULLS} pulls in ${result.totalMs.toFixed(0)} ms (first ${result.firstMs!.toFixed(0)} ms, then median ${result.restMedianMs!.toFixed(0)} ms)`,
+    );
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+    await stop();
+  }
+  return result;
+}
+
 async function main(): Promise<number> {
   const missing = ['docker-registry', 'skopeo', 'umoci'].filter((n) => which(n) === null);
   if (missing.length > 0) {
@@ -159,6 +219,10 @@ async function main(): Promise<number> {
       say(`${kind}:`);
       results[kind] = await measure(kind, image, origin.port, work);
     }
+
+    say('origin black-holed after one pull:');
+    const outages = {} as Record<Kind, OutageResult>;
+    for (const kind of ['baseline', 'cove'] as const) outages[kind] = await outage(kind, origin.port, work);
 
     const b = results.baseline;
     const c = results.cove;
@@ -196,6 +260,15 @@ async function main(): Promise<number> {
     row(`${CLIENTS} cold clients of one blob (ms)`, mb.concurrentMs.toFixed(0), mc.concurrentMs.toFixed(0), `${ratios.concurrentSpeedup.toFixed(2)}x faster`);
     row(`  origin bytes / blob size`, mb.concurrentOriginBytesPerBlobByte.toFixed(2), mc.concurrentOriginBytesPerBlobByte.toFixed(2), `${ratios.concurrentOriginBytes.toFixed(2)}x the bytes`);
     row('peak RSS of the mirror process (MiB)', mb.peakRssMiB.toFixed(0), mc.peakRssMiB.toFixed(0), `${ratios.peakRss.toFixed(2)}x`);
+    const outageCell = (o: OutageResult) => (o.totalMs === null ? `DNF ${OUTAGE_PULL_LIMIT_MS / 1000}s` : o.totalMs.toFixed(0));
+    const ob = outages.baseline;
+    const oc = outages.cove;
+    row(
+      `${OUTAGE_PULLS} pulls, origin black-holed (ms)`,
+      outageCell(ob),
+      outageCell(oc),
+      ob.totalMs !== null && oc.totalMs !== null ? `${(ob.totalMs / oc.totalMs).toFixed(2)}x faster` : ob.totalMs === null && oc.totalMs !== null ? 'baseline did not finish' : '',
+    );
 
     const file = join(ROOT, 'bench', 'results.json');
     mkdirSync(join(ROOT, 'bench'), { recursive: true });
@@ -222,6 +295,7 @@ async function main(): Promise<number> {
           raw: results,
           median: { baseline: mb, cove: mc },
           ratios,
+          outage: { pulls: OUTAGE_PULLS, pullLimitMs: OUTAGE_PULL_LIMIT_MS, baseline: outages.baseline, cove: outages.cove },
           notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin',
         },
         null,

@@ -495,10 +495,10 @@ export async function pushImage(image: TestImage, registry: Registry, repoTag: s
 }
 
 /** `skopeo copy docker://REF dir:OUT` (plain HTTP), timed. */
-export async function skopeoPull(ref: string, outDir: string, creds?: string): Promise<number> {
+export async function skopeoPull(ref: string, outDir: string, creds?: string, timeoutMs = 300_000): Promise<number> {
   rmSync(outDir, { recursive: true, force: true });
   const extra = creds ? ['--src-creds', creds] : [];
-  const r = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', ...extra, `docker://${ref}`, `dir:${outDir}`], { timeoutMs: 300_000 });
+  const r = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', ...extra, `docker://${ref}`, `dir:${outDir}`], { timeoutMs });
   return r.ms;
 }
 
@@ -706,11 +706,22 @@ export class CountingProxy {
     this.bytesToTarget = 0;
     this.connections = 0;
   }
+  /** Cuts every open connection and from now on accepts connections without ever answering (a dead link). */
+  blackhole(): void {
+    this.holding = true;
+    for (const s of this.sockets) s.destroy();
+  }
+  private holding = false;
   static async start(targetPort: number): Promise<CountingProxy> {
     let self: CountingProxy | null = null;
     const server = createServer((client) => {
-      const upstream = connect(targetPort, '127.0.0.1');
       const p = self!;
+      if (p.holding) {
+        p.sockets.add(client);
+        client.on('error', () => client.destroy()).on('close', () => p.sockets.delete(client));
+        return;
+      }
+      const upstream = connect(targetPort, '127.0.0.1');
       p.connections++;
       p.sockets.add(client).add(upstream);
       upstream.on('data', (c: Buffer) => (p.bytesFromTarget += c.length));
