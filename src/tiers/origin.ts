@@ -7,22 +7,15 @@ import { digestOf } from '../oci/digest.js';
 import { sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
+import { parseRetryAfter } from '../upstream/retry-after.js';
 import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Target, Tier } from './tier.js';
+
+export { parseRetryAfter };
 
 /** Largest manifest accepted; the distribution registry refuses manifests over 4 MiB too. */
 export const MANIFEST_LIMIT = 4 * 1024 * 1024;
 /** Largest tags list or referrers index read into memory. */
 export const PASSTHROUGH_LIMIT = 16 * 1024 * 1024;
-
-/** Retry-After as seconds (delta-seconds kept; an HTTP-date turned into seconds from now). */
-export function parseRetryAfter(value: string | undefined, now = Date.now()): string | undefined {
-  if (value === undefined) return undefined;
-  const text = value.trim();
-  if (/^\d+$/.test(text)) return String(Number(text));
-  const when = Date.parse(text);
-  if (Number.isNaN(when)) return undefined;
-  return String(Math.max(0, Math.ceil((when - now) / 1000)));
-}
 
 /** `bytes START-END/TOTAL` → numbers (total null for `*`), or null when malformed. */
 export function parseContentRange(value: string | undefined): { start: number; end: number; total: number | null } | null {

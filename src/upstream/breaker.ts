@@ -4,7 +4,7 @@
 // delay); a background probe of /v2/ closes it when the origin answers again. The back-off
 // between probes grows exponentially, with jitter, up to a cap.
 import type { Logger } from 'pino';
-import { UpstreamUnavailableError } from '../errors.js';
+import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 
 /** Consecutive failures to reach the upstream that open the breaker. */
 export const BREAKER_THRESHOLD = 3;
@@ -12,6 +12,8 @@ export const BREAKER_THRESHOLD = 3;
 export const BREAKER_BASE_MS = 1000;
 /** Longest back-off between probes. */
 export const BREAKER_MAX_MS = 60_000;
+/** Longest Retry-After honoured; a larger one is taken as this. */
+export const RETRY_AFTER_MAX_MS = 10 * 60_000;
 
 export interface BreakerSnapshot {
   state: 'closed' | 'open';
@@ -21,6 +23,8 @@ export interface BreakerSnapshot {
   /** Times the breaker opened since start. */
   opened: number;
   lastError: string | null;
+  /** Until when (ms since epoch) the upstream asked not to be sent requests (429 Retry-After). */
+  retryAfterUntil: number | null;
 }
 
 export interface BreakerOptions {
@@ -50,6 +54,7 @@ export class Breaker {
   #opened = 0;
   #lastError: string | null = null;
   #stopped = false;
+  #retryAfterUntil = 0;
 
   /** `probe` resolves when the upstream answered anything at all and rejects when it did not. */
   constructor(name: string, log: Logger, probe: () => Promise<void>, options: BreakerOptions = {}) {
@@ -67,8 +72,13 @@ export class Breaker {
     return this.#open;
   }
 
-  /** Throws at once while the upstream is marked down. */
+  /** Throws at once while the upstream is marked down or has asked Cove to wait (429). */
   check(): void {
+    const held = this.#retryAfterUntil - this.#now();
+    if (held > 0) {
+      const seconds = String(Math.ceil(held / 1000));
+      throw new UpstreamStatusError(this.#name, 429, `upstream ${this.#name} asked to wait (429 Retry-After); ${seconds} s left`, seconds);
+    }
     if (!this.#open) return;
     const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
     throw new UpstreamUnavailableError(
@@ -96,8 +106,19 @@ export class Breaker {
     }
   }
 
+  /** The upstream answered 429 with Retry-After: send it nothing for that long. */
+  holdOff(seconds: number): void {
+    if (!Number.isFinite(seconds) || seconds <= 0) return;
+    const until = this.#now() + Math.min(seconds * 1000, RETRY_AFTER_MAX_MS);
+    if (until > this.#retryAfterUntil) {
+      this.#retryAfterUntil = until;
+      this.#log.warn({ upstream: this.#name, seconds }, 'upstream rate-limited Cove: no requests until its Retry-After has passed');
+    }
+  }
+
   snapshot(): BreakerSnapshot {
     return {
+      retryAfterUntil: this.#retryAfterUntil > this.#now() ? this.#retryAfterUntil : null,
       state: this.#open ? 'open' : 'closed',
       consecutiveFailures: this.#failures,
       probeAt: this.#open ? this.#probeAt : null,

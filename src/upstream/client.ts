@@ -8,6 +8,7 @@ import type { UpstreamConfig } from '../config.js';
 import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { UpstreamAuth, type AuthAttempt } from './auth.js';
 import { Breaker, type BreakerSnapshot } from './breaker.js';
+import { parseRetryAfter } from './retry-after.js';
 import { createAgent, createDispatcher, createProxyAgent, proxyFor, type DispatcherOptions } from './dispatcher.js';
 
 /** A request to the upstream. */
@@ -189,7 +190,9 @@ export class UpstreamClient {
       current = next;
     }
 
-    return { status: res.statusCode, headers: flatHeaders(res.headers), body: res.body, url: current.toString() };
+    const flat = flatHeaders(res.headers);
+    if (res.statusCode === 429) this.#breaker.holdOff(Number(parseRetryAfter(flat['retry-after']) ?? 0));
+    return { status: res.statusCode, headers: flat, body: res.body, url: current.toString() };
   }
 
   /** Closes every connection this client holds. */

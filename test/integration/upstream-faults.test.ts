@@ -19,7 +19,20 @@ t.test('origin 429: the client gets TOOMANYREQUESTS with the origin Retry-After'
   t.equal(r.headers['retry-after'], '7');
   t.equal(JSON.parse(r.body.toString()).errors[0].code, 'TOOMANYREQUESTS');
   const again = await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
-  t.equal(again.status, 200, 'the next request goes through once the origin recovers');
+  t.equal(again.status, 429, 'within Retry-After Cove does not ask again');
+  t.ok(Number(again.headers['retry-after']) > 0 && Number(again.headers['retry-after']) <= 7, `and says how long is left (${again.headers['retry-after']} s)`);
+  t.equal(origin.count({ kind: 'manifest' }), 1, 'the origin saw one request');
+});
+
+t.test('origin 429 with a short Retry-After: requests resume after it', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  origin.putImage('proj/app', '1', makeImage({ layers: [100], seed: '429-short' }));
+  origin.setFault({ kind: 'manifest' }, { type: 'status', status: 429, retryAfter: 1 }, 1);
+  const cove = await startTestCove(t, origin.url);
+  t.equal((await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } })).status, 429);
+  await new Promise((r) => setTimeout(r, 1100));
+  t.equal((await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } })).status, 200, 'served once the wait is over');
 });
 
 t.test('origin 500 on a blob: 502 OCI JSON, nothing stored', async (t) => {

@@ -38,11 +38,16 @@ t.test('503 with Retry-After → UpstreamStatusError carrying both', async (t) =
   await t.rejects(tier.openBlob(target, sha(blob), 0), { name: 'UpstreamStatusError', status: 503 });
 });
 
-t.test('429 → UpstreamStatusError; 403 → UpstreamAuthError; 400 → UpstreamStatusError', async (t) => {
-  let status = 429;
-  const { tier } = await tierFor(t, (_req, res) => res.writeHead(status, status === 429 ? { 'retry-after': '30' } : {}).end());
+t.test('429 → UpstreamStatusError, and nothing more is sent until Retry-After has passed', async (t) => {
+  const { tier, server } = await tierFor(t, (_req, res) => res.writeHead(429, { 'retry-after': '30' }).end());
   await t.rejects(tier.headManifest(target, 'latest', [MT]), { name: 'UpstreamStatusError', status: 429, retryAfter: '30' });
-  status = 403;
+  await t.rejects(tier.getManifest(target, 'other', [MT]), { name: 'UpstreamStatusError', status: 429 });
+  t.equal(server.requests.length, 1, 'the second request was held back by Cove');
+});
+
+t.test('403 → UpstreamAuthError; 400 → UpstreamStatusError', async (t) => {
+  let status = 403;
+  const { tier } = await tierFor(t, (_req, res) => res.writeHead(status).end());
   await t.rejects(tier.getManifest(target, 'latest', [MT]), UpstreamAuthError);
   status = 400;
   await t.rejects(tier.headBlob(target, sha(blob)), { name: 'UpstreamStatusError', status: 400 });
