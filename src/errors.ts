@@ -104,6 +104,13 @@ export interface OciErrorResponse {
   headers: Record<string, string>;
 }
 
+/** Failures that mean "the upstream could not answer now", as opposed to "it answered no". */
+export function isUpstreamFailure(err: unknown): boolean {
+  if (err instanceof UpstreamUnavailableError || err instanceof UpstreamAuthError) return true;
+  if (err instanceof UpstreamStatusError) return err.status >= 500 || err.status === 429;
+  return err instanceof CoveError && err.code === 'FILL_FAILED';
+}
+
 /**
  * The one mapping from an error to an OCI error response. Internal failures never leak a stack
  * or a cause chain to the client: they become UNKNOWN with a short message.

@@ -3,14 +3,13 @@
 // last good answer is kept in the index and served, marked stale, while the upstream is away.
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
-import { isUpstreamFailure } from '../resolve/manifests.js';
 import type { Resolver } from '../resolve/resolver.js';
 import type { Catalog, ListingKey } from '../store/catalog.js';
 import type { PassThroughResponse } from '../tiers/tier.js';
 import type { RoutedTarget } from '../routes.js';
 import type { Endpoint } from './router.js';
 import { API_HEADERS, markCache, type Req, type RequestFacts, type Res } from './respond.js';
-import { OciError } from '../errors.js';
+import { OciError, isUpstreamFailure } from '../errors.js';
 
 type PassEndpoint = Extract<Endpoint, { kind: 'tags' | 'referrers' }>;
 

@@ -7,7 +7,7 @@ import { CoveError, DigestMismatchError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { finished, type Readable } from 'node:stream';
 import type { BlobStore } from '../store/blobs.js';
-import type { ByteSource } from '../store/source.js';
+import { FileSource, type ByteSource } from '../store/source.js';
 import type { BlobWriter } from '../store/writer.js';
 import type { BlobBody, Target } from '../tiers/tier.js';
 import type { Resolver } from './resolver.js';
@@ -221,10 +221,7 @@ export class Fill {
       };
       body.on('data', (chunk: Buffer) => {
         if (settled) return;
-        if (this.size !== null && writer.written + writer.pendingBytes + chunk.length > this.size) {
-          fail(new DigestMismatchError(`tier sent more than ${this.size} bytes for ${this.digest}`));
-          return;
-        }
+        // The writer refuses bytes past the expected size (DigestMismatchError), failing the drain.
         const flushed = writer.write(chunk);
         flushed.catch(fail);
         this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
@@ -274,10 +271,11 @@ export class Fill {
 /** Reads a fill's growing file, waiting for bytes and never passing unverified ends. */
 class FillSource implements ByteSource {
   readonly #fill: Fill;
-  #handle: Promise<FileHandle> | null = null;
+  readonly #file: FileSource;
 
   constructor(fill: Fill) {
     this.#fill = fill;
+    this.#file = new FileSource(() => this.#openFile(), fill.digest);
   }
 
   async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
@@ -287,13 +285,7 @@ class FillSource implements ByteSource {
       if (pos >= endExclusive) return 0;
       // Until the blob is verified, the reader's own last byte stays back.
       const limit = fill.verified ? endExclusive : Math.min(fill.written, endExclusive - 1);
-      if (pos < limit) {
-        this.#handle ??= this.#openFile();
-        const want = Math.min(buf.length, limit - pos);
-        const { bytesRead } = await (await this.#handle).read(buf, 0, want, pos);
-        if (bytesRead === 0) throw new CoveError('FILL_READ', `no bytes at ${pos} of ${fill.digest}`);
-        return bytesRead;
-      }
+      if (pos < limit) return this.#file.readAt(buf, pos, limit);
       await fill.nextChange();
     }
   }
@@ -308,10 +300,8 @@ class FillSource implements ByteSource {
     }
   }
 
-  async close(): Promise<void> {
-    const handle = this.#handle;
-    this.#handle = null;
-    if (handle) await (await handle).close().catch(() => {});
+  close(): Promise<void> {
+    return this.#file.close();
   }
 }
 

@@ -1,20 +1,13 @@
 // Manifest lookups. Manifests by digest never change: once stored they are served without asking
 // anyone. Tags move: a tag resolved within the TTL is served from the cache, after it one HEAD
 // revalidates, and when the upstream cannot be asked the cached tag is served stale.
-import {
-  CoveError,
-  DigestMismatchError,
-  OciError,
-  UpstreamAuthError,
-  UpstreamStatusError,
-  UpstreamUnavailableError,
-} from '../errors.js';
+import type { NotFoundPolicy } from '../config.js';
+import { DigestMismatchError, OciError, isUpstreamFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import { digestOf } from '../oci/digest.js';
 import { ALL_MANIFEST_ACCEPT, acceptAdmits, isIndexMediaType, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
-import type { NotFoundPolicy } from '../config.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
 import type { FetchedManifest, Target } from '../tiers/tier.js';
@@ -111,15 +104,17 @@ export class ManifestResolver {
    * upstream, whatever the TTL. Returns how many tags were marked.
    */
   async invalidate(target: Target, tag: string | null): Promise<number> {
-    const keys =
-      tag === null
-        ? (await this.#o.catalog.listTags(target.upstream, target.repo)).map((entry) => entry.key)
-        : (await this.#o.catalog.getTag({ upstream: target.upstream, repo: target.repo, tag })) === null
-          ? []
-          : [{ upstream: target.upstream, repo: target.repo, tag }];
+    let keys: TagKey[];
+    if (tag === null) {
+      keys = (await this.#o.catalog.listTags(target.upstream, target.repo)).map((entry) => entry.key);
+    } else {
+      const key = { upstream: target.upstream, repo: target.repo, tag };
+      keys = (await this.#o.catalog.getTag(key)) === null ? [] : [key];
+    }
     for (const key of keys) await this.#o.catalog.touchTag(key, INVALIDATED);
     return keys.length;
   }
+
 
   /** A tag whose record and bytes are local: fresh, revalidated, moved, or served stale. */
   async #cachedTag(
@@ -232,13 +227,6 @@ export class ManifestResolver {
     const now = this.#now();
     await this.#o.catalog.putTag(key, { digest: m.digest, mediaType: m.mediaType, size: m.size, fetchedAt: now, validatedAt: now });
   }
-}
-
-/** Failures that mean "the upstream could not answer now", as opposed to "it answered no". */
-export function isUpstreamFailure(err: unknown): boolean {
-  if (err instanceof UpstreamUnavailableError || err instanceof UpstreamAuthError) return true;
-  if (err instanceof UpstreamStatusError) return err.status >= 500 || err.status === 429;
-  return err instanceof CoveError && err.code === 'FILL_FAILED';
 }
 
 function manifestUnknown(target: Target, reference: string): OciError {

@@ -14,21 +14,24 @@ export interface ByteSource {
   close(): Promise<void>;
 }
 
-/** A committed blob file. */
+/** A file read at offsets through one handle, opened on the first read. */
 export class FileSource implements ByteSource {
-  readonly #path: string;
+  readonly #open: () => Promise<FileHandle>;
+  readonly #name: string;
   #handle: Promise<FileHandle> | null = null;
 
-  constructor(path: string) {
-    this.#path = path;
+  /** A path, or a function that opens the file (a fill's temp file may move while it is read). */
+  constructor(file: string | (() => Promise<FileHandle>), name = typeof file === 'string' ? file : 'blob') {
+    this.#open = typeof file === 'string' ? () => open(file, 'r') : file;
+    this.#name = name;
   }
 
   async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
     const want = Math.min(buf.length, endExclusive - pos);
     if (want <= 0) return 0;
-    this.#handle ??= open(this.#path, 'r');
+    this.#handle ??= this.#open();
     const { bytesRead } = await (await this.#handle).read(buf, 0, want, pos);
-    if (bytesRead === 0) throw new CoveError('BLOB_SHORT', `${this.#path} ends before byte ${pos}`);
+    if (bytesRead === 0) throw new CoveError('BLOB_SHORT', `${this.#name} ends before byte ${pos}`);
     return bytesRead;
   }
 
