@@ -59,6 +59,25 @@ export interface Config {
   onUpstreamNotFound: NotFoundPolicy;
   /** Past the tag TTL, answer from cache at once and revalidate in the background. */
   staleWhileRevalidate: boolean;
+  /** This node among its siblings: its id (null: the one kept in the data directory) and site. */
+  node: { id: string | null; site: string };
+  peers: PeersConfig;
+  /** Parent Coves (or registries) asked in order before the origin, e.g. a regional cache. */
+  parents: UpstreamConfig[];
+}
+
+/** Sibling Coves on the site's LAN. */
+export interface PeersConfig {
+  /** Peer base URLs from COVE_PEERS; the same list may go to every node (a node skips itself). */
+  urls: string[];
+  /** Find peers with mDNS (advertise and browse _cove._tcp). */
+  mdns: boolean;
+  /** Interface names mDNS uses; empty = every interface. */
+  mdnsInterfaces: string[];
+  /** Shared key that signs peer requests; when set, unsigned peer requests are refused. */
+  key: string | null;
+  /** Connect / answer bound when asking a peer what it holds, in ms. */
+  timeoutMs: number;
 }
 
 export const NOT_FOUND_POLICIES = ['not-found', 'serve-stale'] as const;
@@ -87,6 +106,9 @@ export const DEFAULTS = Object.freeze({
   tagTtl: '5m',
   shutdownGrace: '10s',
   logLevel: 'info',
+  site: 'default',
+  peerTimeout: '1s',
+  parentTimeout: '5s',
 });
 
 /** Name of the single upstream configured by COVE_UPSTREAM. */
@@ -117,6 +139,16 @@ const SETTINGS = {
   offline: { env: 'COVE_OFFLINE' },
   onUpstreamNotFound: { env: 'COVE_ON_UPSTREAM_NOT_FOUND' },
   staleWhileRevalidate: { env: 'COVE_STALE_WHILE_REVALIDATE' },
+  nodeId: { env: 'COVE_NODE_ID' },
+  site: { env: 'COVE_SITE' },
+  peers: { env: 'COVE_PEERS' },
+  mdns: { env: 'COVE_MDNS' },
+  mdnsInterfaces: { env: 'COVE_MDNS_INTERFACES' },
+  peerKey: { env: 'COVE_PEER_KEY' },
+  peerKeyFile: { env: 'COVE_PEER_KEY_FILE' },
+  peerTimeout: { env: 'COVE_PEER_TIMEOUT' },
+  parents: { env: 'COVE_PARENTS' },
+  parentTimeout: { env: 'COVE_PARENT_TIMEOUT' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -163,6 +195,22 @@ export function loadConfig(options: LoadOptions = {}): Config {
     offline: parseBool(src.get('offline'), false),
     onUpstreamNotFound: parseNotFoundPolicy(src.get('onUpstreamNotFound')),
     staleWhileRevalidate: parseBool(src.get('staleWhileRevalidate'), false),
+    node: { id: parseNodeId(src.get('nodeId')), site: parseSite(src.get('site')) },
+    peers: {
+      urls: parseUrlList(src.get('peers'), 'http://10.0.0.2:5000,http://10.0.0.3:5000'),
+      mdns: parseBool(src.get('mdns'), false),
+      mdnsInterfaces: parseNameList(src.get('mdnsInterfaces')),
+      key: secretOf(src, 'peerKey', 'peerKeyFile'),
+      timeoutMs: durationOf(src, 'peerTimeout', DEFAULTS.peerTimeout, 1),
+    },
+    parents: parseUrlList(src.get('parents'), 'http://regional-cove:5000').map((url) => ({
+      ...upstream,
+      name: `parent:${new URL(url).host}`,
+      url,
+      username: null,
+      password: null,
+      timeoutMs: durationOf(src, 'parentTimeout', DEFAULTS.parentTimeout, 1),
+    })),
   };
   return deepFreeze(config);
 }
@@ -497,6 +545,59 @@ function readPem(raw: Raw, kind: 'CERTIFICATE' | 'PRIVATE KEY'): string {
   // "PRIVATE KEY" also matches "RSA PRIVATE KEY" and "EC PRIVATE KEY".
   if (!new RegExp(`-----BEGIN [A-Z ]*${kind}-----`).test(text)) return fail(raw, `holds no PEM ${kind.toLowerCase()}`);
   return text;
+}
+
+/** Node ids appear in Via headers and mDNS names: lower-case letters, digits and dashes. */
+function parseNodeId(raw: Raw | undefined): string | null {
+  if (raw === undefined) return null;
+  const id = str(raw).trim();
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(id)) fail(raw, 'is not a node id (lower-case letters, digits and dashes, at most 63)');
+  return id;
+}
+
+function parseSite(raw: Raw | undefined): string {
+  if (raw === undefined) return DEFAULTS.site;
+  const site = str(raw).trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(site)) fail(raw, 'is not a site name (letters, digits, ".", "_" and "-", at most 63)');
+  return site;
+}
+
+/** A comma-separated string or a JSON array of http(s) base URLs, each without a path. */
+function parseUrlList(raw: Raw | undefined, example: string): string[] {
+  if (raw === undefined) return [];
+  const items = Array.isArray(raw.value) ? raw.value : str(raw).split(',');
+  const urls: string[] = [];
+  for (const item of items) {
+    if (typeof item !== 'string') fail(raw, `must list URLs, e.g. ${example}`);
+    const text = (item as string).trim();
+    if (text === '') continue;
+    const url = parseUpstreamUrl({ ...raw, value: text, label: `${raw.label} entry` });
+    if (!urls.includes(url)) urls.push(url);
+  }
+  return urls;
+}
+
+function parseNameList(raw: Raw | undefined): string[] {
+  if (raw === undefined) return [];
+  const items = Array.isArray(raw.value) ? raw.value : str(raw).split(',');
+  return items.map((item) => {
+    if (typeof item !== 'string' || !/^[A-Za-z0-9._@-]{1,15}$/.test(item.trim())) fail(raw, 'must list interface names, e.g. eth0,br0');
+    return (item as string).trim();
+  }).filter((name) => name !== '');
+}
+
+/** A secret given inline or in a file (LoadCredential= names work as for the origin password). */
+function secretOf(src: Sources, key: Key, fileKey: Key): string | null {
+  const inline = src.get(key);
+  const file = src.get(fileKey);
+  if (inline !== undefined && file !== undefined && inline.rank === file.rank) {
+    throw new ConfigError(`${inline.label} and ${file.label} are both set; set only one`);
+  }
+  if (file !== undefined && (inline === undefined || file.rank > inline.rank)) return readPasswordFile(src, file);
+  if (inline === undefined) return null;
+  if (typeof inline.value !== 'string') throw new ConfigError(`${inline.label}: must be a string (value not shown)`);
+  if (inline.value !== '' && inline.value.length < 16) throw new ConfigError(`${inline.label}: a peer key needs at least 16 characters (value not shown)`);
+  return inline.value === '' ? null : inline.value;
 }
 
 function parseLogLevel(raw: Raw): string {

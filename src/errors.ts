@@ -15,6 +15,8 @@ export const OCI_ERROR_STATUS = {
   DENIED: 403,
   UNSUPPORTED: 405,
   TOOMANYREQUESTS: 429,
+  /** A request that came back to a Cove it already passed, or passed too many (Via). */
+  LOOP_DETECTED: 508,
   UPSTREAM_UNAVAILABLE: 503,
   UNKNOWN: 500,
 } as const;

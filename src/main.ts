@@ -1,5 +1,6 @@
 // The composition root: the only place concrete parts are built and wired. Config in, a running
-// Cove out: store and index, tiers, resolvers, the HTTP listener; and a graceful stop.
+// Cove out: store and index, the tier chain (LAN peers, parents, origin), resolvers, the HTTP
+// listener, peer discovery; and a graceful stop.
 import type { Config } from './config.js';
 import { createHandler } from './http/handler.js';
 import { listen } from './http/server.js';
@@ -8,10 +9,17 @@ import { Counters } from './metrics.js';
 import { BlobResolver } from './resolve/blobs.js';
 import { ManifestResolver } from './resolve/manifests.js';
 import { Resolver } from './resolve/resolver.js';
+import { startMdns, type Mdns } from './discovery/mdns.js';
+import { loadNodeId } from './node.js';
+import { PeerClient } from './peers/client.js';
+import { formatVia } from './peers/protocol.js';
+import { PeerTable } from './peers/table.js';
+import { PeerTier } from './tiers/peers.js';
+import type { Tier } from './tiers/tier.js';
 import { RouteMap } from './routes.js';
 import { BlobStore } from './store/blobs.js';
 import { Catalog } from './store/catalog.js';
-import { OriginTier } from './tiers/origin.js';
+import { RegistryTier } from './tiers/registry.js';
 import { UpstreamClient } from './upstream/client.js';
 import { VERSION } from './version.js';
 
@@ -34,8 +42,32 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   if (opened.tempFilesRemoved > 0) log.warn({ removed: opened.tempFilesRemoved }, 'removed unfinished temp files left by an earlier run');
   const catalog = await Catalog.open(config.dataDir, store, log);
 
-  const clients = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}`, offline: config.offline })]));
-  const resolver = new Resolver([new OriginTier(clients)], log);
+  const nodeId = await loadNodeId(config.dataDir, config.node.id);
+  const upstreamClient = (u: (typeof config.upstreams)[number]) => new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}`, offline: config.offline });
+  const clients = new Map(config.upstreams.map((u) => [u.name, upstreamClient(u)]));
+  const parentClients = config.parents.map(upstreamClient);
+
+  // The tier chain, nearest first: LAN peers, parents in the configured order, the origin.
+  const tiers: Tier[] = [];
+  let peers: { table: PeerTable; client: PeerClient; tier: PeerTier } | null = null;
+  if (config.peers.urls.length > 0 || config.peers.mdns) {
+    const client = new PeerClient({
+      selfId: nodeId,
+      key: config.peers.key,
+      timeoutMs: config.peers.timeoutMs,
+      // An owner answers once its own fetch from above has started.
+      fetchTimeoutMs: config.peers.timeoutMs + Math.max(config.upstreams[0]!.timeoutMs, ...config.parents.map((p) => p.timeoutMs)),
+      bodyTimeoutMs: config.upstreams[0]!.bodyTimeoutMs,
+    });
+    const table = new PeerTable({ selfId: nodeId, site: config.node.site, staticUrls: config.peers.urls, client, log, fetchedBytes: (id) => counters.bytesFetched.get(`peer:${id}`) ?? 0 });
+    peers = { table, client, tier: new PeerTier(table, client, log) };
+    tiers.push(peers.tier);
+  }
+  for (const client of parentClients) {
+    tiers.push(new RegistryTier({ name: client.name, kind: 'parent', clientFor: () => client, headers: (target) => ({ via: formatVia(target.via ?? [], nodeId) }) }));
+  }
+  tiers.push(RegistryTier.origin(clients));
+  const resolver = new Resolver(tiers, log);
   const shutdown = new AbortController();
   const blobs = new BlobResolver({ store, catalog, resolver, counters, log, signal: shutdown.signal });
   const manifests = new ManifestResolver({
@@ -47,6 +79,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     tagTtlMs: config.tagTtlMs,
     onUpstreamNotFound: config.onUpstreamNotFound,
     staleWhileRevalidate: config.staleWhileRevalidate,
+    peerTags: peers ? (target, tag, accept) => peers.tier.tagFromPeers(target, tag, accept) : undefined,
   });
   const started = Date.now();
 
@@ -59,20 +92,57 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     catalog,
     counters,
     log,
+    node: { id: nodeId, site: config.node.site, version: VERSION },
+    peers: peers?.table ?? null,
+    peerKey: config.peers.key,
     health: () => ({
       version: VERSION,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       activeFills: blobs.activeFills,
-      upstreams: Object.fromEntries([...clients.values()].map((c) => [c.name, c.breaker])),
+      node: nodeId,
+      site: config.node.site,
+      upstreams: Object.fromEntries([...clients.values(), ...parentClients].map((c) => [c.name, c.breaker])),
+      peers: peers?.table.live().length ?? null,
       memory: memoryMiB(),
       ...counters.snapshot(),
     }),
   });
   const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
-  const scheme = config.tls ? 'https' : 'http';
+  const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
   const url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listener.port}`;
-  log.info({ listen: `${listener.host}:${listener.port}`, tls: Boolean(config.tls), offline: config.offline, upstreams: config.upstreams.map((u) => u.url), dataDir: config.dataDir, version: VERSION }, 'cove listening');
+  log.info(
+    {
+      listen: `${listener.host}:${listener.port}`,
+      tls: Boolean(config.tls),
+      offline: config.offline,
+      upstreams: config.upstreams.map((u) => u.url),
+      parents: config.parents.map((p) => p.url),
+      node: nodeId,
+      site: config.node.site,
+      peers: config.peers.urls.length,
+      mdns: config.peers.mdns,
+      dataDir: config.dataDir,
+      version: VERSION,
+    },
+    'cove listening',
+  );
+  // Discovery runs beside serving: start-up never waits for peers.
+  peers?.table.start();
+  let mdns: Mdns | null = null;
+  if (peers && config.peers.mdns) {
+    const table = peers.table;
+    mdns = startMdns({
+      id: nodeId,
+      site: config.node.site,
+      port: listener.port,
+      scheme,
+      version: VERSION,
+      interfaces: config.peers.mdnsInterfaces.length > 0 ? config.peers.mdnsInterfaces : undefined,
+      log,
+      onPeer: (peer) => table.upsertDiscovered(peer),
+    });
+  }
 
   let stopping: Promise<void> | null = null;
   return {
@@ -83,12 +153,15 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     stop() {
       stopping ??= (async () => {
         log.info({ graceMs: config.shutdownGraceMs }, 'stopping');
+        await mdns?.stop();
+        await peers?.table.stop();
         await listener.stop(config.shutdownGraceMs);
         shutdown.abort();
         // Aborted fills clean up their temp files; one already committing finishes. Either way
         // nothing may touch the store or the index once stop() returns.
         await blobs.settled();
-        await Promise.all([...clients.values()].map((c) => c.close()));
+        await Promise.all([...clients.values(), ...parentClients].map((c) => c.close()));
+        await peers?.client.close();
         await catalog.close();
         log.info('stopped');
       })();

@@ -8,6 +8,8 @@ export class Counters {
   readonly bytesServed = new Map<string, number>();
   /** Bytes received from upstream tiers, by tier name. */
   readonly bytesFetched = new Map<string, number>();
+  /** Requests from sibling Coves answered, by mode (local, fetch). */
+  readonly peerRequests = new Map<string, number>();
   /** Fills started (one per cold blob, however many clients joined it). */
   fills = 0;
   /** Fills that resumed after a broken transfer. */
@@ -27,6 +29,7 @@ export class Counters {
       requests: Object.fromEntries(this.requests),
       bytesServed: Object.fromEntries(this.bytesServed),
       bytesFetched: Object.fromEntries(this.bytesFetched),
+      peerRequests: Object.fromEntries(this.peerRequests),
       fills: this.fills,
       resumes: this.resumes,
       digestMismatches: this.digestMismatches,

@@ -24,10 +24,12 @@ export class RouteMap {
 
   /**
    * Maps a validated repository name and the request's `ns` query value to a target upstream.
+   * `fromCove`: a peer or child Cove sent the request with a name that is already the upstream's.
    * An ns that names no route is refused: guessing would send one registry's names to another.
    */
-  resolve(name: string, nsParam: string | null): RoutedTarget {
-    const ns = nsParam ?? this.#defaultNs;
+  resolve(name: string, nsParam: string | null, fromCove = false): RoutedTarget {
+    // Another Cove already mapped the name to the upstream's path; only an explicit ns remaps it.
+    const ns = nsParam ?? (fromCove ? null : this.#defaultNs);
     if (ns === null || ns === '') return { upstream: this.#defaultUpstream, repo: name, ns: null };
     const route = this.#routes.get(ns.toLowerCase());
     if (!route) {

@@ -22,7 +22,7 @@ export async function handleBlob(deps: BlobHandlerDeps, req: Req, res: Res, fact
   if (req.method === 'HEAD') {
     const { size, source } = await deps.blobs.size(target, digest);
     markCache(res, facts, source === 'hit' ? 'hit' : source === 'fill' ? 'miss' : 'upstream');
-    facts.tier = source === 'hit' ? 'local' : 'origin';
+    facts.tier = source === 'hit' ? 'local' : 'upstream';
     res.writeHead(200, { ...headers, 'content-length': String(size) });
     res.end();
     return;

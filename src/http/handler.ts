@@ -8,10 +8,12 @@ import type { ManifestResolver } from '../resolve/manifests.js';
 import type { Resolver } from '../resolve/resolver.js';
 import type { RouteMap } from '../routes.js';
 import type { BlobStore } from '../store/blobs.js';
+import type { PeerTable } from '../peers/table.js';
 import type { Catalog } from '../store/catalog.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
 import { handlePassThrough } from './passthrough.js';
+import { originOf } from './peering.js';
 import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
 import { route } from './router.js';
 
@@ -24,6 +26,12 @@ export interface HandlerDeps {
   catalog: Catalog;
   counters: Counters;
   log: Logger;
+  /** This node as its siblings know it (GET /_cove/node). */
+  node: { id: string; site: string; version: string };
+  /** Sibling Coves, or null when none are configured or discovered. */
+  peers: PeerTable | null;
+  /** The site's peer key: peer requests must be signed with it when set. */
+  peerKey: string | null;
   /** What /healthz reports besides status. */
   health: () => Record<string, unknown>;
 }
@@ -49,6 +57,7 @@ export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
           digest: facts.digest,
           upstream: facts.upstream,
           repo: facts.repo,
+          peer: facts.peer,
           error: facts.error,
           complete: res.writableFinished,
           ua: req.headers['user-agent'],
@@ -73,10 +82,15 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
     case 'base':
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
+    case 'node':
+      facts.bytes = sendJson(res, 200, deps.node, {}, head);
+      return;
+    case 'peers':
+      requireLoopback(req);
+      facts.bytes = sendJson(res, 200, deps.peers?.snapshot() ?? { self: deps.node.id, site: deps.node.site, peers: [] }, {}, head);
+      return;
     case 'invalidate': {
-      if (!isLoopback(req.socket.remoteAddress)) {
-        throw new OciError('DENIED', 'admin endpoints answer only clients on this host (loopback)');
-      }
+      requireLoopback(req);
       const target = deps.routes.resolve(endpoint.name, ns);
       const invalidated = await deps.manifests.invalidate(target, endpoint.tag);
       deps.log.info({ repo: target.repo, tag: endpoint.tag, invalidated }, 'tags invalidated: the next pull revalidates');
@@ -84,7 +98,13 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
       return;
     }
   }
-  const target = deps.routes.resolve(endpoint.name, ns);
+  const from = originOf(req, deps.node.id, deps.peerKey);
+  const target = { ...deps.routes.resolve(endpoint.name, ns, from.fromCove), reach: from.reach, via: from.via };
+  if (from.peer !== null) {
+    facts.peer = from.peer;
+    deps.peers?.recordServed(from.peer);
+    deps.counters.add(deps.counters.peerRequests, from.reach === 'local' ? 'local' : 'fetch');
+  }
   facts.upstream = target.upstream;
   facts.repo = target.repo;
   facts.ns = target.ns;
@@ -98,6 +118,10 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
     case 'referrers':
       return handlePassThrough(deps, req, res, facts, target, endpoint);
   }
+}
+
+function requireLoopback(req: Req): void {
+  if (!isLoopback(req.socket.remoteAddress)) throw new OciError('DENIED', 'admin endpoints answer only clients on this host (loopback)');
 }
 
 function isLoopback(address: string | undefined): boolean {

@@ -36,7 +36,7 @@ export async function handlePassThrough(
   };
   let upstream: PassThroughResponse;
   try {
-    const found = await deps.resolver.first<PassThroughResponse>((tier) =>
+    const found = await deps.resolver.first<PassThroughResponse>(target, (tier) =>
       endpoint.kind === 'tags'
         ? tier.listTags(target, { n: endpoint.n, last: endpoint.last })
         : tier.referrers(target, endpoint.digest, endpoint.artifactType),

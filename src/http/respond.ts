@@ -16,6 +16,8 @@ export interface RequestFacts {
   repo?: string;
   upstream?: string;
   ns?: string | null;
+  /** The asking peer's node id, for requests from sibling Coves. */
+  peer?: string;
   bytes: number;
   error?: string;
 }

@@ -10,6 +10,8 @@ const MAX_TARGET_LENGTH = 4096;
 export type Endpoint =
   | { kind: 'base' }
   | { kind: 'health' }
+  | { kind: 'node' }
+  | { kind: 'peers' }
   | { kind: 'invalidate'; name: string; tag: string | null }
   | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
   | { kind: 'blob'; name: string; digest: string }
@@ -44,6 +46,8 @@ export function route(method: string, target: string): RoutedRequest {
   const ns = q.get('ns');
 
   if (path === '/healthz' || path === '/readyz') return { endpoint: { kind: 'health' }, ns: null };
+  if (path === '/_cove/node') return { endpoint: { kind: 'node' }, ns: null };
+  if (path === '/_cove/peers') return { endpoint: { kind: 'peers' }, ns: null };
   if (path === '/admin/invalidate') {
     if (method !== 'POST') throw new OciError('UNSUPPORTED', 'use POST /admin/invalidate?repo=NAME[&tag=TAG][&ns=REGISTRY]', { headers: { allow: 'POST' } });
     const name = checkName(q.get('repo') ?? '');

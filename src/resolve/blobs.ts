@@ -1,5 +1,5 @@
 // Blob lookups: a local hit, or a fill shared by every concurrent client of the same digest.
-import { DigestMismatchError } from '../errors.js';
+import { DigestMismatchError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { BlobStore } from '../store/blobs.js';
@@ -44,7 +44,7 @@ export class BlobResolver {
   /** A hit when the store has the blob; otherwise the fill for it, started or joined. */
   async lookup(target: Target, digest: string): Promise<BlobLookup> {
     const existing = this.#fills.get(digest);
-    if (existing && existing.state !== 'failed') return { kind: 'fill', fill: existing, joined: true };
+    if (existing && joinable(existing, target)) return { kind: 'fill', fill: existing, joined: true };
     const stat = await this.#o.store.stat(digest);
     if (stat) {
       this.#o.catalog.touchBlob(digest);
@@ -52,7 +52,9 @@ export class BlobResolver {
     }
     // Checked again: another request may have started the fill while we looked at the disk.
     const raced = this.#fills.get(digest);
-    if (raced && raced.state !== 'failed') return { kind: 'fill', fill: raced, joined: true };
+    if (raced && joinable(raced, target)) return { kind: 'fill', fill: raced, joined: true };
+    // A peer asked for what this node holds: neither stored nor arriving, so not here.
+    if (target.reach === 'local') throw new OciError('BLOB_UNKNOWN', `blob ${digest} is not on this node`, { detail: { digest } });
     return { kind: 'fill', fill: this.#startFill(target, digest), joined: false };
   }
 
@@ -67,7 +69,7 @@ export class BlobResolver {
     if (!inflight || inflight.state === 'failed') {
       const stat = await this.#o.store.stat(digest);
       if (stat) return { size: stat.size, source: 'hit' };
-      const head = await this.#o.resolver.first((tier) => tier.headBlob(target, digest));
+      const head = await this.#o.resolver.first(target, (tier) => tier.headBlob(target, digest));
       if (head) return { size: head.value.size, source: 'upstream' };
     }
     const found = await this.lookup(target, digest);
@@ -106,4 +108,14 @@ export class BlobResolver {
       });
     return fill;
   }
+}
+
+/**
+ * A fill a request may wait on. A peer asking what this node holds gets a fill only once bytes
+ * flow: one still looking for a source may itself be asking that peer, and two nodes waiting on
+ * each other would stall until a timeout.
+ */
+function joinable(fill: Fill, target: Target): boolean {
+  if (fill.state === 'failed') return false;
+  return target.reach !== 'local' || fill.state !== 'opening';
 }

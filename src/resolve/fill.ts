@@ -140,7 +140,7 @@ export class Fill {
         const offset = this.written;
         let found;
         try {
-          found = await resolver.first((tier) => tier.openBlob(target, digest, offset, signal), tierIndex);
+          found = await resolver.first(target, (tier) => tier.openBlob(target, digest, offset, signal), tierIndex);
         } catch (err) {
           // No tier could be asked. Before any byte arrived that is the client's answer;
           // mid-blob it is one more failed attempt.
@@ -156,17 +156,18 @@ export class Fill {
           continue;
         }
         tierIndex = resolver.tiers.indexOf(found.tier);
-        this.tier = found.tier.name;
         const body = found.value;
+        this.tier = body.source ?? found.tier.name;
         try {
           await this.#accept(body, offset, markStarted);
           await this.#commit();
           return;
         } catch (err) {
           body.body.destroy();
+          if (err instanceof DigestMismatchError) body.condemn?.(err.message);
           if (err instanceof DigestMismatchError || signal.aborted) throw err;
           lastError = err;
-          log.warn({ digest, tier: found.tier.name, written: this.written, err: describe(err) }, 'blob transfer broke; resuming');
+          log.warn({ digest, tier: this.tier, written: this.written, err: describe(err) }, 'blob transfer broke; resuming');
         }
       }
       throw new CoveError('FILL_FAILED', `blob ${digest} could not be fetched whole after ${this.attempts} attempts`, {

@@ -10,6 +10,7 @@ import { ALL_MANIFEST_ACCEPT, acceptAdmits, isIndexMediaType, manifestReferences
 import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
+import type { PeerTagAnswer } from '../tiers/peers.js';
 import type { FetchedManifest, Target } from '../tiers/tier.js';
 import { SingleFlight } from './flight.js';
 import type { Resolver } from './resolver.js';
@@ -44,6 +45,8 @@ export interface ManifestResolverOptions {
   onUpstreamNotFound?: NotFoundPolicy;
   /** Past the TTL, serve the cached tag at once and revalidate it in the background. */
   staleWhileRevalidate?: boolean;
+  /** A tag as LAN peers hold it: asked only when no tier above could be asked and nothing is cached. */
+  peerTags?: (target: Target, tag: string, accept: readonly string[]) => Promise<PeerTagAnswer | null>;
   now?: () => number;
 }
 
@@ -63,6 +66,7 @@ export class ManifestResolver {
   async byDigest(target: Target, digest: string): Promise<ManifestAnswer> {
     const local = await this.#local(digest);
     if (local) return { ...local, digest, cache: 'hit', tier: 'local' };
+    if (target.reach === 'local') throw manifestUnknown(target, digest);
     // By digest the bytes are fixed, so ask for every type: the upstream must not rewrite them.
     const fetched = await this.#fetch(target, digest, ALL_MANIFEST_ACCEPT);
     if (!fetched) throw manifestUnknown(target, digest);
@@ -85,18 +89,49 @@ export class ManifestResolver {
     const admitted = record !== null && acceptAdmits(accept, record.mediaType);
     if (record && admitted) {
       const local = await this.#local(record.digest);
+      if (local && target.reach === 'local') {
+        // A peer asks what this node holds: the cached tag as it is, fresh or not, never revalidated.
+        const fresh = this.#now() - record.validatedAt < this.#o.tagTtlMs;
+        return { ...local, digest: record.digest, cache: fresh ? 'hit' : 'stale', tier: 'local' };
+      }
       if (local) return this.#cachedTag(target, key, record, local, accept);
     }
-    const fetched = await this.#fetch(target, tag, accept);
+    if (target.reach === 'local') throw manifestUnknown(target, tag);
+    let fetched;
+    try {
+      fetched = await this.#fetch(target, tag, accept);
+    } catch (err) {
+      const fromPeer = isUpstreamFailure(err) && record === null ? await this.#fromPeers(target, key, accept, err as Error) : null;
+      if (fromPeer) return fromPeer;
+      throw err;
+    }
     if (!fetched) throw manifestUnknown(target, tag);
     const { manifest } = fetched;
     await this.#store(manifest.digest, manifest);
     // One record per tag: the answer to the broadest question wins. A client whose Accept does
     // not admit the recorded type gets its own answer without moving the tag for everyone else.
     if (record === null || admitted || isIndexMediaType(manifest.mediaType)) {
-      await this.#putTag(key, manifest);
+      await this.#putTag(key, manifest, manifest.stale === true);
     }
-    return { ...manifest, cache: record && !admitted ? 'vary-miss' : 'miss', tier: fetched.tier };
+    if (manifest.stale) this.#o.counters.staleServed++;
+    return { ...manifest, cache: manifest.stale ? 'stale' : record && !admitted ? 'vary-miss' : 'miss', tier: fetched.tier };
+  }
+
+  /**
+   * Nothing above could be asked and the tag was never cached here: a sibling's copy is better
+   * than a failed pull. It is served stale and flagged, and recorded so that the next pull asks
+   * upward again first.
+   */
+  async #fromPeers(target: Target, key: TagKey, accept: readonly string[], cause: Error): Promise<ManifestAnswer | null> {
+    if ((target.reach ?? 'all') !== 'all' || !this.#o.peerTags) return null;
+    const found = await this.#o.peerTags(target, key.tag, accept).catch(() => null);
+    if (!found) return null;
+    const { manifest, peer } = found;
+    await this.#store(manifest.digest, manifest);
+    await this.#putTag(key, manifest, true);
+    this.#o.counters.staleServed++;
+    this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: manifest.digest, peer, err: cause.message }, 'upstream unavailable: serving a peer\'s copy of the tag, stale');
+    return { ...manifest, cache: 'stale', tier: `peer:${peer}` };
   }
 
   /**
@@ -151,7 +186,7 @@ export class ManifestResolver {
   ): Promise<ManifestAnswer> {
     let head;
     try {
-      head = await this.#o.resolver.first((tier) => tier.headManifest(target, key.tag, accept));
+      head = await this.#o.resolver.first(target, (tier) => tier.headManifest(target, key.tag, accept));
     } catch (err) {
       if (!isUpstreamFailure(err)) throw err;
       this.#o.counters.staleServed++;
@@ -164,15 +199,19 @@ export class ManifestResolver {
       this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest }, 'tag gone upstream: serving the cached copy (COVE_ON_UPSTREAM_NOT_FOUND=serve-stale)');
       return { ...cached, cache: 'stale' };
     }
+    const stale = head.value.stale === true;
+    if (stale) this.#o.counters.staleServed++;
     if (head.value.digest === record.digest) {
+      // A parent that answered from its own stale copy confirms nothing: ask again next time.
+      if (stale) return { ...cached, cache: 'stale' };
       await this.#o.catalog.touchTag(key, now);
       return { ...cached, cache: 'revalidated' };
     }
     // The tag moved upstream: fetch the new manifest by digest and move the tag.
     const moved = await this.byDigest(target, head.value.digest);
-    await this.#putTag(key, { digest: moved.digest, mediaType: moved.mediaType, size: moved.bytes.length });
-    this.#o.log.info({ repo: key.repo, tag: key.tag, from: record.digest, to: moved.digest }, 'tag moved upstream');
-    return { ...moved, cache: 'miss' };
+    await this.#putTag(key, { digest: moved.digest, mediaType: moved.mediaType, size: moved.bytes.length }, stale);
+    this.#o.log.info({ repo: key.repo, tag: key.tag, from: record.digest, to: moved.digest, stale }, 'tag moved upstream');
+    return { ...moved, cache: stale ? 'stale' : 'miss' };
   }
 
   async #fetch(target: Target, reference: string, accept: readonly string[]) {
@@ -180,7 +219,7 @@ export class ManifestResolver {
     return this.#flights.run(flightKey, async () => {
       let found;
       try {
-        found = await this.#o.resolver.first((tier) => tier.getManifest(target, reference, accept));
+        found = await this.#o.resolver.first(target, (tier) => tier.getManifest(target, reference, accept));
       } catch (err) {
         if (err instanceof DigestMismatchError) {
           this.#o.counters.digestMismatches++;
@@ -223,9 +262,10 @@ export class ManifestResolver {
     await catalog.putManifestRefs(digest, manifestReferences(manifest.bytes));
   }
 
-  async #putTag(key: TagKey, m: { digest: string; mediaType: string; size: number }): Promise<void> {
+  /** Records a tag; one learnt from a stale source counts as never validated, so it is asked again. */
+  async #putTag(key: TagKey, m: { digest: string; mediaType: string; size: number }, stale = false): Promise<void> {
     const now = this.#now();
-    await this.#o.catalog.putTag(key, { digest: m.digest, mediaType: m.mediaType, size: m.size, fetchedAt: now, validatedAt: now });
+    await this.#o.catalog.putTag(key, { digest: m.digest, mediaType: m.mediaType, size: m.size, fetchedAt: now, validatedAt: stale ? INVALIDATED : now });
   }
 }
 

@@ -1,8 +1,9 @@
-// The resolver owns the one fallback policy: tiers are asked in order and the first that has the
-// thing wins. A tier that fails is skipped; if every tier failed, the most telling error is
-// thrown (an unreachable upstream beats a bad status, so the client hears "unavailable").
+// The resolver owns the one fallback policy: tiers are asked in order (peers, parents, origin)
+// and the first that has the thing wins. A tier that fails is skipped; if every tier failed, the
+// most telling error is thrown (an unreachable upstream beats a bad status, so the client hears
+// "unavailable"). A request's reach limits which tiers it may use.
 import { UpstreamUnavailableError } from '../errors.js';
-import type { Tier } from '../tiers/tier.js';
+import type { Target, Tier } from '../tiers/tier.js';
 import type { Logger } from '../log.js';
 
 /** A value found in a tier, with the tier that had it. */
@@ -21,13 +22,22 @@ export class Resolver {
     this.#log = log;
   }
 
+  /** True when the request may ask this tier: peers never fetch for peers; local asks nobody. */
+  allows(target: Target, tier: Tier): boolean {
+    const reach = target.reach ?? 'all';
+    if (reach === 'local') return false;
+    return reach === 'all' || tier.kind !== 'peer';
+  }
+
   /**
-   * Asks each tier from `startAt` on; answers the first non-null value, null when every tier
-   * answered "not here", and throws when at least one tier failed and none had it.
+   * Asks each tier the target may use, from index `startAt` of `tiers` on; answers the first
+   * non-null value, null when every tier answered "not here", and throws when at least one tier
+   * failed and none had it.
    */
-  async first<T>(ask: (tier: Tier) => Promise<T | null>, startAt = 0): Promise<Found<T> | null> {
+  async first<T>(target: Target, ask: (tier: Tier) => Promise<T | null>, startAt = 0): Promise<Found<T> | null> {
     let failure: unknown = null;
     for (const tier of this.tiers.slice(startAt)) {
+      if (!this.allows(target, tier)) continue;
       try {
         const value = await ask(tier);
         if (value !== null) return { tier, value };

@@ -1,6 +1,6 @@
-// The seam every source of content implements: origin (Harbor) now; LAN peers and parent Coves
-// later. The resolver walks tiers in order; a tier answers null for "not here" and throws the
-// classes in src/errors.ts for "could not ask" (unreachable, bad status, auth).
+// The seam every source of content implements: LAN peers, parent Coves and the origin (Harbor).
+// The resolver walks tiers in order; a tier answers null for "not here" and throws the classes in
+// src/errors.ts for "could not ask" (unreachable, bad status, auth).
 import type { Readable } from 'node:stream';
 
 /** Where a request goes upstream: a configured upstream by name and the repository path there. */
@@ -9,7 +9,20 @@ export interface Target {
   upstream: string;
   /** Repository path at that upstream, route prefix applied, e.g. "dockerhub/library/nginx". */
   repo: string;
+  /**
+   * Which tiers this request may use: every tier (a client's request, the default), only the
+   * tiers above the LAN (a peer asked this node to fetch for the site), or none (a peer asked
+   * for what this node already holds).
+   */
+  reach?: Reach;
+  /** Node ids of the Coves this request already passed through (its Via hops), oldest first. */
+  via?: readonly string[];
 }
+
+export type Reach = 'all' | 'above' | 'local';
+
+/** Where a tier sits: the resolver asks peers, then parents, then the origin. */
+export type TierKind = 'peer' | 'parent' | 'origin';
 
 /** What a manifest HEAD tells: enough to decide whether the cached copy is current. */
 export interface ManifestHead {
@@ -19,6 +32,8 @@ export interface ManifestHead {
   mediaType: string;
   /** Length of the manifest in bytes. */
   size: number;
+  /** The tier answered from a stale copy (a parent whose own upstream was away). */
+  stale?: boolean;
 }
 
 /** A manifest's exact bytes as the tier sent them; `digest` is the sha256 of `bytes`. */
@@ -34,6 +49,10 @@ export interface BlobBody {
   offset: number;
   /** The byte stream; destroying it releases the upstream connection. */
   body: Readable;
+  /** Which source inside the tier sent it (e.g. "peer:node-b"), for counters and logs. */
+  source?: string;
+  /** Told when the bytes proved wrong (digest or length), so the tier can distrust the source. */
+  condemn?: (reason: string) => void;
 }
 
 /** A response passed through to the client as is (tags/list, referrers). */
@@ -47,6 +66,7 @@ export interface PassThroughResponse {
 export interface Tier {
   /** Short name for logs and Cache-Status, e.g. "origin". */
   readonly name: string;
+  readonly kind: TierKind;
   /** HEAD a manifest by tag or digest with the given Accept list. */
   headManifest(target: Target, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<ManifestHead | null>;
   /** GET a manifest by tag or digest; checks Docker-Content-Digest against the bytes when sent. */
@@ -55,8 +75,8 @@ export interface Tier {
   headBlob(target: Target, digest: string, signal?: AbortSignal): Promise<{ size: number } | null>;
   /** Open a blob from byte `offset` (a Range request when offset > 0). */
   openBlob(target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null>;
-  /** GET /v2/<repo>/tags/list with the client's n and last, passed through. */
-  listTags(target: Target, query: { n?: number; last?: string }, signal?: AbortSignal): Promise<PassThroughResponse>;
-  /** GET /v2/<repo>/referrers/<digest>, passed through. */
-  referrers(target: Target, digest: string, artifactType: string | undefined, signal?: AbortSignal): Promise<PassThroughResponse>;
+  /** GET /v2/<repo>/tags/list with the client's n and last, passed through (null: not asked here). */
+  listTags(target: Target, query: { n?: number; last?: string }, signal?: AbortSignal): Promise<PassThroughResponse | null>;
+  /** GET /v2/<repo>/referrers/<digest>, passed through (null: not asked here). */
+  referrers(target: Target, digest: string, artifactType: string | undefined, signal?: AbortSignal): Promise<PassThroughResponse | null>;
 }

@@ -24,7 +24,9 @@ export async function startTestCove(
   const config = loadConfig({
     env: { COVE_LISTEN: '127.0.0.1:0', COVE_DATA_DIR: dataDir, COVE_UPSTREAM: upstream, COVE_UPSTREAM_TIMEOUT: '2s', COVE_SHUTDOWN_GRACE: '1s', ...env },
   });
-  const log = pino({ level: process.env.COVE_TEST_LOG ?? 'silent' });
+  const base = pino({ level: process.env.COVE_TEST_LOG ?? 'silent' });
+  // Several Coves share one test process: name each node in its log lines.
+  const log = env.COVE_NODE_ID ? base.child({ node: env.COVE_NODE_ID }) : base;
   const cove = await startCove(config, { log });
   t.teardown(async () => {
     await cove.stop();

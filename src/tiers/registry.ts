@@ -1,6 +1,7 @@
-// The origin tier: a configured upstream registry (Harbor) spoken to over the Distribution API.
-// 404 is "not here"; every other answer Cove cannot use becomes an error class from errors.ts so
-// the resolver and the serve-stale policy can tell "unavailable" from "refused" from "absent".
+// A registry tier: a registry spoken to over the Distribution API — the origin (Harbor), or a
+// parent Cove (a regional tier) or any registry in front of it. 404 is "not here"; every other
+// answer Cove cannot use becomes an error class from errors.ts so the resolver and the serve-stale
+// policy can tell "unavailable" from "refused" from "absent".
 import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
 import { DigestMismatchError, UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
@@ -8,7 +9,7 @@ import { sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
 import { parseRetryAfter } from '../upstream/retry-after.js';
-import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Target, Tier } from './tier.js';
+import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Target, Tier, TierKind } from './tier.js';
 
 export { parseRetryAfter };
 
@@ -65,13 +66,35 @@ function skip(body: Readable, count: number): Readable {
   return skipper;
 }
 
-export class OriginTier implements Tier {
-  readonly name: string;
-  readonly #clients: Map<string, UpstreamClient>;
+/** `{ stale: true }` when a response says it came from a stale copy (Warning 110, or a Cove's Cache-Status). */
+function staleFlag(headers: Record<string, string>): { stale?: true } {
+  const stale = /(^|,)\s*110\b/.test(headers['warning'] ?? '') || /detail=stale/.test(headers['cache-status'] ?? '');
+  return stale ? { stale: true } : {};
+}
 
-  constructor(clients: Map<string, UpstreamClient>, name = 'origin') {
-    this.#clients = clients;
-    this.name = name;
+export interface RegistryTierOptions {
+  name: string;
+  kind: TierKind;
+  /** The client for a target: the origin picks by target.upstream; a parent has one client. */
+  clientFor: (target: Target) => UpstreamClient | undefined;
+  /** Extra request headers for a target (a parent gets the Via hop list). */
+  headers?: (target: Target) => Record<string, string>;
+}
+
+export class RegistryTier implements Tier {
+  readonly name: string;
+  readonly kind: TierKind;
+  readonly #o: RegistryTierOptions;
+
+  constructor(options: RegistryTierOptions) {
+    this.name = options.name;
+    this.kind = options.kind;
+    this.#o = options;
+  }
+
+  /** The origin tier: each target goes to the upstream it names. */
+  static origin(clients: Map<string, UpstreamClient>): RegistryTier {
+    return new RegistryTier({ name: 'origin', kind: 'origin', clientFor: (target) => clients.get(target.upstream) });
   }
 
   async headManifest(target: Target, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<ManifestHead | null> {
@@ -79,7 +102,7 @@ export class OriginTier implements Tier {
     const res = await client.request({
       method: 'HEAD',
       path: `/v2/${target.repo}/manifests/${reference}`,
-      headers: { accept: accept.join(', ') },
+      headers: { ...this.#headers(target), accept: accept.join(', ') },
       repo: target.repo,
       signal,
     });
@@ -91,13 +114,13 @@ export class OriginTier implements Tier {
     // A HEAD that does not tell all three cannot answer; the GET computes them from the bytes.
     if (!digest || size === null || !mediaType || !parseDigest(digest)) {
       const full = await this.getManifest(target, reference, accept, signal);
-      return full && { digest: full.digest, mediaType: full.mediaType, size: full.size };
+      return full && { digest: full.digest, mediaType: full.mediaType, size: full.size, ...(full.stale ? { stale: true } : {}) };
     }
     const asked = parseDigest(reference);
     if (asked && parseDigest(digest)!.algorithm === asked.algorithm && digest !== reference) {
       throw new DigestMismatchError(`upstream ${client.name} answered ${reference} with Docker-Content-Digest ${digest}`);
     }
-    return { digest, mediaType, size };
+    return { digest, mediaType, size, ...staleFlag(res.headers) };
   }
 
   async getManifest(target: Target, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<FetchedManifest | null> {
@@ -105,7 +128,7 @@ export class OriginTier implements Tier {
     const res = await client.request({
       method: 'GET',
       path: `/v2/${target.repo}/manifests/${reference}`,
-      headers: { accept: accept.join(', ') },
+      headers: { ...this.#headers(target), accept: accept.join(', ') },
       repo: target.repo,
       signal,
     });
@@ -136,12 +159,12 @@ export class OriginTier implements Tier {
       }
     }
     const mediaType = res.headers['content-type']?.trim() || sniffMediaType(bytes) || 'application/octet-stream';
-    return { digest, mediaType, size: bytes.length, bytes };
+    return { digest, mediaType, size: bytes.length, bytes, ...staleFlag(res.headers) };
   }
 
   async headBlob(target: Target, digest: string, signal?: AbortSignal): Promise<{ size: number } | null> {
     const client = this.#client(target);
-    const res = await client.request({ method: 'HEAD', path: `/v2/${target.repo}/blobs/${digest}`, repo: target.repo, signal, followRedirects: true });
+    const res = await client.request({ method: 'HEAD', path: `/v2/${target.repo}/blobs/${digest}`, headers: this.#headers(target), repo: target.repo, signal, followRedirects: true });
     res.body.resume();
     if (!this.#ok(client, res, [200], `blob ${digest}`)) return null;
     const size = contentLength(res.headers);
@@ -151,7 +174,7 @@ export class OriginTier implements Tier {
 
   async openBlob(target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null> {
     const client = this.#client(target);
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = this.#headers(target);
     if (offset > 0) headers.range = `bytes=${offset}-`;
     const res = await client.request({ method: 'GET', path: `/v2/${target.repo}/blobs/${digest}`, headers, repo: target.repo, signal, followRedirects: true });
     if (!this.#ok(client, res, [200, 206], `blob ${digest}`)) return null;
@@ -194,7 +217,7 @@ export class OriginTier implements Tier {
 
   async #passThrough(target: Target, path: string, signal?: AbortSignal): Promise<PassThroughResponse> {
     const client = this.#client(target);
-    const res = await client.request({ method: 'GET', path, headers: { accept: 'application/json, */*' }, repo: target.repo, signal });
+    const res = await client.request({ method: 'GET', path, headers: { ...this.#headers(target), accept: 'application/json, */*' }, repo: target.repo, signal });
     const body = await this.#read(client, res, PASSTHROUGH_LIMIT, path);
     const headers: Record<string, string> = {};
     for (const name of ['content-type', 'link']) {
@@ -204,8 +227,12 @@ export class OriginTier implements Tier {
     return { status: res.status, headers, body };
   }
 
+  #headers(target: Target): Record<string, string> {
+    return this.#o.headers?.(target) ?? {};
+  }
+
   #client(target: Target): UpstreamClient {
-    const client = this.#clients.get(target.upstream);
+    const client = this.#o.clientFor(target);
     if (!client) throw new UpstreamUnavailableError(target.upstream, `no upstream named ${JSON.stringify(target.upstream)} is configured`);
     return client;
   }

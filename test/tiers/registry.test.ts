@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import t, { type Test } from 'tap';
 import { DigestMismatchError, UpstreamAuthError, UpstreamStatusError } from '../../src/errors.js';
-import { OriginTier, parseContentRange, parseRetryAfter } from '../../src/tiers/origin.js';
+import { RegistryTier, parseContentRange, parseRetryAfter } from '../../src/tiers/registry.js';
 import type { UpstreamClient } from '../../src/upstream/client.js';
 import { readAll, startServer, testClient } from '../upstream/servers.js';
 
@@ -18,7 +18,7 @@ async function tierFor(t: Test, handler: (req: IncomingMessage, res: ServerRespo
   const s = await startServer(handler);
   t.teardown(() => s.close());
   const client = testClient(t, s.url);
-  return { tier: new OriginTier(new Map<string, UpstreamClient>([['origin', client]])), server: s };
+  return { tier: RegistryTier.origin(new Map<string, UpstreamClient>([['origin', client]])), server: s };
 }
 
 t.test('404 → null everywhere', async (t) => {

@@ -1,0 +1,142 @@
+// A site of Coves sharing blobs on loopback with static peers: what one node fetched, the others
+// take from it; a simultaneous cold pull crosses the uplink once; peer requests never go upstream.
+import t from 'tap';
+import { OriginRegistry } from '../helpers/origin-registry.js';
+import { makeImage } from '../helpers/images.js';
+import { fetchAll, sha256 } from '../helpers/http.js';
+import { ACCEPT_ALL, freePort, health, pullImage, startSite, waitForPeers } from '../helpers/site.js';
+import { startTestCove } from '../helpers/cove.js';
+import { signPeerRequest } from '../../src/peers/protocol.js';
+
+const KEY = 'site-key-0123456789abcdef';
+
+t.test('a node pulls from its sibling when the origin is gone, tag included (stale, flagged)', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [400_000, 1_200_000], seed: 'peer-share' });
+  origin.putImage('proj/app', '1', image);
+  // A fills its cache before B joins the site (B would otherwise own some blobs and fetch them).
+  const a = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-1' });
+  await pullImage(a.url, 'proj/app', '1', image);
+  await a.fillsDone();
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 3, 'node A fetched each blob from the origin once');
+  await origin.stop();
+  // The site's one peer list names B too: B must recognise itself and skip it.
+  const port = await freePort();
+  const b = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-2', COVE_LISTEN: `127.0.0.1:${port}`, COVE_PEERS: `${a.url},http://127.0.0.1:${port}` });
+  await waitForPeers(b, 1);
+
+  const pulled = await pullImage(b.url, 'proj/app', '1', image);
+  t.match(pulled.manifest.cache, /detail=stale/, "the tag came from A's copy and is flagged stale");
+  for (const blob of pulled.blobs) t.equal(blob.cache, 'cove; fwd=miss; stored', `blob ${blob.digest.slice(7, 15)} filled on B`);
+  const hb = await health(b);
+  t.equal(hb.bytesFetched['peer:node-1'], image.config.length + image.layers.reduce((n, l) => n + l.bytes.length, 0), 'every blob byte B holds came from A');
+  t.equal(hb.bytesFetched.origin ?? 0, 0, 'nothing came from the origin');
+  t.equal(hb.staleServed, 1, 'the peer tag counts as stale');
+  const ha = await health(a);
+  t.ok((ha.peerRequests.local ?? 0) >= 3, 'A answered B as a peer');
+
+  const m = await fetchAll(`${b.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT_ALL } });
+  t.equal(m.headers.warning, '110 - "Response is Stale"', 'a second pull is still flagged: the tag was never validated');
+  const table = (await (await fetch(`${b.url}/_cove/peers`)).json()) as { self: string; peers: Array<{ id: string; state: string; hits: number; bytes: number }> };
+  const peerA = table.peers.find((p) => p.id === 'node-1')!;
+  t.equal(table.self, 'node-2');
+  t.ok(peerA.hits >= 4 && peerA.bytes >= image.totalBytes - image.manifest.length, 'hits and bytes by peer are in the table');
+  t.equal(table.peers.find((p) => p.id === 'node-2')?.state, 'self', 'the shared list names B itself; B skips it');
+});
+
+t.test('five nodes pulling one cold image at once fetch it from the origin once', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [2_000_000, 1_000_000, 3_000_000], seed: 'site-cold' });
+  origin.putImage('proj/big', '1', image);
+  // Slow enough that every node asks while the first transfer is still running.
+  for (const layer of image.layers) origin.setFault({ digest: layer.digest }, { type: 'slow', bytesPerSecond: 8_000_000 }, 1);
+  const nodes = await startSite(t, origin.url, 5);
+  await Promise.all(nodes.map((n) => pullImage(n.url, 'proj/big', '1', image)));
+  await Promise.all(nodes.map((n) => n.fillsDone()));
+  const blobBytes = image.totalBytes - image.manifest.length;
+  t.equal(origin.blobBytesServed, blobBytes, `origin served ${origin.blobBytesServed} blob bytes for a ${blobBytes}-byte image: 1.00×`);
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 4, 'one GET per blob for the whole site');
+  let fromPeers = 0;
+  for (const n of nodes) {
+    const h = await health(n);
+    fromPeers += Object.entries(h.bytesFetched).filter(([k]) => k.startsWith('peer:')).reduce((s, [, v]) => s + v, 0);
+  }
+  t.equal(fromPeers, 4 * blobBytes, 'the other four nodes took every byte from their siblings');
+});
+
+t.test('peer-marked requests are answered from the local store only', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [50_000], seed: 'local-only' });
+  origin.putImage('proj/app', '1', image);
+  const [a] = await startSite(t, origin.url, 1);
+  const before = origin.requests.length;
+  const local = { 'cove-peer': 'local', 'cove-node': 'node-9' };
+  const blob = await fetchAll(`${a!.url}/v2/proj/app/blobs/${image.layers[0]!.digest}`, { headers: local });
+  t.equal(blob.status, 404);
+  t.match(JSON.parse(blob.body.toString()), { errors: [{ code: 'BLOB_UNKNOWN' }] });
+  const head = await fetchAll(`${a!.url}/v2/proj/app/blobs/${image.layers[0]!.digest}`, { method: 'HEAD', headers: local });
+  t.equal(head.status, 404);
+  const byDigest = await fetchAll(`${a!.url}/v2/proj/app/manifests/${image.manifestDigest}`, { headers: local });
+  t.equal(byDigest.status, 404);
+  const byTag = await fetchAll(`${a!.url}/v2/proj/app/manifests/1`, { headers: { ...local, accept: ACCEPT_ALL } });
+  t.equal(byTag.status, 404);
+  const tags = await fetchAll(`${a!.url}/v2/proj/app/tags/list`, { headers: local });
+  t.equal(tags.status, 404);
+  t.equal(origin.requests.length, before, 'none of them reached the origin');
+
+  const bad = await fetchAll(`${a!.url}/v2/proj/app/blobs/${image.layers[0]!.digest}`, { headers: { 'cove-peer': 'everything' } });
+  t.equal(bad.status, 405, 'an unknown peer mode is refused');
+
+  // Once A holds the image, a peer gets it, and its cached tag even past the TTL.
+  await pullImage(a!.url, 'proj/app', '1', image);
+  await a!.fillsDone();
+  const held = await fetchAll(`${a!.url}/v2/proj/app/blobs/${image.layers[0]!.digest}`, { headers: local });
+  t.equal(sha256(held.body), image.layers[0]!.digest);
+  const tag = await fetchAll(`${a!.url}/v2/proj/app/manifests/1`, { headers: { ...local, accept: ACCEPT_ALL } });
+  t.equal(sha256(tag.body), image.manifestDigest);
+});
+
+t.test('with COVE_PEER_KEY, peers sign their requests and unsigned ones are refused', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [300_000], seed: 'keyed' });
+  origin.putImage('proj/app', '1', image);
+  const [a, b] = await startSite(t, origin.url, 2, { COVE_PEER_KEY: KEY });
+  await pullImage(a!.url, 'proj/app', '1', image);
+  await a!.fillsDone();
+  const digest = image.layers[0]!.digest;
+  const path = `/v2/proj/app/blobs/${digest}`;
+
+  const unsigned = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local' } });
+  t.equal(unsigned.status, 401, 'an unsigned peer request is refused');
+  t.match(unsigned.body.toString(), /COVE_PEER_KEY/);
+  const wrongKey = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local', 'cove-peer-auth': signPeerRequest('another-key-0123456789', 'GET', path, 'local') } });
+  t.equal(wrongKey.status, 401, 'a request signed with another key is refused');
+  const replayed = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local', 'cove-peer-auth': signPeerRequest(KEY, 'GET', path, 'local', Date.now() - 3_600_000) } });
+  t.equal(replayed.status, 401, 'an old signature is refused');
+  const signed = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local', 'cove-peer-auth': signPeerRequest(KEY, 'GET', path, 'local') } });
+  t.equal(sha256(signed.body), digest, 'a signed request is answered');
+
+  const before = origin.count({ method: 'GET', kind: 'blob' });
+  await pullImage(b.url, 'proj/app', '1', image);
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), before, 'B (same key) took the blobs from A');
+});
+
+t.test('a node with the wrong key is refused by its peers and falls back to the origin', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [200_000], seed: 'wrong-key' });
+  origin.putImage('proj/app', '1', image);
+  const [a] = await startSite(t, origin.url, 1, { COVE_PEER_KEY: KEY });
+  await pullImage(a!.url, 'proj/app', '1', image);
+  const b = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-x', COVE_PEERS: a!.url, COVE_PEER_KEY: 'not-the-site-key-000' });
+  await waitForPeers(b, 1);
+  const pulled = await pullImage(b.url, 'proj/app', '1', image);
+  t.equal(pulled.blobs.length, 2);
+  const hb = await health(b);
+  t.equal(hb.bytesFetched['peer:node-1'] ?? 0, 0, 'nothing came from the peer that refused');
+  t.equal(hb.bytesFetched.origin, image.config.length + image.layers[0]!.bytes.length, 'the origin supplied the blobs');
+});
