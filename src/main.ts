@@ -130,7 +130,11 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   // Discovery runs beside serving: start-up never waits for peers.
   peers?.table.start();
   let mdns: Mdns | null = null;
-  if (peers && config.peers.mdns) {
+  const loopbackOnly = /^(127\.|::1$|localhost$)/.test(listener.host);
+  if (peers && config.peers.mdns && loopbackOnly) {
+    log.warn({ listen: listener.host }, 'COVE_MDNS is on but Cove listens on loopback only, where no sibling can reach it: not advertising');
+  }
+  if (peers && config.peers.mdns && !loopbackOnly) {
     const table = peers.table;
     mdns = startMdns({
       id: nodeId,

@@ -34,6 +34,9 @@ const PACKAGE_OF: Record<string, string> = {
   docker: 'docker.io',
   htpasswd: 'apache2-utils',
   curl: 'curl',
+  'avahi-browse': 'avahi-utils',
+  'avahi-daemon': 'avahi-daemon',
+  'dbus-daemon': 'dbus',
 };
 
 // containerd, dockerd and docker-registry live in sbin on Debian; some shells leave it off PATH.
