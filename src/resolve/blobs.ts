@@ -69,7 +69,8 @@ export class BlobResolver {
     if (!inflight || inflight.state === 'failed') {
       const stat = await this.#o.store.stat(digest);
       if (stat) return { size: stat.size, source: 'hit' };
-      const head = await this.#o.resolver.first(target, (tier) => tier.headBlob(target, digest));
+      // A HEAD that failed somewhere proves nothing either: the fill's GET decides.
+      const head = await this.#o.resolver.first(target, (tier) => tier.headBlob(target, digest)).catch(() => null);
       if (head) return { size: head.value.size, source: 'upstream' };
     }
     const found = await this.lookup(target, digest);
