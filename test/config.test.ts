@@ -457,3 +457,44 @@ t.test('offline mode and the upstream-404 policy', async (t) => {
   t.throws(() => loadConfig({ env: { ...base, COVE_ON_UPSTREAM_NOT_FOUND: 'ignore' }, flags: {} }), /COVE_ON_UPSTREAM_NOT_FOUND: "ignore" is not a policy/);
   t.throws(() => loadConfig({ env: { ...base, COVE_OFFLINE: 'maybe' }, flags: {} }), /COVE_OFFLINE: "maybe" is not a boolean/);
 });
+
+t.test('site, peers and parents', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  const defaults = loadConfig({ env: base, flags: {} });
+  t.same(defaults.node, { id: null, site: 'default' });
+  t.same(defaults.peers, { urls: [], mdns: false, mdnsInterfaces: [], key: null, timeoutMs: 1000 });
+  t.same(defaults.parents, []);
+  const set = loadConfig({
+    env: {
+      ...base,
+      COVE_NODE_ID: 'edge-7',
+      COVE_SITE: 'berlin',
+      COVE_PEERS: 'http://10.0.0.2:5000, http://10.0.0.3:5000/,http://10.0.0.2:5000',
+      COVE_MDNS: 'true',
+      COVE_MDNS_INTERFACES: 'eth0,br0',
+      COVE_PEER_KEY: 'a-site-key-of-some-length',
+      COVE_PEER_TIMEOUT: '300ms',
+      COVE_PARENTS: 'https://regional:5000,http://backup:5000',
+      COVE_PARENT_TIMEOUT: '2s',
+    },
+    flags: {},
+  });
+  t.same(set.node, { id: 'edge-7', site: 'berlin' });
+  t.same(set.peers.urls, ['http://10.0.0.2:5000', 'http://10.0.0.3:5000'], 'trimmed, trailing slash dropped, duplicates once');
+  t.equal(set.peers.mdns, true);
+  t.same(set.peers.mdnsInterfaces, ['eth0', 'br0']);
+  t.equal(set.peers.key, 'a-site-key-of-some-length');
+  t.equal(set.peers.timeoutMs, 300);
+  t.same(set.parents.map((p) => [p.name, p.url, p.timeoutMs, p.username]), [
+    ['parent:regional:5000', 'https://regional:5000', 2000, null],
+    ['parent:backup:5000', 'http://backup:5000', 2000, null],
+  ]);
+  const bad = (env: Record<string, string>, pattern: RegExp) => t.throws(() => loadConfig({ env: { ...base, ...env }, flags: {} }), pattern);
+  bad({ COVE_NODE_ID: 'Edge 7' }, /COVE_NODE_ID: "Edge 7" is not a node id/);
+  bad({ COVE_SITE: 'a site' }, /COVE_SITE: "a site" is not a site name/);
+  bad({ COVE_PEERS: "http://10.0.0.2:5000,10.0.0.3" }, /COVE_PEERS entry: "10.0.0.3" is not a URL/);
+  bad({ COVE_PARENTS: 'http://regional:5000/v2/' }, /COVE_PARENTS entry: .* no path/);
+  bad({ COVE_PEER_KEY: 'short' }, /COVE_PEER_KEY: a peer key needs at least 16 characters \(value not shown\)/);
+  bad({ COVE_MDNS_INTERFACES: 'eth0,not an interface' }, /COVE_MDNS_INTERFACES: .* must list interface names/);
+  bad({ COVE_PEER_TIMEOUT: '0s' }, /COVE_PEER_TIMEOUT: "0s" must be at least 1 ms/);
+});
