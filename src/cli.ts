@@ -17,6 +17,10 @@ Usage:
                            make the next pull of a cached tag (or of every tag of REPO) ask the
                            origin, whatever COVE_TAG_TTL says; talks to the Cove running on this
                            host (at COVE_LISTEN, or --url)
+  cove peers [--json] [--url URL]
+                           the running Cove's peer table: each sibling, how it was found
+                           (COVE_PEERS or mDNS), its state (live, down, quarantined, self) and
+                           what this node took from it
   cove --help | --version
 
 Options (each also settable as COVE_* environment or in the JSON config file):
@@ -38,6 +42,7 @@ async function main(argv: string[]): Promise<number> {
       ...CONFIG_FLAGS,
       ns: { type: 'string' },
       url: { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -53,7 +58,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -64,6 +69,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`reindexed ${dataDir}: ${JSON.stringify(counts)}\n`);
       return 0;
     }
+    case 'peers':
+      return peers(flags, typeof url === 'string' ? url : undefined, json === true);
     case 'invalidate':
       return invalidate(positionals[1], flags, typeof ns === 'string' ? ns : undefined, typeof url === 'string' ? url : undefined);
     default:
@@ -82,28 +89,51 @@ async function invalidate(reference: string | undefined, flags: Record<string, s
   const hasTag = colon > 0 && !reference.slice(colon).includes('/');
   const repo = hasTag ? reference.slice(0, colon) : reference;
   const tag = hasTag ? reference.slice(colon + 1) : null;
+  const query = new URLSearchParams({ repo, ...(tag === null ? {} : { tag }), ...(ns === undefined ? {} : { ns }) });
+  const answer = await askLocal(flags, url, 'POST', `/admin/invalidate?${query}`, 'invalidate');
+  if (answer === null) return 1;
+  process.stdout.write(`${answer}\n`);
+  return 0;
+}
+
+/** `cove peers`: the running Cove's peer table, as a table (or JSON with --json). */
+async function peers(flags: Record<string, string | boolean | undefined>, url: string | undefined, json: boolean): Promise<number> {
+  const answer = await askLocal(flags, url, 'GET', '/_cove/peers', 'peers');
+  if (answer === null) return 1;
+  if (json) {
+    process.stdout.write(`${answer}\n`);
+    return 0;
+  }
+  const table = JSON.parse(answer) as { self: string; site: string; peers: Array<Record<string, unknown>> };
+  process.stdout.write(`node ${table.self}, site ${table.site}: ${table.peers.length} peer(s)\n`);
+  const columns = ['id', 'url', 'source', 'state', 'lastSeenAgoS', 'hits', 'bytes', 'served', 'quarantineReason'] as const;
+  const rows = [['ID', 'URL', 'FOUND BY', 'STATE', 'SEEN (s ago)', 'HITS', 'BYTES', 'SERVED', 'NOTE'], ...table.peers.map((p) => columns.map((c) => (p[c] === null || p[c] === undefined ? '-' : String(p[c]))))];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const row of rows) process.stdout.write(`${row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+  return 0;
+}
+
+/** Calls the Cove running on this host (at COVE_LISTEN, or --url); the body, or null after saying why. */
+async function askLocal(flags: Record<string, string | boolean | undefined>, url: string | undefined, method: string, path: string, what: string): Promise<string | null> {
   let base = url;
   if (base === undefined) {
     const listen = loadListen({ flags });
     const host = listen.host === '0.0.0.0' || listen.host === '::' || listen.host === '' ? '127.0.0.1' : listen.host;
     base = `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
   }
-  const query = new URLSearchParams({ repo, ...(tag === null ? {} : { tag }), ...(ns === undefined ? {} : { ns }) });
-  const target = `${base.replace(/\/+$/, '')}/admin/invalidate?${query}`;
   let res: Response;
   try {
-    res = await fetch(target, { method: 'POST', signal: AbortSignal.timeout(10_000) });
+    res = await fetch(`${base.replace(/\/+$/, '')}${path}`, { method, signal: AbortSignal.timeout(10_000) });
   } catch (err) {
     process.stderr.write(`cove: no Cove answered at ${base}: ${(err as Error).message} (is it running? use --url)\n`);
-    return 1;
+    return null;
   }
   const text = await res.text();
   if (!res.ok) {
-    process.stderr.write(`cove: invalidate failed (${res.status}): ${text}\n`);
-    return 1;
+    process.stderr.write(`cove: ${what} failed (${res.status}): ${text}\n`);
+    return null;
   }
-  process.stdout.write(`${text}\n`);
-  return 0;
+  return text;
 }
 
 async function serve(flags: Record<string, string | boolean | undefined>): Promise<number> {

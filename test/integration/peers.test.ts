@@ -1,5 +1,7 @@
 // A site of Coves sharing blobs on loopback with static peers: what one node fetched, the others
 // take from it; a simultaneous cold pull crosses the uplink once; peer requests never go upstream.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { OriginRegistry } from '../helpers/origin-registry.js';
 import { makeImage } from '../helpers/images.js';
@@ -139,4 +141,22 @@ t.test('a node with the wrong key is refused by its peers and falls back to the 
   const hb = await health(b);
   t.equal(hb.bytesFetched['peer:node-1'] ?? 0, 0, 'nothing came from the peer that refused');
   t.equal(hb.bytesFetched.origin, image.config.length + image.layers[0]!.bytes.length, 'the origin supplied the blobs');
+});
+
+t.test('cove peers prints the running node\'s peer table', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const [a] = await startSite(t, origin.url, 2);
+  const cli = new URL('../../src/cli.js', import.meta.url).pathname;
+  const run = promisify(execFile);
+  const out = await run(process.execPath, [cli, 'peers', '--url', a!.url], { timeout: 20_000 });
+  t.match(out.stdout, /^node node-1, site default: 2 peer\(s\)$/m);
+  t.match(out.stdout, /^node-2\s+http:\/\/127\.0\.0\.1:\d+\s+static\s+live\s/m, 'the sibling, found in COVE_PEERS, live');
+  t.match(out.stdout, /^node-1\s+http:\/\/127\.0\.0\.1:\d+\s+static\s+self\s/m, 'itself, recognised in the shared list');
+  const json = JSON.parse((await run(process.execPath, [cli, 'peers', '--json', '--url', a!.url], { timeout: 20_000 })).stdout) as { self: string; peers: unknown[] };
+  t.equal(json.self, 'node-1');
+  t.equal(json.peers.length, 2);
+  const down = await run(process.execPath, [cli, 'peers', '--url', 'http://127.0.0.1:9'], { timeout: 20_000 }).catch((err: { code: number; stderr: string }) => err);
+  t.equal((down as { code: number }).code, 1);
+  t.match((down as { stderr: string }).stderr, /no Cove answered at http:\/\/127\.0\.0\.1:9/);
 });
