@@ -121,7 +121,8 @@ export class PeerTier implements Tier {
     } else {
       if (res.status !== 200) {
         discard(res);
-        if (res.status >= 500) this.#table.markDown(peer.id, `answered ${res.status} for ${digest}`);
+        // An owner's 5xx says its own fetch from above failed, not that the owner is gone.
+        if (res.status >= 500 && mode === 'local') this.#table.markDown(peer.id, `answered ${res.status} for ${digest}`);
         return null;
       }
       const length = Number(res.headers['content-length']);

@@ -160,3 +160,18 @@ t.test('cove peers prints the running node\'s peer table', async (t) => {
   t.equal((down as { code: number }).code, 1);
   t.match((down as { stderr: string }).stderr, /no Cove answered at http:\/\/127\.0\.0\.1:9/);
 });
+
+t.test('an owner whose own origin fetch fails is not taken for a dead peer', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [100_000, 100_000, 100_000, 100_000], seed: 'owner-503' });
+  origin.putImage('proj/app', '1', image);
+  const nodes = await startSite(t, origin.url, 2);
+  await origin.stop();
+  for (const layer of image.layers) {
+    const got = await fetchAll(`${nodes[0]!.url}/v2/proj/app/blobs/${layer.digest}`);
+    t.equal(got.status, 503, 'no tier could be asked: 503, not a hang');
+  }
+  const table = (await (await fetch(`${nodes[0]!.url}/_cove/peers`)).json()) as { peers: Array<{ id: string; state: string }> };
+  t.equal(table.peers.find((p) => p.id === 'node-2')?.state, 'live', 'the sibling stays live: its 503 was about the origin');
+});
