@@ -1,12 +1,14 @@
 // `npm run demo`: Cove's main job on an embedded default, with no network, Docker or config.
 // An in-process origin registry holds a generated image; a Cove in front of it serves a cold
-// pull, a warm pull, five clients at once, and a pull with the origin switched off.
+// pull, a warm pull, five clients at once, a site of three Coves sharing one cold pull as LAN
+// peers, and a pull with the origin switched off.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config.js';
-import { startCove } from '../src/main.js';
+import { startCove, type Cove } from '../src/main.js';
 import { formatBytes } from '../src/units.js';
 import { makeImage } from '../test/helpers/images.js';
 import { OriginRegistry } from '../test/helpers/origin-registry.js';
@@ -59,6 +61,8 @@ async function main(): Promise<void> {
     say(`${''.padEnd(22)} every client's digests verified: ${five.every((r) => r.blobs.length === image2.layers.length + 1)}`);
     say();
 
+    await siteDemo(origin);
+
     await origin.stop();
     await step('origin down, warm pull', () => pullImage(cove.url, 'demo/app', '1.0'));
 
@@ -68,6 +72,59 @@ async function main(): Promise<void> {
     await cove.stop();
     await origin.close();
     rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** A free loopback port, so that every node of the site can be told every node's URL up front. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Three Coves of one site, given the same COVE_PEERS list, pull one cold image at the same moment. */
+async function siteDemo(origin: OriginRegistry): Promise<void> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const peers = ports.map((p) => `http://127.0.0.1:${p}`).join(',');
+  const nodes: Array<{ cove: Cove; dir: string }> = [];
+  try {
+    for (const [i, port] of ports.entries()) {
+      const dir = mkdtempSync(join(tmpdir(), 'cove-demo-site-'));
+      const env = { COVE_UPSTREAM: origin.url, COVE_LISTEN: `127.0.0.1:${port}`, COVE_DATA_DIR: dir, COVE_NODE_ID: `demo-node-${i + 1}`, COVE_PEERS: peers };
+      nodes.push({ cove: await startCove(loadConfig({ env }), { log: pino({ level: 'silent' }) }), dir });
+    }
+    for (const { cove } of nodes) {
+      for (let tries = 0; tries < 100; tries++) {
+        const table = (await (await fetch(`${cove.url}/_cove/peers`)).json()) as { peers: Array<{ state: string }> };
+        if (table.peers.filter((p) => p.state === 'live').length === 2) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const image = makeImage({ layers: [9_000_000, 6_000_000, 3_000_000], seed: 'cove-demo-site' });
+    origin.putImage('demo/site', '3.0', image);
+    origin.resetCounters();
+    const started = performance.now();
+    const pulls = await Promise.all(nodes.map(({ cove }) => pullImage(cove.url, 'demo/site', '3.0')));
+    const ms = performance.now() - started;
+    const blobBytes = image.totalBytes - image.manifest.length;
+    say(`site of 3 Coves        demo/site:3.0 (${formatBytes(image.totalBytes)}) on every node at once, all done in ${ms.toFixed(0)} ms`);
+    say(`${''.padEnd(22)} origin: ${origin.count({ method: 'GET', kind: 'blob' })} blob GET(s), ${formatBytes(origin.blobBytesServed)} of blob bytes (${(origin.blobBytesServed / blobBytes).toFixed(2)}× the image, for 3 nodes)`);
+    for (const { cove } of nodes) {
+      const fetched = cove.counters.snapshot().bytesFetched as Record<string, number>;
+      const from = Object.entries(fetched).map(([tier, n]) => `${formatBytes(n)} from ${tier}`).join(', ');
+      say(`${''.padEnd(22)} ${cove.url}: ${from}`);
+    }
+    say(`${''.padEnd(22)} every node's digests verified: ${pulls.every((r) => r.blobs.length === image.layers.length + 1)}`);
+    say();
+  } finally {
+    for (const { cove, dir } of nodes) {
+      await cove.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
 
