@@ -1,6 +1,7 @@
 // What Cove advertises over mDNS, as an independent implementation sees it: Debian's avahi-daemon
 // and avahi-browse in one namespace of a private LAN (test/helpers/netns.ts), a Cove mDNS node
-// (test/helpers/mdns-node.js, the same startMdns the daemon runs) in another.
+// (test/helpers/mdns-node.js, the same startMdns the daemon runs) in another, then the daemon
+// itself (`cove serve` with COVE_MDNS=true).
 //
 // avahi-browse talks to avahi-daemon over the D-Bus system bus, so the test runs its own
 // dbus-daemon (a config in the temp dir, listening on a socket there) and points both avahi
@@ -13,6 +14,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cleanup, requireTools, tempDir, waitFor } from './real.js';
 import { createLan, helperScript } from '../helpers/netns.js';
+import { VERSION } from '../../src/version.js';
+
+const COVE_CLI = new URL('../../src/cli.js', import.meta.url).pathname;
 
 /** One resolved line of `avahi-browse -rp`: =;iface;proto;name;type;domain;host;address;port;txt */
 interface Resolved {
@@ -135,5 +139,34 @@ enable-reflector=no
     () => t.pass('avahi saw the goodbye and removed the service'),
     () => t.fail(`avahi saw the goodbye and removed the service; avahi-browse said:\n${browse.tail()}`),
   );
+  // The daemon itself, as an operator runs it: `cove serve` with COVE_MDNS=true.
+  const data = tempDir(cleanup, 'cove-avahi-data-');
+  const daemonEnv = {
+    ...process.env,
+    COVE_UPSTREAM: 'http://127.0.0.1:9',
+    COVE_LISTEN: '0.0.0.0:5000',
+    COVE_DATA_DIR: data,
+    COVE_NODE_ID: 'edge-2',
+    COVE_SITE: 'site-b',
+    COVE_MDNS: 'true',
+    COVE_MDNS_INTERFACES: 'eth0',
+  };
+  const served = lan.exec(cove.ns, process.execPath, [COVE_CLI, 'serve'], { logFile: join(dir, 'cove-serve.log'), env: daemonEnv, name: 'cove serve' });
+  const daemonFound = () => parseBrowse(browse.log()).resolved.find((x) => x.txt.includes('id=edge-2'));
+  await waitFor('avahi-browse to resolve the cove serve daemon', () => {
+    if (!served.running) throw new Error(`cove serve exited:\n${served.tail()}`);
+    return daemonFound() !== undefined;
+  }, 15_000, 100);
+  const d = daemonFound()!;
+  t.equal(d.name, 'cove-edge-2', 'the daemon advertises cove-<node id>');
+  t.equal(d.address, cove.address);
+  t.equal(d.port, 5000, 'SRV port is COVE_LISTEN\'s port');
+  t.same([...d.txt].sort(), ['id=edge-2', 'port=5000', 'scheme=http', 'site=site-b', `v=${VERSION}`].sort(), 'TXT from the daemon\'s configuration');
+  await served.stop(8000);
+  await waitFor('avahi-browse to report the daemon gone', () => parseBrowse(browse.log()).removed.includes('cove-edge-2'), 5000, 100).then(
+    () => t.pass('a stopped daemon says goodbye'),
+    () => t.fail(`the daemon's goodbye was not seen; avahi-browse said:\n${browse.tail()}`),
+  );
+
   t.notOk(readFileSync('/proc/self/mountinfo', 'utf8').includes('cove-avahi-run'), 'the tmpfs over /run stayed inside avahi-daemon\'s mount namespace');
 });
