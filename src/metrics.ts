@@ -8,6 +8,8 @@ export class Counters {
   readonly bytesServed = new Map<string, number>();
   /** Bytes received from upstream tiers, by tier name. */
   readonly bytesFetched = new Map<string, number>();
+  /** Blobs and manifests brought into the store, by the tier (or peer) that supplied them. */
+  readonly objectsFetched = new Map<string, number>();
   /** Requests from sibling Coves answered, by mode (local, fetch). */
   readonly peerRequests = new Map<string, number>();
   /** Fills started (one per cold blob, however many clients joined it). */
@@ -29,6 +31,7 @@ export class Counters {
       requests: Object.fromEntries(this.requests),
       bytesServed: Object.fromEntries(this.bytesServed),
       bytesFetched: Object.fromEntries(this.bytesFetched),
+      objectsFetched: Object.fromEntries(this.objectsFetched),
       peerRequests: Object.fromEntries(this.peerRequests),
       fills: this.fills,
       resumes: this.resumes,

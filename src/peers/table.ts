@@ -37,9 +37,8 @@ export interface PeerEntry {
   quarantineReason: string | null;
   /** True for a static entry that turned out to be this node. */
   self: boolean;
-  /** Blobs and manifests this node took from the peer, and their bytes. */
+  /** Blobs and manifests this node took from the peer. */
   hits: number;
-  bytes: number;
   /** Requests the peer made of this node that were answered. */
   served: number;
 }
@@ -182,12 +181,10 @@ export class PeerTable {
     this.#o.log.error({ peer: id, url: entry.url, reason: why, minutes: QUARANTINE_MS / 60_000 }, 'peer quarantined: it served wrong bytes');
   }
 
-  /** Counts a blob or manifest taken from a peer (manifest bytes here; blob bytes the fill counts). */
-  recordFetched(id: string, bytes: number, hit: boolean): void {
+  /** Counts a blob or manifest taken from a peer (its bytes are counted where they arrive). */
+  recordHit(id: string): void {
     const entry = this.#entryById(id);
-    if (!entry) return;
-    entry.bytes += bytes;
-    if (hit) entry.hits++;
+    if (entry) entry.hits++;
   }
 
   /** Counts a request a peer made of this node. */
@@ -214,7 +211,7 @@ export class PeerTable {
         failures: e.failures,
         quarantineReason: e.quarantinedUntil > now ? e.quarantineReason : null,
         hits: e.hits,
-        bytes: e.bytes + (e.id !== null ? (this.#o.fetchedBytes?.(e.id) ?? 0) : 0),
+        bytes: e.id !== null ? (this.#o.fetchedBytes?.(e.id) ?? 0) : 0,
         served: e.served,
       })),
     };
@@ -268,7 +265,6 @@ function blank(url: string, source: 'static' | 'mdns'): PeerEntry {
     quarantineReason: null,
     self: false,
     hits: 0,
-    bytes: 0,
     served: 0,
   };
 }

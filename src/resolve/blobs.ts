@@ -99,6 +99,7 @@ export class BlobResolver {
     fill.done
       .then(() => {
         if (fill.attempts > 1) counters.resumes += fill.attempts - 1;
+        counters.add(counters.objectsFetched, fill.tier ?? 'unknown');
         log.info({ digest, size: fill.size, tier: fill.tier, attempts: fill.attempts }, 'blob stored');
       })
       .catch((err: unknown) => {

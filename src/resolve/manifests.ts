@@ -127,6 +127,8 @@ export class ManifestResolver {
     const found = await this.#o.peerTags(target, key.tag, accept).catch(() => null);
     if (!found) return null;
     const { manifest, peer } = found;
+    this.#o.counters.add(this.#o.counters.objectsFetched, `peer:${peer}`);
+    this.#o.counters.add(this.#o.counters.bytesFetched, `peer:${peer}`, manifest.bytes.length);
     await this.#store(manifest.digest, manifest);
     await this.#putTag(key, manifest, true);
     this.#o.counters.staleServed++;
@@ -231,7 +233,10 @@ export class ManifestResolver {
       if (found.value.bytes.length > MANIFEST_MAX_BYTES) {
         throw new OciError('MANIFEST_INVALID', `manifest ${reference} is larger than ${MANIFEST_MAX_BYTES} bytes`);
       }
-      return { manifest: found.value, tier: found.tier.name };
+      const tier = found.value.source ?? found.tier.name;
+      this.#o.counters.add(this.#o.counters.objectsFetched, tier);
+      this.#o.counters.add(this.#o.counters.bytesFetched, tier, found.value.bytes.length);
+      return { manifest: found.value, tier };
     }).promise;
   }
 

@@ -128,7 +128,7 @@ export class PeerTier implements Tier {
       const length = Number(res.headers['content-length']);
       size = Number.isSafeInteger(length) ? length : null;
     }
-    this.#table.recordFetched(peer.id, 0, true);
+    this.#table.recordHit(peer.id);
     const body = res.body;
     // A body that breaks mid-way sends the fill to the next peer or tier; this one rests a while.
     body.once('error', (err: Error) => this.#table.markDown(peer.id, `transfer of ${digest} broke: ${err.message}`));
@@ -167,9 +167,9 @@ export class PeerTier implements Tier {
       this.#table.quarantine(peer.id, `manifest ${reference} hashes to ${actual}, not ${named}`);
       return null;
     }
-    this.#table.recordFetched(peer.id, bytes.length, true);
+    this.#table.recordHit(peer.id);
     const mediaType = res.headers['content-type']?.trim() || sniffMediaType(bytes) || 'application/octet-stream';
-    return { peer: peer.id, manifest: { digest: digestOf(bytes), mediaType, size: bytes.length, bytes } };
+    return { peer: peer.id, manifest: { digest: digestOf(bytes), mediaType, size: bytes.length, bytes, source: `peer:${peer.id}` } };
   }
 
   /** One request to a peer; null (and the peer marked down) when it could not be asked. */

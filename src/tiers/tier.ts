@@ -39,6 +39,8 @@ export interface ManifestHead {
 /** A manifest's exact bytes as the tier sent them; `digest` is the sha256 of `bytes`. */
 export interface FetchedManifest extends ManifestHead {
   bytes: Buffer;
+  /** Which source inside the tier sent it (e.g. "peer:node-b"), for counters and logs. */
+  source?: string;
 }
 
 /** An open blob body starting at `offset`; bytes are unverified until the fill checks them. */

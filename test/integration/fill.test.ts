@@ -142,6 +142,8 @@ t.test(`client disconnect policy "${CLIENT_DISCONNECT_POLICY}": the fill complet
   const deadline = Date.now() + 5000;
   while (!existsSync(blobPath(cove.dataDir, layer.digest)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   t.ok(existsSync(blobPath(cove.dataDir, layer.digest)), 'blob committed although its client left');
+  // The file is renamed into place a moment before the index records it and the fill retires.
+  await cove.fillsDone();
   const hit = await fetchAll(`${cove.url}/v2/proj/dc/blobs/${layer.digest}`);
   t.equal(hit.headers['cache-status'], 'cove; hit');
   t.equal(sha256(hit.body), layer.digest);
