@@ -145,6 +145,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
       interfaces: config.peers.mdnsInterfaces.length > 0 ? config.peers.mdnsInterfaces : undefined,
       log,
       onPeer: (peer) => table.upsertDiscovered(peer),
+      onGone: (id) => table.forgetDiscovered(id),
     });
   }
 

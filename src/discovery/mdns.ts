@@ -1,10 +1,10 @@
 // LAN discovery of sibling Coves over mDNS / DNS-SD (RFC 6762, RFC 6763): advertise this node as
 // `cove-<id>._cove._tcp.local` with TXT id, site, v, scheme, port; browse `_cove._tcp.local` and
-// report every sibling of the same site to `onPeer` each time it is seen. Expiry is the peer
-// table's job, so nothing here tracks peers going away.
+// report every sibling of the same site to `onPeer` each time it is seen, and its goodbye to
+// `onGone`. Siblings that fall silent without a goodbye are expired by the peer table.
 //
 // Built on multicast-dns (sockets and packet encoding only), not mdns-js 1.0.3, which was tried
-// first and fails on this job (see the discovery notes in the report / commit message): it encodes
+// first and fails on this job (see the README's dependency table): it encodes
 // TXT values and instance names as dotted DNS names (v=0.1.0 goes out as "v=0" "1" "0"), cannot
 // be restricted to chosen interfaces, opens a fresh socket set per browser/advertisement, sends
 // from ephemeral ports (avahi drops those responses), answers every query many times over, and
@@ -44,6 +44,8 @@ export interface MdnsOptions {
   log: Logger;
   /** Called every time a sibling of the same site (never this node) is seen or refreshed. */
   onPeer(peer: PeerInfo): void;
+  /** Called when a sibling of the same site says goodbye (it is stopping). */
+  onGone?(id: string): void;
 }
 
 /** A running advertisement and browser. */
@@ -340,8 +342,13 @@ class Discovery implements Mdns {
         continue;
       }
       if (srv.ttl === 0) {
-        // A goodbye. Nothing to do: the peer table lets a peer expire when it stops being refreshed.
+        // A goodbye: the sibling is stopping, so stop asking it now rather than at expiry.
         this.log.debug({ peer: txt.id, from: rinfo.address }, 'mdns peer said goodbye');
+        try {
+          this.opts.onGone?.(txt.id);
+        } catch (err) {
+          this.log.error({ err, peer: txt.id }, 'mdns onGone failed');
+        }
         continue;
       }
       const target = srv.data.target.toLowerCase();

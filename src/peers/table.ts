@@ -131,6 +131,14 @@ export class PeerTable {
     this.#byUrl.set(info.url, entry);
   }
 
+  /** A discovered peer said goodbye: drop it (a static peer stays; its probe will tell). */
+  forgetDiscovered(id: string): void {
+    const entry = this.#entryById(id);
+    if (!entry || entry.source !== 'mdns') return;
+    this.#byUrl.delete(entry.url);
+    this.#o.log.info({ peer: id, url: entry.url }, 'peer left (mDNS goodbye)');
+  }
+
   /** Peers that may be asked now: known id, this site, not this node, not failing or quarantined. */
   live(): Array<PeerEntry & { id: string }> {
     const now = this.#now();
