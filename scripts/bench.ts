@@ -4,6 +4,12 @@
 // counting TCP relay written here, so "bytes fetched from the origin" is measured on the wire.
 // Timed runs are repeated and the median is reported. Only loopback; everything is cleaned up.
 // Results: a table on stdout and bench/results.json.
+//
+// The "site" scenario: N Coves of one site (LAN peers, N = 1, 3, 5) pull the cold image at the
+// same moment, one skopeo per node, against N independent distribution proxies pulled the same
+// way; origin bytes / image size and the slowest node's pull time. `npm run bench -- --only site`
+// (or BENCH_ONLY=site) runs just that scenario and prints its table without writing
+// bench/results.json; the full bench stores it under the key `site`.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, release, platform, arch } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +30,7 @@ import {
   which,
   type TestImage,
 } from '../test/e2e/real.js';
+import { fetchedFrom, fetchedFromPeers, healthOf, startSite } from '../test/e2e/site-harness.js';
 
 const MiB = 1024 * 1024;
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
@@ -195,7 +202,130 @@ async function outage(kind: Kind, originPort: number, work: string): Promise<Out
   return result;
 }
 
+// ------------------------------------------------------------------------------------------ site
+
+/** Site sizes for the site scenario (BENCH_SITE_NODES=1,3,5). */
+const SITE_NODES = (process.env.BENCH_SITE_NODES ?? '1,3,5').split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0);
+
+interface SiteKindResult {
+  /** Bytes from the origin, on the wire (the relay), headers included. */
+  originBytes: number;
+  originBytesPerImageByte: number;
+  /** Each node's skopeo pull time (ms), all started at the same moment. */
+  pullMs: number[];
+  slowestMs: number;
+  /** Cove only: blob and manifest bytes the nodes took from each other (their /healthz). */
+  peerBytes?: number;
+  /** Cove only: what the nodes' /healthz count as fetched from the origin (bodies only). */
+  originBodyBytes?: number;
+}
+
+interface SiteResult {
+  nodes: number;
+  baseline: SiteKindResult;
+  cove: SiteKindResult;
+  ratios: { originBytes: number; slowestSpeedup: number };
+}
+
+/**
+ * N mirrors of `kind` (a site of N Coves with one COVE_PEERS list, or N independent distribution
+ * proxies), all behind one counting relay to the origin, pulled by N skopeo processes at once.
+ */
+async function sitePull(kind: Kind, n: number, image: TestImage, originPort: number, work: string): Promise<SiteKindResult> {
+  const c = new Cleanup();
+  const outs = Array.from({ length: n }, (_, i) => join(work, `site-${kind}-${i + 1}`));
+  try {
+    const proxy = await CountingProxy.start(originPort);
+    c.add(() => proxy.close());
+    let mirrors: Mirror[];
+    let coves: Awaited<ReturnType<typeof startSite>> = [];
+    if (kind === 'cove') {
+      coves = await startSite(c, proxy.url, n, { COVE_TAG_TTL: '1h' });
+      mirrors = coves.map((cv) => ({ url: cv.url, hostPort: cv.hostPort, pid: cv.pid }));
+    } else {
+      const regs = await Promise.all(Array.from({ length: n }, (_, i) => startRegistry(c, { proxyRemote: proxy.url, name: `baseline-${i + 1}` })));
+      mirrors = regs.map((r) => ({ url: r.url, hostPort: r.hostPort, pid: r.proc.pid }));
+    }
+    proxy.reset(); // readiness probes are not part of the measurement
+    const pullMs = await Promise.all(mirrors.map((m, i) => skopeoPull(`${m.hostPort}/proj/app:1`, outs[i]!)));
+    for (const [i, out] of outs.entries()) {
+      const check = verifyDirCopy(out);
+      if (check.problems.length > 0) throw new Error(`site ${kind} x${n}: node ${i + 1} got bad bytes: ${check.problems.join('; ')}`);
+      rmSync(out, { recursive: true, force: true });
+    }
+    await settle(proxy);
+    const r: SiteKindResult = {
+      originBytes: proxy.bytesFromTarget,
+      originBytesPerImageByte: proxy.bytesFromTarget / image.totalBytes,
+      pullMs,
+      slowestMs: Math.max(...pullMs),
+    };
+    if (kind === 'cove') {
+      const healths = await Promise.all(coves.map(healthOf));
+      r.peerBytes = healths.reduce((sum, h) => sum + fetchedFromPeers(h), 0);
+      r.originBodyBytes = healths.reduce((sum, h) => sum + fetchedFrom(h, 'origin'), 0);
+    }
+    say(
+      `  ${kind} x${n}: slowest ${r.slowestMs.toFixed(0)} ms (${pullMs.map((x) => x.toFixed(0)).join(', ')}), origin ${(r.originBytes / MiB).toFixed(1)} MiB = ${r.originBytesPerImageByte.toFixed(2)}x the image` +
+        (r.peerBytes !== undefined ? `, ${(r.peerBytes / MiB).toFixed(1)} MiB between peers` : ''),
+    );
+    return r;
+  } finally {
+    for (const out of outs) rmSync(out, { recursive: true, force: true });
+    await c.run();
+  }
+}
+
+/** The site scenario for every N in SITE_NODES, one run each; prints its table. */
+async function siteScenario(image: TestImage, originPort: number, work: string): Promise<SiteResult[]> {
+  say(`site: N mirrors pulled by N skopeo processes at once (N = ${SITE_NODES.join(', ')}; one run each)`);
+  const out: SiteResult[] = [];
+  for (const n of SITE_NODES) {
+    const baseline = await sitePull('baseline', n, image, originPort, work);
+    const cove = await sitePull('cove', n, image, originPort, work);
+    out.push({
+      nodes: n,
+      baseline,
+      cove,
+      ratios: { originBytes: cove.originBytes / baseline.originBytes, slowestSpeedup: baseline.slowestMs / cove.slowestMs },
+    });
+  }
+  const row = (cells: string[]) => say(cells.map((c, i) => (i === 0 ? c.padEnd(6) : c.padStart(i === 3 || i === 6 ? 15 : 13))).join(' '));
+  say();
+  say(`site of N, one cold ${(image.totalBytes / MiB).toFixed(0)} MiB image pulled through every node at once; baseline = N independent docker-registry proxies`);
+  row(['nodes', 'origin/image', 'origin/image', 'origin bytes', 'slowest (ms)', 'slowest (ms)', 'slowest pull']);
+  row(['', 'baseline', 'cove', 'cove/baseline', 'baseline', 'cove', 'baseline/cove']);
+  for (const r of out) {
+    row([
+      String(r.nodes),
+      r.baseline.originBytesPerImageByte.toFixed(2),
+      r.cove.originBytesPerImageByte.toFixed(2),
+      `${r.ratios.originBytes.toFixed(2)}x`,
+      r.baseline.slowestMs.toFixed(0),
+      r.cove.slowestMs.toFixed(0),
+      `${r.ratios.slowestSpeedup.toFixed(2)}x`,
+    ]);
+  }
+  return out;
+}
+
+/** `--only site` / `--only=site` / BENCH_ONLY=site: just the site scenario, no results.json. */
+function onlyScenario(): 'site' | null {
+  const argv = process.argv.slice(2);
+  let only = process.env.BENCH_ONLY || null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--only') only = argv[++i] ?? '';
+    else if (a.startsWith('--only=')) only = a.slice('--only='.length);
+    else throw new Error(`unknown argument ${a} (usage: bench [--only site])`);
+  }
+  if (only === null) return null;
+  if (only !== 'site') throw new Error(`--only ${only}: the only scenario that runs alone is "site"`);
+  return only;
+}
+
 async function main(): Promise<number> {
+  const only = onlyScenario();
   const missing = ['docker-registry', 'skopeo', 'umoci'].filter((n) => which(n) === null);
   if (missing.length > 0) {
     process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install docker-registry skopeo umoci)\n`);
@@ -213,6 +343,13 @@ async function main(): Promise<number> {
     const origin = await startRegistry(cleanup, { name: 'origin' });
     await pushImage(image, origin, 'proj/app:1');
     say(`image: ${(image.totalBytes / MiB).toFixed(1)} MiB in ${image.layers.length} layers; largest blob ${(largest.size / MiB).toFixed(1)} MiB`);
+
+    if (only === 'site') {
+      await siteScenario(image, origin.port, work);
+      say();
+      say('--only site: bench/results.json left as it was');
+      return 0;
+    }
 
     const results = {} as Record<Kind, KindResult>;
     for (const kind of ['baseline', 'cove'] as const) {
@@ -270,6 +407,9 @@ async function main(): Promise<number> {
       ob.totalMs !== null && oc.totalMs !== null ? `${(ob.totalMs / oc.totalMs).toFixed(2)}x faster` : ob.totalMs === null && oc.totalMs !== null ? 'baseline did not finish' : '',
     );
 
+    say();
+    const site = await siteScenario(image, origin.port, work);
+
     const file = join(ROOT, 'bench', 'results.json');
     mkdirSync(join(ROOT, 'bench'), { recursive: true });
     const cpu = cpus();
@@ -296,7 +436,8 @@ async function main(): Promise<number> {
           median: { baseline: mb, cove: mc },
           ratios,
           outage: { pulls: OUTAGE_PULLS, pullLimitMs: OUTAGE_PULL_LIMIT_MS, baseline: outages.baseline, cove: outages.cove },
-          notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin',
+          site: { runs: 1, results: site },
+          notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin (in the site scenario, one relay shared by the N mirrors)',
         },
         null,
         2,

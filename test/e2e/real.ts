@@ -563,12 +563,21 @@ export class CoveProc {
   }
 }
 
-/** Starts Cove in front of `upstream` with extra COVE_* env; waits for /healthz; stopped on cleanup. */
-export async function startCove(cleanup: Cleanup, upstream: string, env: Record<string, string> = {}): Promise<CoveProc> {
+/**
+ * Starts Cove in front of `upstream` with extra COVE_* env; waits for /healthz; stopped on cleanup.
+ * `opts.port` listens on a port chosen beforehand (a site's nodes must know each other's URLs up
+ * front); without it a free port is picked.
+ */
+export async function startCove(
+  cleanup: Cleanup,
+  upstream: string,
+  env: Record<string, string> = {},
+  opts: { port?: number } = {},
+): Promise<CoveProc> {
   if (!existsSync(COVE_CLI)) throw new Error(`${COVE_CLI} is missing: run npx tsc -p . first`);
   const dir = tempDir(cleanup, 'cove-d-');
   const dataDir = join(dir, 'data');
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   // Node flags as systemd/cove.service and `npm start` run Cove.
   const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
     logFile: join(dir, 'cove.log'),
