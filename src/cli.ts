@@ -6,6 +6,7 @@ import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { startCove } from './main.js';
 import { reindexDataDir } from './store/reindex.js';
+import { formatBytes } from './units.js';
 import { VERSION } from './version.js';
 
 const HELP = `cove ${VERSION} — edge cache for container images (an OCI pull-through mirror in front of Harbor)
@@ -17,6 +18,12 @@ Usage:
                            make the next pull of a cached tag (or of every tag of REPO) ask the
                            origin, whatever COVE_TAG_TTL says; talks to the Cove running on this
                            host (at COVE_LISTEN, or --url)
+  cove ls [--json]          the cached images: repository, tag, digest, size, last pull, pinned
+  cove pin REF | cove unpin REF
+                           keep an image (REPO:TAG or REPO@DIGEST) whatever eviction decides;
+                           a pinned tag protects what it points to now
+  cove gc [--dry-run]      evict now: images idle past COVE_MAX_IDLE, then least recently pulled
+                           ones until the cache is under the low watermark of COVE_MAX_CACHE_BYTES
   cove peers [--json] [--url URL]
                            the running Cove's peer table: each sibling, how it was found
                            (COVE_PEERS or mDNS), its state (live, down, quarantined, self) and
@@ -43,6 +50,7 @@ async function main(argv: string[]): Promise<number> {
       ns: { type: 'string' },
       url: { type: 'string' },
       json: { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -58,7 +66,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, json, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -69,6 +77,13 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`reindexed ${dataDir}: ${JSON.stringify(counts)}\n`);
       return 0;
     }
+    case 'ls':
+      return listCached(flags, typeof url === 'string' ? url : undefined, json === true);
+    case 'pin':
+    case 'unpin':
+      return pin(command, positionals[1], flags, typeof ns === 'string' ? ns : undefined, typeof url === 'string' ? url : undefined);
+    case 'gc':
+      return gc(flags, typeof url === 'string' ? url : undefined, dryRun === true, json === true);
     case 'peers':
       return peers(flags, typeof url === 'string' ? url : undefined, json === true);
     case 'invalidate':
@@ -108,9 +123,70 @@ async function peers(flags: Record<string, string | boolean | undefined>, url: s
   process.stdout.write(`node ${table.self}, site ${table.site}: ${table.peers.length} peer(s)\n`);
   const columns = ['id', 'url', 'source', 'state', 'lastSeenAgoS', 'hits', 'bytes', 'served', 'quarantineReason'] as const;
   const rows = [['ID', 'URL', 'FOUND BY', 'STATE', 'SEEN (s ago)', 'HITS', 'BYTES', 'SERVED', 'NOTE'], ...table.peers.map((p) => columns.map((c) => (p[c] === null || p[c] === undefined ? '-' : String(p[c]))))];
+  printTable(rows);
+  return 0;
+}
+
+/** REPO:TAG or REPO@DIGEST → repository and reference (a registry host:port is not a tag). */
+function splitReference(reference: string): { repo: string; ref: string } | null {
+  const at = reference.indexOf('@');
+  if (at > 0) return { repo: reference.slice(0, at), ref: reference.slice(at + 1) };
+  const colon = reference.lastIndexOf(':');
+  if (colon > 0 && !reference.slice(colon).includes('/')) return { repo: reference.slice(0, colon), ref: reference.slice(colon + 1) };
+  return null;
+}
+
+async function pin(command: 'pin' | 'unpin', reference: string | undefined, flags: Record<string, string | boolean | undefined>, ns?: string, url?: string): Promise<number> {
+  const parts = reference ? splitReference(reference) : null;
+  if (!parts) {
+    process.stderr.write(`cove: ${command} needs REPO:TAG or REPO@sha256:... (e.g. cove ${command} proj/app:1.4)\n`);
+    return 2;
+  }
+  const query = new URLSearchParams({ repo: parts.repo, ref: parts.ref, ...(ns === undefined ? {} : { ns }) });
+  const answer = await askLocal(flags, url, 'POST', `/admin/${command}?${query}`, command);
+  if (answer === null) return 1;
+  const result = JSON.parse(answer) as { changed: boolean };
+  process.stdout.write(`${reference}: ${command === 'pin' ? (result.changed ? 'pinned' : 'was pinned already') : result.changed ? 'unpinned' : 'was not pinned'}\n`);
+  return 0;
+}
+
+async function listCached(flags: Record<string, string | boolean | undefined>, url: string | undefined, json: boolean): Promise<number> {
+  const answer = await askLocal(flags, url, 'GET', '/admin/images', 'ls');
+  if (answer === null) return 1;
+  if (json) {
+    process.stdout.write(`${answer}\n`);
+    return 0;
+  }
+  const listing = JSON.parse(answer) as { bytes: number; limit: number | null; images: Array<{ repo: string; tag: string | null; digest: string; size: number; lastAccess: number; pinned: boolean }> };
+  process.stdout.write(`${listing.images.length} image(s), ${formatBytes(listing.bytes)} cached${listing.limit === null ? '' : ` of ${formatBytes(listing.limit)}`}\n`);
+  const rows = [
+    ['REPOSITORY', 'TAG', 'DIGEST', 'SIZE', 'LAST PULL', 'PINNED'],
+    ...listing.images.map((i) => [i.repo, i.tag ?? '<none>', i.digest.slice(0, 19), formatBytes(i.size), i.lastAccess > 0 ? new Date(i.lastAccess).toISOString().replace(/\.\d+Z$/, 'Z') : '-', i.pinned ? 'yes' : '']),
+  ];
+  printTable(rows);
+  return 0;
+}
+
+async function gc(flags: Record<string, string | boolean | undefined>, url: string | undefined, dryRun: boolean, json: boolean): Promise<number> {
+  const answer = await askLocal(flags, url, 'POST', `/admin/gc${dryRun ? '?dryRun=1' : ''}`, 'gc');
+  if (answer === null) return 1;
+  if (json) {
+    process.stdout.write(`${answer}\n`);
+    return 0;
+  }
+  const r = JSON.parse(answer) as { bytesBefore: number; bytesAfter: number; limit: number | null; evicted: Array<{ size: number }>; tagsRemoved: unknown[]; keptPinned: number; keptInUse: number };
+  const freed = r.evicted.reduce((n, e) => n + e.size, 0);
+  process.stdout.write(
+    `${dryRun ? 'would evict' : 'evicted'} ${r.evicted.length} blob(s) and ${r.tagsRemoved.length} tag(s), ${formatBytes(freed)}: ` +
+      `${formatBytes(r.bytesBefore)} -> ${formatBytes(r.bytesAfter)}${r.limit === null ? ' (no COVE_MAX_CACHE_BYTES)' : ` (cap ${formatBytes(r.limit)})`}; ` +
+      `kept ${r.keptPinned} pinned and ${r.keptInUse} in-use image(s)\n`,
+  );
+  return 0;
+}
+
+function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const row of rows) process.stdout.write(`${row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
-  return 0;
 }
 
 /** Calls the Cove running on this host (at COVE_LISTEN, or --url); the body, or null after saying why. */

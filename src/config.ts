@@ -7,7 +7,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 // env-var is CommonJS whose exports Node cannot name statically: take the default export.
 import envVar from 'env-var';
 import { ConfigError } from './errors.js';
-import { parseDuration } from './units.js';
+import { parseDuration, parseSize } from './units.js';
 
 /** One upstream registry (the origin Harbor, or another) Cove fetches from. */
 export interface UpstreamConfig {
@@ -64,6 +64,8 @@ export interface Config {
   peers: PeersConfig;
   /** Parent Coves (or registries) asked in order before the origin, e.g. a regional cache. */
   parents: UpstreamConfig[];
+  /** Byte cap, watermarks and idle limit for eviction. */
+  cache: { maxBytes: number | null; highWater: number; lowWater: number; maxIdleMs: number | null };
 }
 
 /** Sibling Coves on the site's LAN. */
@@ -149,6 +151,10 @@ const SETTINGS = {
   peerTimeout: { env: 'COVE_PEER_TIMEOUT' },
   parents: { env: 'COVE_PARENTS' },
   parentTimeout: { env: 'COVE_PARENT_TIMEOUT' },
+  maxCacheBytes: { env: 'COVE_MAX_CACHE_BYTES' },
+  cacheHighWatermark: { env: 'COVE_CACHE_HIGH_WATERMARK' },
+  cacheLowWatermark: { env: 'COVE_CACHE_LOW_WATERMARK' },
+  maxIdle: { env: 'COVE_MAX_IDLE' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -211,6 +217,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
       password: null,
       timeoutMs: durationOf(src, 'parentTimeout', DEFAULTS.parentTimeout, 1),
     })),
+    cache: buildCache(src),
   };
   return deepFreeze(config);
 }
@@ -598,6 +605,34 @@ function secretOf(src: Sources, key: Key, fileKey: Key): string | null {
   if (typeof inline.value !== 'string') throw new ConfigError(`${inline.label}: must be a string (value not shown)`);
   if (inline.value !== '' && inline.value.length < 16) throw new ConfigError(`${inline.label}: a peer key needs at least 16 characters (value not shown)`);
   return inline.value === '' ? null : inline.value;
+}
+
+/** The byte cap with its watermarks, and the idle limit. */
+function buildCache(src: Sources): Config['cache'] {
+  const capRaw = src.get('maxCacheBytes');
+  let maxBytes: number | null = null;
+  if (capRaw !== undefined) {
+    try {
+      maxBytes = typeof capRaw.value === 'number' ? capRaw.value : parseSize(str(capRaw));
+    } catch (err) {
+      throw new ConfigError(`${capRaw.label}: ${oneLine(err)}`);
+    }
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) fail(capRaw, 'must be a size of at least 1 byte, e.g. 20GiB');
+  }
+  const share = (key: Key, fallback: number): number => {
+    const raw = src.get(key);
+    if (raw === undefined) return fallback;
+    const n = typeof raw.value === 'number' ? raw.value : Number(str(raw).trim().replace(/%$/, '')) / (str(raw).trim().endsWith('%') ? 100 : 1);
+    if (!Number.isFinite(n) || n <= 0 || n > 1) fail(raw, 'must be a share of the cap between 0 and 1 (e.g. 0.9 or 90%)');
+    return n;
+  };
+  const highWater = share('cacheHighWatermark', 0.9);
+  const lowWater = share('cacheLowWatermark', 0.8);
+  if (lowWater >= highWater) {
+    throw new ConfigError(`COVE_CACHE_LOW_WATERMARK (${lowWater}) must be below COVE_CACHE_HIGH_WATERMARK (${highWater})`);
+  }
+  const idleRaw = src.get('maxIdle');
+  return { maxBytes, highWater, lowWater, maxIdleMs: idleRaw === undefined ? null : durationOf(src, 'maxIdle', '0s', 60_000) };
 }
 
 function parseLogLevel(raw: Raw): string {

@@ -19,6 +19,9 @@ import type { Tier } from './tiers/tier.js';
 import { RouteMap } from './routes.js';
 import { BlobStore } from './store/blobs.js';
 import { Catalog } from './store/catalog.js';
+import { Evictor } from './store/eviction.js';
+import { Leases } from './store/leases.js';
+import { PinStore } from './store/pins.js';
 import { RegistryTier } from './tiers/registry.js';
 import { UpstreamClient } from './upstream/client.js';
 import { VERSION } from './version.js';
@@ -69,7 +72,14 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   tiers.push(RegistryTier.origin(clients));
   const resolver = new Resolver(tiers, log);
   const shutdown = new AbortController();
-  const blobs = new BlobResolver({ store, catalog, resolver, counters, log, signal: shutdown.signal });
+  const leases = new Leases();
+  const pins = await PinStore.open(config.dataDir);
+  // The evictor learns of active fills through this late-bound reference (the resolver needs it first).
+  let filling: () => Iterable<string> = () => [];
+  const evictor = new Evictor({ store, catalog, pins, leases, filling: () => filling(), limits: config.cache, log, counters });
+  const blobs = new BlobResolver({ store, catalog, resolver, counters, log, signal: shutdown.signal, onStored: (n) => evictor.added(n) });
+  filling = () => blobs.activeDigests();
+  await evictor.start();
   const manifests = new ManifestResolver({
     store,
     catalog,
@@ -80,6 +90,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     onUpstreamNotFound: config.onUpstreamNotFound,
     staleWhileRevalidate: config.staleWhileRevalidate,
     peerTags: peers ? (target, tag, accept) => peers.tier.tagFromPeers(target, tag, accept) : undefined,
+    onStored: (n) => evictor.added(n),
   });
   const started = Date.now();
 
@@ -95,6 +106,9 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     node: { id: nodeId, site: config.node.site, version: VERSION },
     peers: peers?.table ?? null,
     peerKey: config.peers.key,
+    leases,
+    pins,
+    evictor,
     health: () => ({
       version: VERSION,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
@@ -103,6 +117,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
       site: config.node.site,
       upstreams: Object.fromEntries([...clients.values(), ...parentClients].map((c) => [c.name, c.breaker])),
       peers: peers?.table.live().length ?? null,
+      cache: { bytes: evictor.bytes, limit: config.cache.maxBytes, leased: leases.size },
       memory: memoryMiB(),
       ...counters.snapshot(),
     }),
@@ -159,6 +174,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
       stopping ??= (async () => {
         log.info({ graceMs: config.shutdownGraceMs }, 'stopping');
         await mdns?.stop();
+        await evictor.stop();
         await peers?.table.stop();
         await listener.stop(config.shutdownGraceMs);
         shutdown.abort();

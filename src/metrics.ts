@@ -20,6 +20,9 @@ export class Counters {
   digestMismatches = 0;
   /** Times a tag was served stale because the upstream could not be asked. */
   staleServed = 0;
+  /** Blobs and manifests removed by eviction, and their bytes. */
+  evictions = 0;
+  bytesEvicted = 0;
 
   add(map: Map<string, number>, key: string, n = 1): void {
     map.set(key, (map.get(key) ?? 0) + n);
@@ -37,6 +40,8 @@ export class Counters {
       resumes: this.resumes,
       digestMismatches: this.digestMismatches,
       staleServed: this.staleServed,
+      evictions: this.evictions,
+      bytesEvicted: this.bytesEvicted,
     };
   }
 }

@@ -4,6 +4,7 @@ import { OciError } from '../errors.js';
 import { contentRange, parseRange, unsatisfiedRange } from '../oci/range.js';
 import type { BlobResolver } from '../resolve/blobs.js';
 import type { BlobStore } from '../store/blobs.js';
+import type { Leases } from '../store/leases.js';
 import { FileSource, type ByteSource } from '../store/source.js';
 import type { Target } from '../tiers/tier.js';
 import { API_HEADERS, markCache, type Req, type RequestFacts, type Res } from './respond.js';
@@ -12,10 +13,21 @@ import { sendBytes } from './send.js';
 export interface BlobHandlerDeps {
   blobs: BlobResolver;
   store: BlobStore;
+  /** Held from the lookup to the last byte, so eviction leaves the blob alone meanwhile. */
+  leases: Leases;
   onServed: (tier: string, bytes: number) => void;
 }
 
 export async function handleBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, digest: string): Promise<void> {
+  const release = deps.leases.acquire(digest);
+  try {
+    await serveBlob(deps, req, res, facts, target, digest);
+  } finally {
+    release();
+  }
+}
+
+async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, digest: string): Promise<void> {
   facts.digest = digest;
   const headers = { ...API_HEADERS, 'content-type': 'application/octet-stream', 'docker-content-digest': digest, etag: `"${digest}"`, 'accept-ranges': 'bytes' };
 

@@ -10,6 +10,10 @@ import type { RouteMap } from '../routes.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { PeerTable } from '../peers/table.js';
 import type { Catalog } from '../store/catalog.js';
+import type { Evictor } from '../store/eviction.js';
+import { listImages } from '../store/inventory.js';
+import type { Leases } from '../store/leases.js';
+import type { PinStore } from '../store/pins.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
 import { handlePassThrough } from './passthrough.js';
@@ -32,6 +36,9 @@ export interface HandlerDeps {
   peers: PeerTable | null;
   /** The site's peer key: peer requests must be signed with it when set. */
   peerKey: string | null;
+  leases: Leases;
+  pins: PinStore;
+  evictor: Evictor;
   /** What /healthz reports besides status. */
   health: () => Record<string, unknown>;
 }
@@ -89,6 +96,26 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
       requireLoopback(req);
       facts.bytes = sendJson(res, 200, deps.peers?.snapshot() ?? { self: deps.node.id, site: deps.node.site, peers: [] }, {}, head);
       return;
+    case 'gc': {
+      requireLoopback(req);
+      const report = await deps.evictor.run({ dryRun: endpoint.dryRun });
+      facts.bytes = sendJson(res, 200, report, {}, false);
+      return;
+    }
+    case 'pin': {
+      requireLoopback(req);
+      const target = deps.routes.resolve(endpoint.name, ns);
+      const changed = endpoint.pin
+        ? await deps.pins.add(target.upstream, target.repo, endpoint.reference)
+        : await deps.pins.remove(target.upstream, target.repo, endpoint.reference);
+      deps.log.info({ repo: target.repo, reference: endpoint.reference, pinned: endpoint.pin, changed }, endpoint.pin ? 'image pinned' : 'image unpinned');
+      facts.bytes = sendJson(res, 200, { upstream: target.upstream, repo: target.repo, reference: endpoint.reference, pinned: endpoint.pin, changed }, {}, false);
+      return;
+    }
+    case 'images':
+      requireLoopback(req);
+      facts.bytes = sendJson(res, 200, { bytes: deps.evictor.bytes, limit: deps.evictor.limits.maxBytes, images: await listImages(deps.catalog, deps.pins) }, {}, head);
+      return;
     case 'invalidate': {
       requireLoopback(req);
       const target = deps.routes.resolve(endpoint.name, ns);
@@ -113,7 +140,7 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
     case 'manifest':
       return handleManifest(deps.manifests, req, res, facts, target, endpoint);
     case 'blob':
-      return handleBlob({ blobs: deps.blobs, store: deps.store, onServed }, req, res, facts, target, endpoint.digest);
+      return handleBlob({ blobs: deps.blobs, store: deps.store, leases: deps.leases, onServed }, req, res, facts, target, endpoint.digest);
     case 'tags':
     case 'referrers':
       return handlePassThrough(deps, req, res, facts, target, endpoint);

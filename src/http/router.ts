@@ -13,6 +13,9 @@ export type Endpoint =
   | { kind: 'node' }
   | { kind: 'peers' }
   | { kind: 'invalidate'; name: string; tag: string | null }
+  | { kind: 'gc'; dryRun: boolean }
+  | { kind: 'pin'; name: string; reference: string; pin: boolean }
+  | { kind: 'images' }
   | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
   | { kind: 'blob'; name: string; digest: string }
   | { kind: 'tags'; name: string; n: number | undefined; last: string | undefined }
@@ -55,6 +58,19 @@ export function route(method: string, target: string): RoutedRequest {
     if (tag !== null && !isValidTag(tag)) throw new OciError('MANIFEST_INVALID', `invalid tag "${truncate(tag)}"`);
     return { endpoint: { kind: 'invalidate', name, tag }, ns };
   }
+  if (path === '/admin/gc') {
+    if (method !== 'POST') throw new OciError('UNSUPPORTED', 'use POST /admin/gc[?dryRun=1]', { headers: { allow: 'POST' } });
+    return { endpoint: { kind: 'gc', dryRun: ['1', 'true'].includes(q.get('dryRun') ?? '') }, ns: null };
+  }
+  if (path === '/admin/pin' || path === '/admin/unpin') {
+    if (method !== 'POST') throw new OciError('UNSUPPORTED', `use POST ${path}?repo=NAME&ref=TAG|DIGEST`, { headers: { allow: 'POST' } });
+    const name = checkName(q.get('repo') ?? '');
+    const ref = q.get('ref') ?? '';
+    const reference = ref.includes(':') ? checkDigest(ref) : isValidTag(ref) ? ref : null;
+    if (reference === null) throw new OciError('MANIFEST_INVALID', `ref must be a tag or a digest, got "${truncate(ref)}"`);
+    return { endpoint: { kind: 'pin', name, reference, pin: path === '/admin/pin' }, ns };
+  }
+  if (path === '/admin/images') return { endpoint: { kind: 'images' }, ns: null };
   if (!path.startsWith('/v2/') && path !== '/v2') {
     throw new OciError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`);
   }

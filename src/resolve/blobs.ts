@@ -21,6 +21,8 @@ export interface BlobResolverOptions {
   log: Logger;
   /** Aborted on shutdown: stops every fill. */
   signal: AbortSignal;
+  /** Told of every blob committed to the store (eviction keeps count). */
+  onStored?: (bytes: number) => void;
 }
 
 export class BlobResolver {
@@ -29,6 +31,11 @@ export class BlobResolver {
 
   constructor(options: BlobResolverOptions) {
     this.#o = options;
+  }
+
+  /** Digests of the fills in progress (eviction leaves them alone). */
+  activeDigests(): Iterable<string> {
+    return this.#fills.keys();
   }
 
   /** Fills in progress right now (for /healthz and tests). */
@@ -92,6 +99,7 @@ export class BlobResolver {
       signal,
       onCommitted: async (size) => {
         await catalog.putBlob(digest, { size, mediaType: null, lastAccess: Date.now(), pinned: false });
+        this.#o.onStored?.(size);
       },
       onBytes: (tier, n) => counters.add(counters.bytesFetched, tier, n),
     });

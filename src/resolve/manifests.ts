@@ -47,6 +47,8 @@ export interface ManifestResolverOptions {
   staleWhileRevalidate?: boolean;
   /** A tag as LAN peers hold it: asked only when no tier above could be asked and nothing is cached. */
   peerTags?: (target: Target, tag: string, accept: readonly string[]) => Promise<PeerTagAnswer | null>;
+  /** Told of every manifest newly written to the store (eviction keeps count). */
+  onStored?: (bytes: number) => void;
   now?: () => number;
 }
 
@@ -244,7 +246,15 @@ export class ManifestResolver {
   async #local(digest: string): Promise<{ bytes: Buffer; mediaType: string } | null> {
     const stat = await this.#o.store.stat(digest);
     if (!stat || stat.size > MANIFEST_MAX_BYTES) return null;
-    const [bytes, record] = await Promise.all([this.#o.store.readAll(digest), this.#o.catalog.getBlob(digest)]);
+    let bytes: Buffer;
+    let record;
+    try {
+      [bytes, record] = await Promise.all([this.#o.store.readAll(digest), this.#o.catalog.getBlob(digest)]);
+    } catch (err) {
+      // Evicted between the stat and the read: not cached after all.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
     const mediaType = record?.mediaType ?? sniffMediaType(bytes);
     if (!mediaType) return null;
     this.#o.catalog.touchBlob(digest);
@@ -262,6 +272,7 @@ export class ManifestResolver {
         await writer.abort();
         throw err;
       }
+      this.#o.onStored?.(manifest.bytes.length);
     }
     await catalog.putBlob(digest, { size: manifest.bytes.length, mediaType: manifest.mediaType, lastAccess: this.#now(), pinned: false });
     await catalog.putManifestRefs(digest, manifestReferences(manifest.bytes));

@@ -233,6 +233,22 @@ export class Catalog {
     this.#timer.unref();
   }
 
+  /** Every blob record (pending access times applied) with the references of manifests. */
+  async listBlobs(): Promise<Array<{ digest: string; record: BlobRecord; refs: string[] | null }>> {
+    const records = new Map<string, BlobRecord>();
+    const refs = new Map<string, string[]>();
+    for await (const [k, value] of this.#db.iterator({ gte: `blob${SEP}`, lt: `blob\x01` })) {
+      if (isBlobRecord(value)) records.set(k.slice(5), value);
+    }
+    for await (const [k, value] of this.#db.iterator({ gte: `refs${SEP}`, lt: `refs\x01` })) {
+      if (Array.isArray(value) && value.every((d) => typeof d === 'string')) refs.set(k.slice(5), value as string[]);
+    }
+    return [...records].map(([digest, record]) => {
+      const touched = this.#touched.get(digest);
+      return { digest, record: touched !== undefined && touched > record.lastAccess ? { ...record, lastAccess: touched } : record, refs: refs.get(digest) ?? null };
+    });
+  }
+
   /** Forgets a blob and, if it was a manifest, its references. */
   deleteBlob(digest: string): Promise<void> {
     return this.#serialBlob(async () => {

@@ -1,0 +1,249 @@
+// Eviction: keeps the cache under its byte cap and drops what nobody pulled for too long.
+// It works on images, not files: an image is a top-level manifest (one no other cached manifest
+// refers to) with everything it reaches (child manifests of an index, configs, layers). Images
+// go least recently pulled first; a blob goes only when no image that stays still refers to it.
+// Never evicted: pinned images, blobs being read (leases) and blobs being filled.
+import type { Logger } from '../log.js';
+import type { Counters } from '../metrics.js';
+import type { BlobStore } from './blobs.js';
+import type { BlobRecord, Catalog, TagKey } from './catalog.js';
+import type { Leases } from './leases.js';
+import type { PinStore } from './pins.js';
+
+export interface EvictionLimits {
+  /** Byte cap of the cache (blobs and manifests), or null for none. */
+  maxBytes: number | null;
+  /** Eviction starts above this share of the cap… */
+  highWater: number;
+  /** …and stops at this share. */
+  lowWater: number;
+  /** Images not pulled for this long are dropped whatever the size, or null. */
+  maxIdleMs: number | null;
+}
+
+export interface EvictionOptions {
+  store: BlobStore;
+  catalog: Catalog;
+  pins: PinStore;
+  leases: Leases;
+  /** Digests of fills running now. */
+  filling: () => Iterable<string>;
+  limits: EvictionLimits;
+  log: Logger;
+  counters: Counters;
+  now?: () => number;
+}
+
+/** One removed (or, in a dry run, removable) blob. */
+export interface Evicted {
+  digest: string;
+  size: number;
+  kind: 'manifest' | 'blob';
+  lastAccess: number;
+  why: 'idle' | 'size';
+}
+
+export interface EvictionReport {
+  dryRun: boolean;
+  bytesBefore: number;
+  bytesAfter: number;
+  limit: number | null;
+  evicted: Evicted[];
+  tagsRemoved: Array<TagKey & { digest: string }>;
+  /** Images kept because they are pinned, or because a blob of theirs is being read or filled. */
+  keptPinned: number;
+  keptInUse: number;
+}
+
+interface Image {
+  root: string;
+  /** Root and everything it reaches. */
+  members: Set<string>;
+  /** Last pull of the image: the newest access of its manifests. */
+  lastAccess: number;
+}
+
+export class Evictor {
+  readonly #o: EvictionOptions;
+  readonly #now: () => number;
+  /** Bytes in the store as last counted, plus what was added since. */
+  #bytes = 0;
+  #running: Promise<EvictionReport> | null = null;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(options: EvictionOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get limits(): EvictionLimits {
+    return this.#o.limits;
+  }
+
+  /** Bytes the cache holds now (as counted at start and kept up to date since). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Counts the store and starts the idle sweep; an over-full cache is trimmed at once. */
+  async start(): Promise<void> {
+    this.#bytes = (await this.#o.catalog.listBlobs()).reduce((n, b) => n + b.record.size, 0);
+    const { maxIdleMs } = this.#o.limits;
+    if (maxIdleMs !== null) {
+      // Often enough that an idle image goes within a tenth of its allowance, at most hourly.
+      const every = Math.min(Math.max(maxIdleMs / 10, 1000), 3_600_000);
+      this.#timer = setInterval(() => this.#background('idle sweep'), every);
+      this.#timer.unref();
+    }
+    if (this.#over('high')) this.#background('over the high watermark at start');
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer !== null) clearInterval(this.#timer);
+    this.#timer = null;
+    await this.#running?.catch(() => undefined);
+  }
+
+  /** A blob or manifest entered the store: over the high watermark, eviction runs in the background. */
+  added(bytes: number): void {
+    this.#bytes += bytes;
+    if (this.#over('high')) this.#background('over the high watermark');
+  }
+
+  /** Runs now (one run at a time; a caller arriving during a run gets that run's report). */
+  run(options: { dryRun?: boolean; reason?: string } = {}): Promise<EvictionReport> {
+    if (this.#running && !options.dryRun) return this.#running;
+    const run = this.#run(options.dryRun ?? false, options.reason ?? 'requested');
+    if (options.dryRun) return run;
+    this.#running = run.finally(() => {
+      this.#running = null;
+    });
+    return this.#running;
+  }
+
+  #background(reason: string): void {
+    if (this.#running) return;
+    this.run({ reason }).catch((err: Error) => this.#o.log.error({ err: err.message }, 'eviction failed'));
+  }
+
+  #over(mark: 'high' | 'low'): boolean {
+    const { maxBytes, highWater, lowWater } = this.#o.limits;
+    if (maxBytes === null) return false;
+    return this.#bytes > maxBytes * (mark === 'high' ? highWater : lowWater);
+  }
+
+  async #run(dryRun: boolean, reason: string): Promise<EvictionReport> {
+    const { catalog, store, leases, limits, log } = this.#o;
+    const blobs = await catalog.listBlobs();
+    const records = new Map<string, BlobRecord>(blobs.map((b) => [b.digest, b.record]));
+    const refs = new Map<string, string[]>();
+    for (const b of blobs) if (b.refs) refs.set(b.digest, b.refs.filter((d) => d !== b.digest));
+    const tags = await catalog.listTags();
+    let bytes = blobs.reduce((n, b) => n + b.record.size, 0);
+    const report: EvictionReport = { dryRun, bytesBefore: bytes, bytesAfter: bytes, limit: limits.maxBytes, evicted: [], tagsRemoved: [], keptPinned: 0, keptInUse: 0 };
+
+    // Images: manifests no other manifest refers to, and blobs nothing refers to (alone).
+    const referenced = new Set<string>();
+    for (const list of refs.values()) for (const d of list) referenced.add(d);
+    const images: Image[] = [];
+    for (const [digest, record] of records) {
+      if (referenced.has(digest)) continue;
+      const members = closure(digest, refs);
+      let lastAccess = record.lastAccess;
+      for (const m of members) {
+        const r = records.get(m);
+        if (r && refs.has(m)) lastAccess = Math.max(lastAccess, r.lastAccess);
+      }
+      images.push({ root: digest, members, lastAccess });
+    }
+    // Every image a blob belongs to: it can go only when all of them have gone.
+    const owners = new Map<string, number>();
+    for (const image of images) for (const m of image.members) owners.set(m, (owners.get(m) ?? 0) + 1);
+
+    const pinned = this.#pinnedDigests(tags, refs);
+    const filling = new Set(this.#o.filling());
+    const inUse = (image: Image) => [...image.members].some((m) => leases.held(m) || filling.has(m));
+    const cap = limits.maxBytes === null ? null : limits.maxBytes * limits.lowWater;
+    const idleBefore = limits.maxIdleMs === null ? null : this.#now() - limits.maxIdleMs;
+    const sizeDriven = limits.maxBytes !== null && (reason === 'requested' ? bytes > cap! : bytes > limits.maxBytes * limits.highWater);
+
+    images.sort((a, b) => a.lastAccess - b.lastAccess);
+    const removed = new Set<string>();
+    for (const image of images) {
+      const idle = idleBefore !== null && image.lastAccess < idleBefore;
+      const needSpace = sizeDriven && cap !== null && bytes > cap;
+      if (!idle && !needSpace) continue;
+      if (pinned.has(image.root)) {
+        report.keptPinned++;
+        continue;
+      }
+      if (inUse(image)) {
+        report.keptInUse++;
+        continue;
+      }
+      for (const m of image.members) {
+        const left = (owners.get(m) ?? 1) - 1;
+        owners.set(m, left);
+        if (left > 0 || pinned.has(m) || removed.has(m)) continue;
+        const record = records.get(m);
+        if (!record) continue;
+        removed.add(m);
+        bytes -= record.size;
+        report.evicted.push({ digest: m, size: record.size, kind: refs.has(m) || record.mediaType !== null ? 'manifest' : 'blob', lastAccess: record.lastAccess, why: idle ? 'idle' : 'size' });
+      }
+    }
+    report.tagsRemoved = tags.filter((t) => removed.has(t.record.digest)).map((t) => ({ ...t.key, digest: t.record.digest }));
+    report.bytesAfter = bytes;
+    if (dryRun || removed.size === 0) return report;
+
+    // Tags first, so no pull resolves to a manifest that is about to go; then manifests, then the rest.
+    for (const tag of report.tagsRemoved) await catalog.deleteTag({ upstream: tag.upstream, repo: tag.repo, tag: tag.tag });
+    const order = [...report.evicted].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'manifest' ? -1 : 1));
+    let freed = 0;
+    for (const e of order) {
+      // A reader may have arrived since the plan was made: its blob stays.
+      if (leases.held(e.digest)) {
+        report.evicted.splice(report.evicted.indexOf(e), 1);
+        report.bytesAfter += e.size;
+        continue;
+      }
+      await catalog.deleteBlob(e.digest);
+      await store.remove(e.digest);
+      freed += e.size;
+    }
+    this.#bytes = Math.max(0, this.#bytes - freed);
+    this.#o.counters.evictions += report.evicted.length;
+    this.#o.counters.bytesEvicted += freed;
+    log.info(
+      { reason, evicted: report.evicted.length, freedBytes: freed, bytesBefore: report.bytesBefore, bytesAfter: report.bytesAfter, tags: report.tagsRemoved.length, keptPinned: report.keptPinned, keptInUse: report.keptInUse },
+      'eviction',
+    );
+    return report;
+  }
+
+  /** Everything the pins reach: a pinned tag protects what it points to now. */
+  #pinnedDigests(tags: Array<{ key: TagKey; record: { digest: string } }>, refs: Map<string, string[]>): Set<string> {
+    const out = new Set<string>();
+    for (const pin of this.#o.pins.list()) {
+      const roots = pin.reference.includes(':')
+        ? [pin.reference]
+        : tags.filter((t) => t.key.upstream === pin.upstream && t.key.repo === pin.repo && t.key.tag === pin.reference).map((t) => t.record.digest);
+      for (const root of roots) for (const d of closure(root, refs)) out.add(d);
+    }
+    return out;
+  }
+}
+
+/** A manifest and everything it reaches through manifest references. */
+export function closure(root: string, refs: Map<string, string[]>): Set<string> {
+  const out = new Set<string>([root]);
+  const queue = [root];
+  while (queue.length > 0) {
+    for (const d of refs.get(queue.pop()!) ?? []) {
+      if (out.has(d)) continue;
+      out.add(d);
+      queue.push(d);
+    }
+  }
+  return out;
+}
