@@ -498,3 +498,15 @@ t.test('site, peers and parents', async (t) => {
   bad({ COVE_MDNS_INTERFACES: 'eth0,not an interface' }, /COVE_MDNS_INTERFACES: .* must list interface names/);
   bad({ COVE_PEER_TIMEOUT: '0s' }, /COVE_PEER_TIMEOUT: "0s" must be at least 1 ms/);
 });
+
+t.test('cache cap, watermarks and idle limit', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  t.same(loadConfig({ env: base, flags: {} }).cache, { maxBytes: null, highWater: 0.9, lowWater: 0.8, maxIdleMs: null });
+  const set = loadConfig({ env: { ...base, COVE_MAX_CACHE_BYTES: '20GiB', COVE_CACHE_HIGH_WATERMARK: '95%', COVE_CACHE_LOW_WATERMARK: '0.7', COVE_MAX_IDLE: '14d' }, flags: {} });
+  t.same(set.cache, { maxBytes: 20 * 1024 ** 3, highWater: 0.95, lowWater: 0.7, maxIdleMs: 14 * 86_400_000 });
+  const bad = (env: Record<string, string>, pattern: RegExp) => t.throws(() => loadConfig({ env: { ...base, ...env }, flags: {} }), pattern);
+  bad({ COVE_MAX_CACHE_BYTES: 'lots' }, /^COVE_MAX_CACHE_BYTES: /);
+  bad({ COVE_CACHE_HIGH_WATERMARK: '1.5' }, /COVE_CACHE_HIGH_WATERMARK: "1.5" must be a share of the cap/);
+  bad({ COVE_CACHE_LOW_WATERMARK: '0.95' }, /COVE_CACHE_LOW_WATERMARK \(0.95\) must be below COVE_CACHE_HIGH_WATERMARK \(0.9\)/);
+  bad({ COVE_MAX_IDLE: '10s' }, /COVE_MAX_IDLE: "10s" must be at least 60000 ms/);
+});
