@@ -6,6 +6,7 @@ import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { startCove } from './main.js';
 import { reindexDataDir } from './store/reindex.js';
+import { createProgress } from './cli/progress.js';
 import { formatBytes } from './units.js';
 import { VERSION } from './version.js';
 
@@ -22,6 +23,9 @@ Usage:
   cove pin REF | cove unpin REF
                            keep an image (REPO:TAG or REPO@DIGEST) whatever eviction decides;
                            a pinned tag protects what it points to now
+  cove prewarm REF... [--platforms linux/arm64,...] [--ns REGISTRY]
+                           fetch images into the cache before anyone pulls them; from a
+                           multi-arch index only the listed platforms (default COVE_PLATFORMS)
   cove gc [--dry-run]      evict now: images idle past COVE_MAX_IDLE, then least recently pulled
                            ones until the cache is under the low watermark of COVE_MAX_CACHE_BYTES
   cove peers [--json] [--url URL]
@@ -51,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
       url: { type: 'string' },
       json: { type: 'boolean' },
       'dry-run': { type: 'boolean' },
+      platforms: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -66,7 +71,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -82,6 +87,13 @@ async function main(argv: string[]): Promise<number> {
     case 'pin':
     case 'unpin':
       return pin(command, positionals[1], flags, typeof ns === 'string' ? ns : undefined, typeof url === 'string' ? url : undefined);
+    case 'prewarm':
+      return prewarmRefs(positionals.slice(1), flags, {
+        url: typeof url === 'string' ? url : undefined,
+        ns: typeof ns === 'string' ? ns : undefined,
+        platforms: typeof platforms === 'string' ? platforms : undefined,
+        json: json === true,
+      });
     case 'gc':
       return gc(flags, typeof url === 'string' ? url : undefined, dryRun === true, json === true);
     case 'peers':
@@ -184,6 +196,65 @@ async function gc(flags: Record<string, string | boolean | undefined>, url: stri
   return 0;
 }
 
+/** `cove prewarm`: asks the running Cove to fetch images; its progress streams back as NDJSON. */
+async function prewarmRefs(
+  refs: string[],
+  flags: Record<string, string | boolean | undefined>,
+  opts: { url?: string; ns?: string; platforms?: string; json: boolean },
+): Promise<number> {
+  if (refs.length === 0) {
+    process.stderr.write('cove: prewarm needs at least one image, e.g. cove prewarm proj/app:1.4 proj/base:2\n');
+    return 2;
+  }
+  const body = JSON.stringify({ refs, ...(opts.platforms === undefined ? {} : { platforms: opts.platforms }), ...(opts.ns === undefined ? {} : { ns: opts.ns }) });
+  const res = await callLocal(flags, opts.url, 'POST', '/admin/prewarm', 'prewarm', body, 0);
+  if (res === null) return 1;
+  const progress = opts.json ? null : createProgress('prewarm');
+  // Each image adds its size when its plan is known; bytes done accumulate over all images.
+  const plans = new Map<string, number>();
+  const done = new Map<string, number>();
+  type Summary = { ok: boolean; refs: Array<{ ref: string; ok: boolean; error?: string; digest?: string; blobs: { total: number; cached: number }; bytes: { total: number; fetched: number } }> };
+  const outcome: { result: Summary | null } = { result: null };
+  let buffered = '';
+  for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+    buffered += Buffer.from(chunk).toString('utf8');
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (line.trim() === '') continue;
+      if (opts.json) process.stdout.write(`${line}\n`);
+      const message = JSON.parse(line) as { event?: { type: string; ref: string; bytes?: number; bytesDone?: number; digest?: string }; result?: Summary };
+      if (message.result) outcome.result = message.result;
+      const event = message.event;
+      if (!event || !progress) continue;
+      if (event.type === 'plan') {
+        plans.set(event.ref, event.bytes ?? 0);
+        progress.total([...plans.values()].reduce((a, b) => a + b, 0));
+      } else if (event.type === 'blob') {
+        done.set(event.ref, event.bytesDone ?? 0);
+        progress.update([...done.values()].reduce((a, b) => a + b, 0), `${event.ref} ${event.digest?.slice(7, 19) ?? ''}`);
+      }
+    }
+  }
+  progress?.stop();
+  const result = outcome.result;
+  if (!result) {
+    process.stderr.write('cove: prewarm ended without a result (did the Cove stop?)\n');
+    return 1;
+  }
+  if (!opts.json) {
+    for (const r of result.refs) {
+      process.stdout.write(
+        r.ok
+          ? `${r.ref}: ${r.digest?.slice(0, 19)} ready, ${r.blobs.total} blob(s) (${r.blobs.cached} cached), ${formatBytes(r.bytes.fetched)} fetched\n`
+          : `${r.ref}: failed: ${r.error}\n`,
+      );
+    }
+  }
+  return result.ok ? 0 : 1;
+}
+
 function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const row of rows) process.stdout.write(`${row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
@@ -191,6 +262,20 @@ function printTable(rows: string[][]): void {
 
 /** Calls the Cove running on this host (at COVE_LISTEN, or --url); the body, or null after saying why. */
 async function askLocal(flags: Record<string, string | boolean | undefined>, url: string | undefined, method: string, path: string, what: string): Promise<string | null> {
+  const res = await callLocal(flags, url, method, path, what);
+  return res === null ? null : res.text();
+}
+
+/** The response of the local Cove, or null (and a message) when it failed; timeoutMs 0 = none. */
+async function callLocal(
+  flags: Record<string, string | boolean | undefined>,
+  url: string | undefined,
+  method: string,
+  path: string,
+  what: string,
+  body?: string,
+  timeoutMs = 10_000,
+): Promise<Response | null> {
   let base = url;
   if (base === undefined) {
     const listen = loadListen({ flags });
@@ -199,17 +284,20 @@ async function askLocal(flags: Record<string, string | boolean | undefined>, url
   }
   let res: Response;
   try {
-    res = await fetch(`${base.replace(/\/+$/, '')}${path}`, { method, signal: AbortSignal.timeout(10_000) });
+    res = await fetch(`${base.replace(/\/+$/, '')}${path}`, {
+      method,
+      ...(body === undefined ? {} : { body, headers: { 'content-type': 'application/json' } }),
+      ...(timeoutMs > 0 ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
+    });
   } catch (err) {
     process.stderr.write(`cove: no Cove answered at ${base}: ${(err as Error).message} (is it running? use --url)\n`);
     return null;
   }
-  const text = await res.text();
   if (!res.ok) {
-    process.stderr.write(`cove: ${what} failed (${res.status}): ${text}\n`);
+    process.stderr.write(`cove: ${what} failed (${res.status}): ${await res.text()}\n`);
     return null;
   }
-  return text;
+  return res;
 }
 
 async function serve(flags: Record<string, string | boolean | undefined>): Promise<number> {

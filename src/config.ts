@@ -7,6 +7,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 // env-var is CommonJS whose exports Node cannot name statically: take the default export.
 import envVar from 'env-var';
 import { ConfigError } from './errors.js';
+import { parseRef } from './prewarm/prewarm.js';
+import { parsePlatforms, type Platform } from './prewarm/platforms.js';
 import { parseDuration, parseSize } from './units.js';
 
 /** One upstream registry (the origin Harbor, or another) Cove fetches from. */
@@ -66,6 +68,10 @@ export interface Config {
   parents: UpstreamConfig[];
   /** Byte cap, watermarks and idle limit for eviction. */
   cache: { maxBytes: number | null; highWater: number; lowWater: number; maxIdleMs: number | null };
+  /** Images fetched before anyone asks, refreshed on an interval; platforms taken from multi-arch images. */
+  prewarm: { refs: string[]; intervalMs: number; platforms: Platform[] };
+  /** Token that opens the admin endpoints to other hosts (a Harbor webhook); loopback needs none. */
+  adminToken: string | null;
 }
 
 /** Sibling Coves on the site's LAN. */
@@ -111,6 +117,7 @@ export const DEFAULTS = Object.freeze({
   site: 'default',
   peerTimeout: '1s',
   parentTimeout: '5s',
+  prewarmInterval: '1h',
 });
 
 /** Name of the single upstream configured by COVE_UPSTREAM. */
@@ -155,6 +162,11 @@ const SETTINGS = {
   cacheHighWatermark: { env: 'COVE_CACHE_HIGH_WATERMARK' },
   cacheLowWatermark: { env: 'COVE_CACHE_LOW_WATERMARK' },
   maxIdle: { env: 'COVE_MAX_IDLE' },
+  platforms: { env: 'COVE_PLATFORMS' },
+  prewarm: { env: 'COVE_PREWARM' },
+  prewarmInterval: { env: 'COVE_PREWARM_INTERVAL' },
+  adminToken: { env: 'COVE_ADMIN_TOKEN' },
+  adminTokenFile: { env: 'COVE_ADMIN_TOKEN_FILE' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -218,6 +230,12 @@ export function loadConfig(options: LoadOptions = {}): Config {
       timeoutMs: durationOf(src, 'parentTimeout', DEFAULTS.parentTimeout, 1),
     })),
     cache: buildCache(src),
+    prewarm: {
+      refs: parseRefList(src.get('prewarm')),
+      intervalMs: durationOf(src, 'prewarmInterval', DEFAULTS.prewarmInterval, 60_000),
+      platforms: parsePlatformSetting(src.get('platforms')),
+    },
+    adminToken: secretOf(src, 'adminToken', 'adminTokenFile'),
   };
   return deepFreeze(config);
 }
@@ -603,7 +621,7 @@ function secretOf(src: Sources, key: Key, fileKey: Key): string | null {
   if (file !== undefined && (inline === undefined || file.rank > inline.rank)) return readPasswordFile(src, file);
   if (inline === undefined) return null;
   if (typeof inline.value !== 'string') throw new ConfigError(`${inline.label}: must be a string (value not shown)`);
-  if (inline.value !== '' && inline.value.length < 16) throw new ConfigError(`${inline.label}: a peer key needs at least 16 characters (value not shown)`);
+  if (inline.value !== '' && inline.value.length < 16) throw new ConfigError(`${inline.label}: needs at least 16 characters (value not shown)`);
   return inline.value === '' ? null : inline.value;
 }
 
@@ -633,6 +651,36 @@ function buildCache(src: Sources): Config['cache'] {
   }
   const idleRaw = src.get('maxIdle');
   return { maxBytes, highWater, lowWater, maxIdleMs: idleRaw === undefined ? null : durationOf(src, 'maxIdle', '0s', 60_000) };
+}
+
+/** COVE_PLATFORMS: linux/arm64,linux/amd64 (empty: every platform). */
+function parsePlatformSetting(raw: Raw | undefined): Platform[] {
+  if (raw === undefined) return [];
+  const text = Array.isArray(raw.value) ? raw.value.join(',') : str(raw);
+  try {
+    return parsePlatforms(text, raw.label);
+  } catch (err) {
+    throw new ConfigError(oneLine(err));
+  }
+}
+
+/** COVE_PREWARM: image references, comma-separated (or a JSON array), each checked now. */
+function parseRefList(raw: Raw | undefined): string[] {
+  if (raw === undefined) return [];
+  const items = Array.isArray(raw.value) ? raw.value : str(raw).split(',');
+  const refs: string[] = [];
+  for (const item of items) {
+    if (typeof item !== 'string') fail(raw, 'must list image references, e.g. proj/app:1,proj/base:2');
+    const ref = (item as string).trim();
+    if (ref === '') continue;
+    try {
+      parseRef(ref);
+    } catch (err) {
+      throw new ConfigError(`${raw.label}: ${show(ref)}: ${oneLine(err)}`);
+    }
+    refs.push(ref);
+  }
+  return refs;
 }
 
 function parseLogLevel(raw: Raw): string {

@@ -15,6 +15,7 @@ import { PeerClient } from './peers/client.js';
 import { formatVia } from './peers/protocol.js';
 import { PeerTable } from './peers/table.js';
 import { PeerTier } from './tiers/peers.js';
+import { PrewarmSchedule } from './prewarm/schedule.js';
 import type { Tier } from './tiers/tier.js';
 import { RouteMap } from './routes.js';
 import { BlobStore } from './store/blobs.js';
@@ -94,8 +95,11 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   });
   const started = Date.now();
 
+  const routes = new RouteMap(config);
+  const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
+  const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmDeps, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
   const handler = createHandler({
-    routes: new RouteMap(config),
+    routes,
     manifests,
     blobs,
     store,
@@ -107,8 +111,20 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     peers: peers?.table ?? null,
     peerKey: config.peers.key,
     leases,
-    pins,
-    evictor,
+    admin: {
+      routes,
+      manifests,
+      catalog,
+      pins,
+      evictor,
+      peers: peers?.table ?? null,
+      node: { id: nodeId, site: config.node.site },
+      prewarm: prewarmDeps,
+      platforms: config.prewarm.platforms,
+      adminToken: config.adminToken,
+      log,
+      signal: shutdown.signal,
+    },
     health: () => ({
       version: VERSION,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
@@ -142,6 +158,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     },
     'cove listening',
   );
+  prewarmList.start();
   // Discovery runs beside serving: start-up never waits for peers.
   peers?.table.start();
   let mdns: Mdns | null = null;
@@ -175,6 +192,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
         log.info({ graceMs: config.shutdownGraceMs }, 'stopping');
         await mdns?.stop();
         await evictor.stop();
+        await prewarmList.stop();
         await peers?.table.stop();
         await listener.stop(config.shutdownGraceMs);
         shutdown.abort();

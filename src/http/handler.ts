@@ -1,6 +1,5 @@
 // The request entry point: route, dispatch to the endpoint's handler, answer errors as OCI JSON,
 // and write one access log line per request when the response ends.
-import { OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { BlobResolver } from '../resolve/blobs.js';
@@ -10,10 +9,8 @@ import type { RouteMap } from '../routes.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { PeerTable } from '../peers/table.js';
 import type { Catalog } from '../store/catalog.js';
-import type { Evictor } from '../store/eviction.js';
-import { listImages } from '../store/inventory.js';
 import type { Leases } from '../store/leases.js';
-import type { PinStore } from '../store/pins.js';
+import { handleAdmin, type AdminDeps } from './admin.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
 import { handlePassThrough } from './passthrough.js';
@@ -37,8 +34,7 @@ export interface HandlerDeps {
   /** The site's peer key: peer requests must be signed with it when set. */
   peerKey: string | null;
   leases: Leases;
-  pins: PinStore;
-  evictor: Evictor;
+  admin: AdminDeps;
   /** What /healthz reports besides status. */
   health: () => Record<string, unknown>;
 }
@@ -92,38 +88,8 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
     case 'node':
       facts.bytes = sendJson(res, 200, deps.node, {}, head);
       return;
-    case 'peers':
-      requireLoopback(req);
-      facts.bytes = sendJson(res, 200, deps.peers?.snapshot() ?? { self: deps.node.id, site: deps.node.site, peers: [] }, {}, head);
-      return;
-    case 'gc': {
-      requireLoopback(req);
-      const report = await deps.evictor.run({ dryRun: endpoint.dryRun });
-      facts.bytes = sendJson(res, 200, report, {}, false);
-      return;
-    }
-    case 'pin': {
-      requireLoopback(req);
-      const target = deps.routes.resolve(endpoint.name, ns);
-      const changed = endpoint.pin
-        ? await deps.pins.add(target.upstream, target.repo, endpoint.reference)
-        : await deps.pins.remove(target.upstream, target.repo, endpoint.reference);
-      deps.log.info({ repo: target.repo, reference: endpoint.reference, pinned: endpoint.pin, changed }, endpoint.pin ? 'image pinned' : 'image unpinned');
-      facts.bytes = sendJson(res, 200, { upstream: target.upstream, repo: target.repo, reference: endpoint.reference, pinned: endpoint.pin, changed }, {}, false);
-      return;
-    }
-    case 'images':
-      requireLoopback(req);
-      facts.bytes = sendJson(res, 200, { bytes: deps.evictor.bytes, limit: deps.evictor.limits.maxBytes, images: await listImages(deps.catalog, deps.pins) }, {}, head);
-      return;
-    case 'invalidate': {
-      requireLoopback(req);
-      const target = deps.routes.resolve(endpoint.name, ns);
-      const invalidated = await deps.manifests.invalidate(target, endpoint.tag);
-      deps.log.info({ repo: target.repo, tag: endpoint.tag, invalidated }, 'tags invalidated: the next pull revalidates');
-      facts.bytes = sendJson(res, 200, { upstream: target.upstream, repo: target.repo, tag: endpoint.tag, invalidated }, {}, false);
-      return;
-    }
+    case 'admin':
+      return handleAdmin(deps.admin, req, res, facts, endpoint.action, ns);
   }
   const from = originOf(req, deps.node.id, deps.peerKey);
   const target = { ...deps.routes.resolve(endpoint.name, ns, from.fromCove), reach: from.reach, via: from.via };
@@ -147,11 +113,3 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
   }
 }
 
-function requireLoopback(req: Req): void {
-  if (!isLoopback(req.socket.remoteAddress)) throw new OciError('DENIED', 'admin endpoints answer only clients on this host (loopback)');
-}
-
-function isLoopback(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
-}

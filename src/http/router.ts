@@ -11,15 +11,21 @@ export type Endpoint =
   | { kind: 'base' }
   | { kind: 'health' }
   | { kind: 'node' }
+  | { kind: 'admin'; action: AdminAction }
+  | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
+  | { kind: 'blob'; name: string; digest: string }
+  | { kind: 'tags'; name: string; n: number | undefined; last: string | undefined }
+  | { kind: 'referrers'; name: string; digest: string; artifactType: string | undefined };
+
+/** Operator endpoints under /admin/ (and the peer table): loopback clients, or the admin token. */
+export type AdminAction =
   | { kind: 'peers' }
   | { kind: 'invalidate'; name: string; tag: string | null }
   | { kind: 'gc'; dryRun: boolean }
   | { kind: 'pin'; name: string; reference: string; pin: boolean }
   | { kind: 'images' }
-  | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
-  | { kind: 'blob'; name: string; digest: string }
-  | { kind: 'tags'; name: string; n: number | undefined; last: string | undefined }
-  | { kind: 'referrers'; name: string; digest: string; artifactType: string | undefined };
+  | { kind: 'prewarm' }
+  | { kind: 'harbor-webhook' };
 
 /** The endpoint and query of one request. */
 export interface RoutedRequest {
@@ -50,27 +56,8 @@ export function route(method: string, target: string): RoutedRequest {
 
   if (path === '/healthz' || path === '/readyz') return { endpoint: { kind: 'health' }, ns: null };
   if (path === '/_cove/node') return { endpoint: { kind: 'node' }, ns: null };
-  if (path === '/_cove/peers') return { endpoint: { kind: 'peers' }, ns: null };
-  if (path === '/admin/invalidate') {
-    if (method !== 'POST') throw new OciError('UNSUPPORTED', 'use POST /admin/invalidate?repo=NAME[&tag=TAG][&ns=REGISTRY]', { headers: { allow: 'POST' } });
-    const name = checkName(q.get('repo') ?? '');
-    const tag = q.get('tag');
-    if (tag !== null && !isValidTag(tag)) throw new OciError('MANIFEST_INVALID', `invalid tag "${truncate(tag)}"`);
-    return { endpoint: { kind: 'invalidate', name, tag }, ns };
-  }
-  if (path === '/admin/gc') {
-    if (method !== 'POST') throw new OciError('UNSUPPORTED', 'use POST /admin/gc[?dryRun=1]', { headers: { allow: 'POST' } });
-    return { endpoint: { kind: 'gc', dryRun: ['1', 'true'].includes(q.get('dryRun') ?? '') }, ns: null };
-  }
-  if (path === '/admin/pin' || path === '/admin/unpin') {
-    if (method !== 'POST') throw new OciError('UNSUPPORTED', `use POST ${path}?repo=NAME&ref=TAG|DIGEST`, { headers: { allow: 'POST' } });
-    const name = checkName(q.get('repo') ?? '');
-    const ref = q.get('ref') ?? '';
-    const reference = ref.includes(':') ? checkDigest(ref) : isValidTag(ref) ? ref : null;
-    if (reference === null) throw new OciError('MANIFEST_INVALID', `ref must be a tag or a digest, got "${truncate(ref)}"`);
-    return { endpoint: { kind: 'pin', name, reference, pin: path === '/admin/pin' }, ns };
-  }
-  if (path === '/admin/images') return { endpoint: { kind: 'images' }, ns: null };
+  if (path === '/_cove/peers') return { endpoint: { kind: 'admin', action: { kind: 'peers' } }, ns: null };
+  if (path.startsWith('/admin/')) return { endpoint: { kind: 'admin', action: adminAction(method, path, q) }, ns };
   if (!path.startsWith('/v2/') && path !== '/v2') {
     throw new OciError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`);
   }
@@ -102,6 +89,43 @@ export function route(method: string, target: string): RoutedRequest {
   }
   const artifactType = q.get('artifactType') ?? undefined;
   return { endpoint: { kind: 'referrers', name, digest: checkDigest(ref), artifactType }, ns };
+}
+
+function adminAction(method: string, path: string, q: URLSearchParams): AdminAction {
+  const post = (usage: string) => {
+    if (method !== 'POST') throw new OciError('UNSUPPORTED', `use POST ${usage}`, { headers: { allow: 'POST' } });
+  };
+  switch (path) {
+    case '/admin/invalidate': {
+      post('/admin/invalidate?repo=NAME[&tag=TAG][&ns=REGISTRY]');
+      const name = checkName(q.get('repo') ?? '');
+      const tag = q.get('tag');
+      if (tag !== null && !isValidTag(tag)) throw new OciError('MANIFEST_INVALID', `invalid tag "${truncate(tag)}"`);
+      return { kind: 'invalidate', name, tag };
+    }
+    case '/admin/gc':
+      post('/admin/gc[?dryRun=1]');
+      return { kind: 'gc', dryRun: ['1', 'true'].includes(q.get('dryRun') ?? '') };
+    case '/admin/pin':
+    case '/admin/unpin': {
+      post(`${path}?repo=NAME&ref=TAG|DIGEST`);
+      const name = checkName(q.get('repo') ?? '');
+      const ref = q.get('ref') ?? '';
+      const reference = ref.includes(':') ? checkDigest(ref) : isValidTag(ref) ? ref : null;
+      if (reference === null) throw new OciError('MANIFEST_INVALID', `ref must be a tag or a digest, got "${truncate(ref)}"`);
+      return { kind: 'pin', name, reference, pin: path === '/admin/pin' };
+    }
+    case '/admin/images':
+      return { kind: 'images' };
+    case '/admin/prewarm':
+      post('/admin/prewarm with a JSON body {"refs": ["proj/app:1"], "platforms": "linux/arm64"}');
+      return { kind: 'prewarm' };
+    case '/admin/webhook/harbor':
+      post('/admin/webhook/harbor with a Harbor webhook body');
+      return { kind: 'harbor-webhook' };
+    default:
+      throw new OciError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`);
+  }
 }
 
 function checkName(name: string): string {

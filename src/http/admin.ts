@@ -1,0 +1,169 @@
+// Operator endpoints: the peer table, tag invalidation, eviction, pins, the image list, prewarm
+// and Harbor's push webhook. Clients on this host may call them; other hosts (Harbor, for its
+// webhook) only with the admin token (COVE_ADMIN_TOKEN) as a bearer token.
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { OciError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { PeerTable } from '../peers/table.js';
+import { HarborWebhookError, parseHarborWebhook, readBoundedBody } from '../prewarm/harbor-webhook.js';
+import { parsePlatforms, type Platform } from '../prewarm/platforms.js';
+import { prewarm, PrewarmRefError, type PrewarmDeps } from '../prewarm/prewarm.js';
+import type { ManifestResolver } from '../resolve/manifests.js';
+import type { RouteMap } from '../routes.js';
+import type { Catalog } from '../store/catalog.js';
+import type { Evictor } from '../store/eviction.js';
+import { listImages } from '../store/inventory.js';
+import type { PinStore } from '../store/pins.js';
+import { sendJson, type Req, type RequestFacts, type Res } from './respond.js';
+import type { AdminAction } from './router.js';
+
+/** Largest JSON body /admin/prewarm reads. */
+const PREWARM_BODY_MAX = 256 * 1024;
+
+export interface AdminDeps {
+  routes: RouteMap;
+  manifests: ManifestResolver;
+  catalog: Catalog;
+  pins: PinStore;
+  evictor: Evictor;
+  peers: PeerTable | null;
+  node: { id: string; site: string };
+  prewarm: PrewarmDeps;
+  platforms: readonly Platform[];
+  adminToken: string | null;
+  log: Logger;
+  /** Aborted on shutdown: webhook prewarms stop with the daemon. */
+  signal: AbortSignal;
+}
+
+export async function handleAdmin(deps: AdminDeps, req: Req, res: Res, facts: RequestFacts, action: AdminAction, ns: string | null): Promise<void> {
+  requireAdmin(req, deps.adminToken);
+  const head = req.method === 'HEAD';
+  switch (action.kind) {
+    case 'peers':
+      facts.bytes = sendJson(res, 200, deps.peers?.snapshot() ?? { self: deps.node.id, site: deps.node.site, peers: [] }, {}, head);
+      return;
+    case 'invalidate': {
+      const target = deps.routes.resolve(action.name, ns);
+      const invalidated = await deps.manifests.invalidate(target, action.tag);
+      deps.log.info({ repo: target.repo, tag: action.tag, invalidated }, 'tags invalidated: the next pull revalidates');
+      facts.bytes = sendJson(res, 200, { upstream: target.upstream, repo: target.repo, tag: action.tag, invalidated });
+      return;
+    }
+    case 'gc':
+      facts.bytes = sendJson(res, 200, await deps.evictor.run({ dryRun: action.dryRun }));
+      return;
+    case 'pin': {
+      const target = deps.routes.resolve(action.name, ns);
+      const changed = action.pin ? await deps.pins.add(target.upstream, target.repo, action.reference) : await deps.pins.remove(target.upstream, target.repo, action.reference);
+      deps.log.info({ repo: target.repo, reference: action.reference, pinned: action.pin, changed }, action.pin ? 'image pinned' : 'image unpinned');
+      facts.bytes = sendJson(res, 200, { upstream: target.upstream, repo: target.repo, reference: action.reference, pinned: action.pin, changed });
+      return;
+    }
+    case 'images':
+      facts.bytes = sendJson(res, 200, { bytes: deps.evictor.bytes, limit: deps.evictor.limits.maxBytes, images: await listImages(deps.catalog, deps.pins) }, {}, head);
+      return;
+    case 'prewarm':
+      return prewarmNow(deps, req, res, facts, ns);
+    case 'harbor-webhook':
+      return harborWebhook(deps, req, res, facts);
+  }
+}
+
+/**
+ * POST /admin/prewarm {"refs": [...], "platforms"?: "linux/arm64", "ns"?: "docker.io"}: fetches
+ * the images now and streams progress as NDJSON, one event per line, the result last.
+ */
+async function prewarmNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFacts, ns: string | null): Promise<void> {
+  let body: { refs?: unknown; platforms?: unknown; ns?: unknown };
+  try {
+    body = JSON.parse((await readBoundedBody(req as AsyncIterable<Buffer>, PREWARM_BODY_MAX)).toString('utf8')) as typeof body;
+  } catch (err) {
+    throw new OciError('UNSUPPORTED', `prewarm needs a JSON body {"refs": ["proj/app:1"]}: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(body.refs) || body.refs.length === 0 || !body.refs.every((r) => typeof r === 'string')) {
+    throw new OciError('UNSUPPORTED', 'prewarm needs "refs": a non-empty list of image references');
+  }
+  let platforms = deps.platforms;
+  if (body.platforms !== undefined) {
+    if (typeof body.platforms !== 'string') throw new OciError('UNSUPPORTED', '"platforms" must be a string like "linux/arm64,linux/amd64"');
+    try {
+      platforms = parsePlatforms(body.platforms, 'platforms');
+    } catch (err) {
+      throw new OciError('UNSUPPORTED', (err as Error).message);
+    }
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  const line = (value: unknown) => {
+    const text = `${JSON.stringify(value)}\n`;
+    facts.bytes += Buffer.byteLength(text);
+    (res as NodeJS.WritableStream).write(text);
+  };
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  res.once('close', stop);
+  deps.signal.addEventListener('abort', stop, { once: true });
+  try {
+    const result = await prewarm(body.refs as string[], deps.prewarm, {
+      platforms,
+      ns: typeof body.ns === 'string' ? body.ns : ns,
+      signal: abort.signal,
+      onProgress: (event) => line({ event }),
+    });
+    deps.log.info({ refs: body.refs, ok: result.ok, errors: result.errors }, 'prewarm done');
+    line({ result });
+  } catch (err) {
+    if (!(err instanceof PrewarmRefError)) throw err;
+    line({ result: { ok: false, refs: [], errors: [{ ref: '', message: err.message }] } });
+  } finally {
+    deps.signal.removeEventListener('abort', stop);
+    res.end();
+  }
+}
+
+/**
+ * POST /admin/webhook/harbor: Harbor's "artifact pushed" event prewarms what was pushed — the
+ * node-level form of Harbor's P2P preheat. Answers 202 at once; the fetch runs in the background.
+ */
+async function harborWebhook(deps: AdminDeps, req: Req, res: Res, facts: RequestFacts): Promise<void> {
+  let event;
+  try {
+    event = parseHarborWebhook(await readBoundedBody(req as AsyncIterable<Buffer>));
+  } catch (err) {
+    if (err instanceof HarborWebhookError) {
+      facts.bytes = sendJson(res, err.status, { errors: [{ code: 'UNSUPPORTED', message: err.message }] });
+      return;
+    }
+    throw err;
+  }
+  if (event.refs.length === 0) {
+    facts.bytes = sendJson(res, 200, { accepted: false, reason: event.ignored });
+    return;
+  }
+  deps.log.info({ type: event.type, repository: event.repository, operator: event.operator, refs: event.refs }, 'harbor push: prewarming');
+  prewarm(event.refs, deps.prewarm, { platforms: deps.platforms, names: 'upstream', signal: deps.signal })
+    .then((result) => deps.log.info({ refs: event.refs, ok: result.ok, errors: result.errors }, 'harbor push prewarmed'))
+    .catch((err: Error) => deps.log.error({ refs: event.refs, err: err.message }, 'harbor push prewarm failed'));
+  facts.bytes = sendJson(res, 202, { accepted: true, refs: event.refs });
+}
+
+function requireAdmin(req: Req, token: string | null): void {
+  const refusal = adminRefusal(req.socket.remoteAddress, req.headers.authorization, token);
+  if (refusal) throw refusal;
+}
+
+/** Loopback clients pass; anyone else needs `Authorization: Bearer <COVE_ADMIN_TOKEN>`. */
+export function adminRefusal(address: string | undefined, authorization: string | undefined, token: string | null): OciError | null {
+  if (isLoopback(address)) return null;
+  if (token === null) return new OciError('DENIED', 'admin endpoints answer only clients on this host (loopback), unless COVE_ADMIN_TOKEN is set');
+  const sent = /^Bearer\s+(.+)$/i.exec(String(authorization ?? '').trim())?.[1] ?? '';
+  // Hashes have equal length, so the comparison takes the same time whatever was sent.
+  const digest = (text: string) => createHash('sha256').update(text).digest();
+  if (timingSafeEqual(digest(sent), digest(token))) return null;
+  return new OciError('UNAUTHORIZED', 'admin endpoints need Authorization: Bearer <COVE_ADMIN_TOKEN> from other hosts');
+}
+
+function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}

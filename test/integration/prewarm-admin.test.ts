@@ -1,0 +1,105 @@
+// Prewarm on a running Cove: `cove prewarm` with a platform filter, the configured list that is
+// fetched without anyone asking, Harbor's push webhook, and who may call the admin endpoints.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { adminRefusal } from '../../src/http/admin.js';
+import { OriginRegistry } from '../helpers/origin-registry.js';
+import { makeImage, makeIndex } from '../helpers/images.js';
+import { fetchAll } from '../helpers/http.js';
+import { startTestCove, type TestCove } from '../helpers/cove.js';
+
+const run = promisify(execFile);
+const CLI = new URL('../../src/cli.js', import.meta.url).pathname;
+
+async function cached(cove: TestCove): Promise<string[]> {
+  const list = (await (await fetch(`${cove.url}/admin/images`)).json()) as { images: Array<{ repo: string; tag: string | null }> };
+  return list.images.map((i) => `${i.repo}:${i.tag}`);
+}
+
+t.test('cove prewarm takes only the configured platforms of a multi-arch image', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const amd = makeImage({ layers: [300_000], seed: 'pw-amd', architecture: 'amd64' });
+  const arm = makeImage({ layers: [200_000], seed: 'pw-arm', architecture: 'arm64' });
+  const index = makeIndex([{ image: amd }, { image: arm }], 'oci');
+  origin.putIndex('proj/multi', '1', index, [amd, arm]);
+  const cove = await startTestCove(t, origin.url, { COVE_PLATFORMS: 'linux/arm64' });
+
+  const out = await run(process.execPath, [CLI, 'prewarm', 'proj/multi:1', '--url', cove.url], { timeout: 30_000 });
+  t.match(out.stdout, /^proj\/multi:1: sha256:\w+ ready, 2 blob\(s\) \(0 cached\), 19\d\.\d KiB fetched$/m);
+  t.match(out.stderr, /^prewarm: .* at .*\/s/m, 'plain progress lines when not on a terminal');
+  t.equal(origin.count({ method: 'GET', kind: 'blob', digest: arm.layers[0]!.digest }), 1, 'the arm64 layer was fetched');
+  t.equal(origin.count({ method: 'GET', kind: 'blob', digest: amd.layers[0]!.digest }), 0, 'the amd64 layer was not');
+  t.equal(origin.count({ kind: 'manifest', digest: amd.manifestDigest }), 0, 'nor its manifest');
+
+  const gets = origin.count({ method: 'GET', kind: 'blob' });
+  const json = await run(process.execPath, [CLI, 'prewarm', 'proj/multi:1', '--json', '--url', cove.url], { timeout: 30_000 });
+  const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event?: { type: string }; result?: { ok: boolean } });
+  t.ok(lines.some((l) => l.event?.type === 'plan'), 'NDJSON progress events');
+  t.equal(lines.at(-1)?.result?.ok, true, 'the result comes last');
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), gets, 'a second prewarm fetches nothing');
+
+  const wide = await run(process.execPath, [CLI, 'prewarm', 'proj/multi:1', '--platforms', 'linux/amd64', '--url', cove.url], { timeout: 30_000 });
+  t.match(wide.stdout, /ready/);
+  t.equal(origin.count({ method: 'GET', kind: 'blob', digest: amd.layers[0]!.digest }), 1, '--platforms overrides COVE_PLATFORMS');
+
+  const missing = await run(process.execPath, [CLI, 'prewarm', 'proj/none:1', '--url', cove.url], { timeout: 30_000 }).catch((err: { code: number; stdout: string }) => err);
+  t.equal((missing as { code: number }).code, 1, 'a missing image fails the command');
+  t.match((missing as { stdout: string }).stdout, /^proj\/none:1: failed: /m);
+  const usage = await run(process.execPath, [CLI, 'prewarm', '--url', cove.url]).catch((err: { code: number }) => err);
+  t.equal((usage as { code: number }).code, 2);
+  const badPlatform = await fetch(`${cove.url}/admin/prewarm`, { method: 'POST', body: JSON.stringify({ refs: ['proj/multi:1'], platforms: 'linux' }) });
+  t.equal(badPlatform.status, 405);
+  t.match(await badPlatform.text(), /platforms: .*linux.* is not OS\/ARCH/, "a bad platform is named");
+  const noBody = await fetchAll(`${cove.url}/admin/prewarm`, { method: 'POST' });
+  t.match(noBody.body.toString(), /prewarm needs a JSON body/);
+});
+
+t.test('the configured list is fetched without anyone asking', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [100_000], seed: 'pw-list' });
+  origin.putImage('proj/app', '1', image);
+  const cove = await startTestCove(t, origin.url, { COVE_PREWARM: 'proj/app:1' });
+  for (let i = 0; i < 100 && !(await cached(cove)).includes('proj/app:1'); i++) await new Promise((r) => setTimeout(r, 50));
+  t.ok((await cached(cove)).includes('proj/app:1'), 'proj/app:1 is cached before any client pulled it');
+  await cove.fillsDone();
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 2, 'config and layer fetched');
+});
+
+t.test("Harbor's push webhook prewarms what was pushed", async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [150_000], seed: 'pw-hook' });
+  origin.putImage('proj/app', '2', image);
+  const cove = await startTestCove(t, origin.url);
+  const event = {
+    type: 'PUSH_ARTIFACT',
+    occur_at: 1700000000,
+    operator: 'robot$ci',
+    event_data: {
+      resources: [{ digest: image.manifestDigest, tag: '2', resource_url: `harbor.example.com/proj/app:2` }],
+      repository: { name: 'app', namespace: 'proj', repo_full_name: 'proj/app', repo_type: 'private' },
+    },
+  };
+  const res = await fetch(`${cove.url}/admin/webhook/harbor`, { method: 'POST', body: JSON.stringify(event), headers: { 'content-type': 'application/json' } });
+  t.equal(res.status, 202);
+  for (let i = 0; i < 100 && origin.count({ method: 'GET', kind: 'blob' }) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  await cove.fillsDone();
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 2, 'the pushed image was fetched');
+  const ignored = await fetch(`${cove.url}/admin/webhook/harbor`, { method: 'POST', body: JSON.stringify({ ...event, type: 'DELETE_ARTIFACT' }) });
+  t.equal(ignored.status, 200);
+  t.match(await ignored.json(), { accepted: false });
+  const broken = await fetch(`${cove.url}/admin/webhook/harbor`, { method: 'POST', body: '{"type":' });
+  t.equal(broken.status, 400);
+});
+
+t.test('admin endpoints: loopback, or the admin token from elsewhere', async (t) => {
+  t.equal(adminRefusal('127.0.0.1', undefined, null), null);
+  t.equal(adminRefusal('::1', undefined, 'a-long-admin-token-000'), null);
+  t.match(adminRefusal('10.0.0.9', undefined, null), { code: 'DENIED' }, 'no token configured: other hosts are refused');
+  t.match(adminRefusal('10.0.0.9', 'Bearer wrong', 'a-long-admin-token-000'), { code: 'UNAUTHORIZED' });
+  t.match(adminRefusal('10.0.0.9', undefined, 'a-long-admin-token-000'), { code: 'UNAUTHORIZED' });
+  t.equal(adminRefusal('10.0.0.9', 'Bearer a-long-admin-token-000', 'a-long-admin-token-000'), null, 'the token opens them');
+});
