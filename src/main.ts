@@ -78,7 +78,16 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   // The evictor learns of active fills through this late-bound reference (the resolver needs it first).
   let filling: () => Iterable<string> = () => [];
   const evictor = new Evictor({ store, catalog, pins, leases, filling: () => filling(), limits: config.cache, log, counters });
-  const blobs = new BlobResolver({ store, catalog, resolver, counters, log, signal: shutdown.signal, onStored: (n) => evictor.added(n) });
+  const blobs = new BlobResolver({
+    store,
+    catalog,
+    resolver,
+    counters,
+    log,
+    signal: shutdown.signal,
+    onStored: (n) => evictor.added(n),
+    onDiskFull: (_digest, needed) => evictor.diskFull(needed),
+  });
   filling = () => blobs.activeDigests();
   await evictor.start();
   const manifests = new ManifestResolver({

@@ -20,6 +20,8 @@ export class Counters {
   digestMismatches = 0;
   /** Times a tag was served stale because the upstream could not be asked. */
   staleServed = 0;
+  /** Fills that found the disk full and passed their blob through without storing it. */
+  diskFull = 0;
   /** Blobs and manifests removed by eviction, and their bytes. */
   evictions = 0;
   bytesEvicted = 0;
@@ -40,6 +42,7 @@ export class Counters {
       resumes: this.resumes,
       digestMismatches: this.digestMismatches,
       staleServed: this.staleServed,
+      diskFull: this.diskFull,
       evictions: this.evictions,
       bytesEvicted: this.bytesEvicted,
     };

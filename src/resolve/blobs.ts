@@ -23,6 +23,8 @@ export interface BlobResolverOptions {
   signal: AbortSignal;
   /** Told of every blob committed to the store (eviction keeps count). */
   onStored?: (bytes: number) => void;
+  /** Told when the disk filled up during a fill (eviction makes room). */
+  onDiskFull?: (digest: string, bytesNeeded: number) => void;
 }
 
 export class BlobResolver {
@@ -102,13 +104,18 @@ export class BlobResolver {
         this.#o.onStored?.(size);
       },
       onBytes: (tier, n) => counters.add(counters.bytesFetched, tier, n),
+      onDiskFull: (d, inFile) => {
+        counters.diskFull++;
+        this.#o.onDiskFull?.(d, Math.max(fill.size ?? 0, inFile));
+      },
     });
     this.#fills.set(digest, fill);
     fill.done
       .then(() => {
         if (fill.attempts > 1) counters.resumes += fill.attempts - 1;
         counters.add(counters.objectsFetched, fill.tier ?? 'unknown');
-        log.info({ digest, size: fill.size, tier: fill.tier, attempts: fill.attempts }, 'blob stored');
+        if (fill.state === 'passed') log.warn({ digest, size: fill.size, tier: fill.tier }, 'blob passed through to its clients, not stored (disk full)');
+        else log.info({ digest, size: fill.size, tier: fill.tier, attempts: fill.attempts }, 'blob stored');
       })
       .catch((err: unknown) => {
         if (err instanceof DigestMismatchError) counters.digestMismatches++;
@@ -126,6 +133,7 @@ export class BlobResolver {
  * each other would stall until a timeout.
  */
 function joinable(fill: Fill, target: Target): boolean {
-  if (fill.state === 'failed') return false;
+  // A pass-through holds only what its own clients still need: a newcomer starts afresh.
+  if (fill.state === 'failed' || fill.passingThrough) return false;
   return target.reach !== 'local' || fill.state !== 'opening';
 }

@@ -3,6 +3,7 @@
 // Every client of the blob — the first one and any that join later — reads the growing temp
 // file, so a cold blob crosses the uplink once however many clients want it.
 import { open, type FileHandle } from 'node:fs/promises';
+import { DigestVerifier } from '../oci/digest.js';
 import { CoveError, DigestMismatchError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { finished, type Readable } from 'node:stream';
@@ -25,6 +26,15 @@ const FILL_WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
 /** How many times a fill opens the blob in all (first try plus resumes from the next byte). */
 export const FILL_MAX_ATTEMPTS = 4;
 
+/**
+ * Named decision: when the disk fills up mid-blob (ENOSPC), the fill turns into a pass-through.
+ * Its clients keep receiving the blob — the part already in the temp file from there, the rest
+ * from memory as it arrives, never more than PASS_WINDOW_BYTES ahead of the slowest of them — and
+ * the blob is verified but not stored. The partial file is removed once no client needs it.
+ */
+export const DISK_FULL_POLICY = 'pass-through' as const;
+const PASS_WINDOW_BYTES = 4 * 1024 * 1024;
+
 /** What a fill needs from the rest of Cove. */
 export interface FillOptions {
   digest: string;
@@ -38,9 +48,30 @@ export interface FillOptions {
   onCommitted: (size: number, tier: string) => Promise<void>;
   /** Called when bytes arrive from a tier, for byte counters. */
   onBytes?: (tier: string, bytes: number) => void;
+  /** Called when the disk filled up and the fill turned into a pass-through (see DISK_FULL_POLICY). */
+  onDiskFull?: (digest: string, bytesInFile: number) => void;
 }
 
-type State = 'opening' | 'filling' | 'committed' | 'failed';
+/** 'passed': every byte went to the clients and checked out, but the blob was not stored. */
+type State = 'opening' | 'filling' | 'committed' | 'passed' | 'failed';
+
+/** The in-memory tail of a pass-through fill. */
+interface PassWindow {
+  /** Bytes [0, base) are in the temp file. */
+  base: number;
+  /** Offset of chunks[0]; bytes before it (and at or past base) were dropped once read. */
+  start: number;
+  chunks: Buffer[];
+  /** Offset after the last chunk. */
+  end: number;
+  verifier: DigestVerifier;
+  /** The temp file was removed. */
+  fileReleased: boolean;
+  /** Resumes the paused body once readers caught up. */
+  resume: (() => void) | null;
+  /** The last reader left: nobody is left to pass the blob to. */
+  abandoned: boolean;
+}
 
 export class Fill {
   readonly digest: string;
@@ -55,6 +86,9 @@ export class Fill {
   #error: Error | null = null;
   #writer: BlobWriter | null = null;
   #waiters: Array<() => void> = [];
+  #pass: PassWindow | null = null;
+  /** Readers of this fill and the next byte each one needs (pass-through drops what all have read). */
+  readonly #readers = new Map<FillSource, number>();
   readonly #opts: FillOptions;
   /** Resolves when the size is known and bytes are flowing; rejects when no tier has the blob. */
   readonly started: Promise<void>;
@@ -88,9 +122,14 @@ export class Fill {
     return this.#verified;
   }
 
-  /** Bytes already in the temp file. */
+  /** Bytes already received and readable: in the temp file, or past it in a pass-through's memory. */
   get written(): number {
-    return this.#writer?.written ?? 0;
+    return this.#pass?.end ?? this.#writer?.written ?? 0;
+  }
+
+  /** True once the disk filled up and the blob is passed to its clients without being stored. */
+  get passingThrough(): boolean {
+    return this.#pass !== null;
   }
 
   /** The failure that ended the fill, if it failed. */
@@ -166,6 +205,12 @@ export class Fill {
           body.body.destroy();
           if (err instanceof DigestMismatchError) body.condemn?.(err.message);
           if (err instanceof DigestMismatchError || signal.aborted) throw err;
+          if (err instanceof CoveError && err.code === 'FILL_ABANDONED') throw err;
+          if (isDiskFull(err) && this.#pass === null && this.#writer !== null) {
+            await this.#enterPassThrough();
+            this.attempts--; // the disk failed, not the transfer
+            continue;
+          }
           lastError = err;
           log.warn({ digest, tier: this.tier, written: this.written, err: describe(err) }, 'blob transfer broke; resuming');
         }
@@ -190,6 +235,11 @@ export class Fill {
       this.#writer = await this.#opts.store.createWriter(this.digest, this.size);
       this.#state = 'filling';
       markStarted();
+    }
+    if (this.#pass) {
+      await this.#passInto(body.body, this.#pass);
+      if (this.size !== null && this.#pass.end < this.size) throw new CoveError('FILL_SHORT', `body ended at ${this.#pass.end} of ${this.size} bytes`);
+      return;
     }
     const writer = this.#writer;
     writer.onProgress = () => this.#notify();
@@ -245,7 +295,143 @@ export class Fill {
     });
   }
 
+  /**
+   * The disk is full: from here the blob goes to the clients without being stored. The bytes in
+   * the temp file are hashed once more (the writer's hash is gone with it), the rest arrives
+   * into memory, and eviction is asked to make room for the next blob.
+   */
+  async #enterPassThrough(): Promise<void> {
+    const writer = this.#writer!;
+    const base = writer.written;
+    const verifier = new DigestVerifier(this.digest);
+    const handle = await open(writer.tempPath, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(1024 * 1024);
+      for (let pos = 0; pos < base; ) {
+        const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, base - pos), pos);
+        if (bytesRead === 0) throw new CoveError('FILL_SHORT', `temp file of ${this.digest} ended at ${pos} of ${base} bytes`);
+        verifier.update(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+    } finally {
+      await handle.close();
+    }
+    this.#pass = { base, start: base, chunks: [], end: base, verifier, fileReleased: false, resume: null, abandoned: false };
+    this.#opts.log.warn({ digest: this.digest, bytesInFile: base, size: this.size }, 'disk full: passing the blob through to its clients without storing it');
+    this.#opts.onDiskFull?.(this.digest, base);
+    this.#trim();
+  }
+
+  /** A pass-through's bytes: hashed and kept in memory until every reader has them. */
+  #passInto(body: Readable, pass: PassWindow): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      body.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        if (this.#readers.size === 0 && pass.abandoned) {
+          settled = true;
+          body.destroy();
+          reject(new CoveError('FILL_ABANDONED', `every client of ${this.digest} left while it was passed through; it is not stored`));
+          return;
+        }
+        if (this.size !== null && pass.end + chunk.length > this.size) {
+          settled = true;
+          body.destroy();
+          reject(new DigestMismatchError(`more than the expected ${this.size} bytes for ${this.digest}`));
+          return;
+        }
+        pass.verifier.update(chunk);
+        pass.chunks.push(chunk);
+        pass.end += chunk.length;
+        this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
+        this.#notify();
+        if (pass.end - pass.start >= PASS_WINDOW_BYTES) {
+          body.pause();
+          pass.resume = () => body.resume();
+        }
+      });
+      finished(body, (err) => {
+        if (settled) return;
+        settled = true;
+        if (err) reject(err);
+        else resolve();
+      });
+    });
+  }
+
+  /** Bytes of a pass-through's memory window into `buf`; 0 when `pos` is not in it. */
+  readWindow(buf: Buffer, pos: number, endExclusive: number): number {
+    const pass = this.#pass;
+    if (!pass || pos < pass.start) return 0;
+    let offset = pass.start;
+    let copied = 0;
+    for (const chunk of pass.chunks) {
+      const chunkEnd = offset + chunk.length;
+      if (chunkEnd > pos + copied && offset < endExclusive) {
+        const from = pos + copied - offset;
+        const to = Math.min(chunk.length, endExclusive - offset);
+        const n = chunk.copy(buf, copied, from, Math.min(to, from + buf.length - copied));
+        copied += n;
+        if (copied >= buf.length || pos + copied >= endExclusive) break;
+      }
+      offset = chunkEnd;
+    }
+    return copied;
+  }
+
+  /** Where a pass-through's bytes start in memory (bytes below it come from the temp file). */
+  get passBase(): number | null {
+    return this.#pass?.base ?? null;
+  }
+
+  /** A reader now needs bytes from `pos` on (null: the reader is done). */
+  readerAt(reader: FillSource, pos: number | null): void {
+    if (pos === null) this.#readers.delete(reader);
+    else this.#readers.set(reader, pos);
+    const pass = this.#pass;
+    if (!pass) return;
+    if (this.#readers.size === 0 && this.#state === 'filling') {
+      // A pass-through serves only its clients: with none left, stop (see the body's data handler).
+      pass.abandoned = true;
+      pass.resume?.();
+      pass.resume = null;
+    }
+    this.#trim();
+  }
+
+  /** Drops what every reader has read, removes the temp file once nobody needs it, resumes the body. */
+  #trim(): void {
+    const pass = this.#pass;
+    if (!pass) return;
+    const finished = this.#state === 'passed' || this.#state === 'failed';
+    const lowest = this.#readers.size === 0 ? (finished ? Infinity : pass.start) : Math.min(...this.#readers.values());
+    while (pass.chunks.length > 0 && pass.start + pass.chunks[0]!.length <= lowest) {
+      pass.start += pass.chunks.shift()!.length;
+    }
+    if (!pass.fileReleased && (lowest >= pass.base || finished)) {
+      pass.fileReleased = true;
+      void this.#writer?.abort().catch(() => {});
+    }
+    if (pass.resume && pass.end - pass.start < PASS_WINDOW_BYTES / 2) {
+      const resume = pass.resume;
+      pass.resume = null;
+      resume();
+    }
+  }
+
   async #commit(): Promise<void> {
+    if (this.#pass) {
+      const pass = this.#pass;
+      if (this.size !== null && pass.end !== this.size) throw new DigestMismatchError(`expected ${this.size} bytes for ${this.digest}, got ${pass.end}`);
+      const { ok, actual } = pass.verifier.finish();
+      if (!ok) throw new DigestMismatchError(`expected ${this.digest}, got ${actual} (${pass.end} bytes)`);
+      this.size = pass.end;
+      this.#verified = true;
+      this.#state = 'passed';
+      this.#notify();
+      this.#trim();
+      return;
+    }
     const writer = this.#writer!;
     await writer.commit(() => {
       // The digest checked out: readers may pass the last byte now, while fsync and rename run.
@@ -261,6 +447,7 @@ export class Fill {
   async #fail(err: Error): Promise<void> {
     this.#error = err;
     this.#state = 'failed';
+    if (this.#pass) this.#pass.chunks = [];
     if (this.#writer) await this.#writer.abort().catch(() => {});
     this.#notify();
     if (err instanceof DigestMismatchError) {
@@ -277,6 +464,7 @@ class FillSource implements ByteSource {
   constructor(fill: Fill) {
     this.#fill = fill;
     this.#file = new FileSource(() => this.#openFile(), fill.digest);
+    fill.readerAt(this, 0);
   }
 
   async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
@@ -286,7 +474,16 @@ class FillSource implements ByteSource {
       if (pos >= endExclusive) return 0;
       // Until the blob is verified, the reader's own last byte stays back.
       const limit = fill.verified ? endExclusive : Math.min(fill.written, endExclusive - 1);
-      if (pos < limit) return this.#file.readAt(buf, pos, limit);
+      if (pos < limit) {
+        const base = fill.passBase;
+        const n =
+          base !== null && pos >= base
+            ? fill.readWindow(buf, pos, limit)
+            : await this.#file.readAt(buf, pos, base !== null ? Math.min(limit, base) : limit);
+        if (n === 0) throw new CoveError('FILL_PASSED', `bytes from ${pos} of ${fill.digest} are no longer held`);
+        fill.readerAt(this, pos + n);
+        return n;
+      }
       await fill.nextChange();
     }
   }
@@ -302,8 +499,14 @@ class FillSource implements ByteSource {
   }
 
   close(): Promise<void> {
+    this.#fill.readerAt(this, null);
     return this.#file.close();
   }
+}
+
+function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 function describe(err: unknown): string {

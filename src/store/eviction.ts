@@ -40,7 +40,7 @@ export interface Evicted {
   size: number;
   kind: 'manifest' | 'blob';
   lastAccess: number;
-  why: 'idle' | 'size';
+  why: 'idle' | 'size' | 'disk-full';
 }
 
 export interface EvictionReport {
@@ -111,9 +111,9 @@ export class Evictor {
   }
 
   /** Runs now (one run at a time; a caller arriving during a run gets that run's report). */
-  run(options: { dryRun?: boolean; reason?: string } = {}): Promise<EvictionReport> {
+  run(options: { dryRun?: boolean; reason?: string; needBytes?: number } = {}): Promise<EvictionReport> {
     if (this.#running && !options.dryRun) return this.#running;
-    const run = this.#run(options.dryRun ?? false, options.reason ?? 'requested');
+    const run = this.#run(options.dryRun ?? false, options.reason ?? 'requested', options.needBytes ?? 0);
     if (options.dryRun) return run;
     this.#running = run.finally(() => {
       this.#running = null;
@@ -132,7 +132,13 @@ export class Evictor {
     return this.#bytes > maxBytes * (mark === 'high' ? highWater : lowWater);
   }
 
-  async #run(dryRun: boolean, reason: string): Promise<EvictionReport> {
+  /** The disk filled up: free at least `bytes`, least recently pulled images first, whatever the cap. */
+  diskFull(bytes: number): void {
+    if (this.#running) return;
+    this.run({ reason: 'disk full', needBytes: bytes }).catch((err: Error) => this.#o.log.error({ err: err.message }, 'eviction failed'));
+  }
+
+  async #run(dryRun: boolean, reason: string, needBytes: number): Promise<EvictionReport> {
     const { catalog, store, leases, limits, log } = this.#o;
     const blobs = await catalog.listBlobs();
     const records = new Map<string, BlobRecord>(blobs.map((b) => [b.digest, b.record]));
@@ -169,9 +175,11 @@ export class Evictor {
 
     images.sort((a, b) => a.lastAccess - b.lastAccess);
     const removed = new Set<string>();
+    const startBytes = bytes;
     for (const image of images) {
       const idle = idleBefore !== null && image.lastAccess < idleBefore;
-      const needSpace = sizeDriven && cap !== null && bytes > cap;
+      const diskFull = startBytes - bytes < needBytes;
+      const needSpace = (sizeDriven && cap !== null && bytes > cap) || diskFull;
       if (!idle && !needSpace) continue;
       if (pinned.has(image.root)) {
         report.keptPinned++;
@@ -189,7 +197,7 @@ export class Evictor {
         if (!record) continue;
         removed.add(m);
         bytes -= record.size;
-        report.evicted.push({ digest: m, size: record.size, kind: refs.has(m) || record.mediaType !== null ? 'manifest' : 'blob', lastAccess: record.lastAccess, why: idle ? 'idle' : 'size' });
+        report.evicted.push({ digest: m, size: record.size, kind: refs.has(m) || record.mediaType !== null ? 'manifest' : 'blob', lastAccess: record.lastAccess, why: idle ? 'idle' : diskFull && !(sizeDriven && cap !== null && bytes > cap) ? 'disk-full' : 'size' });
       }
     }
     report.tagsRemoved = tags.filter((t) => removed.has(t.record.digest)).map((t) => ({ ...t.key, digest: t.record.digest }));
