@@ -1,5 +1,10 @@
 #!/usr/bin/env -S node --max-semi-space-size=1
 // The `cove` command: subcommands to run the daemon or work on its data directory.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { CONFIG_FLAGS, loadConfig, loadDataDir, loadListen } from './config.js';
 import { ConfigError } from './errors.js';
@@ -26,6 +31,12 @@ Usage:
   cove prewarm REF... [--platforms linux/arm64,...] [--ns REGISTRY]
                            fetch images into the cache before anyone pulls them; from a
                            multi-arch index only the listed platforms (default COVE_PLATFORMS)
+  cove import FILE [--tag REPO:TAG]... [--pin]
+                           seed the cache offline from a docker save archive or an OCI image
+                           layout tar (plain or gzip); every digest is checked
+  cove export REF... -o FILE
+                           write cached images to an OCI image layout tar that docker load and
+                           skopeo copy oci-archive: read
   cove gc [--dry-run]      evict now: images idle past COVE_MAX_IDLE, then least recently pulled
                            ones until the cache is under the low watermark of COVE_MAX_CACHE_BYTES
   cove peers [--json] [--url URL]
@@ -56,6 +67,9 @@ async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       'dry-run': { type: 'boolean' },
       platforms: { type: 'string' },
+      tag: { type: 'string', multiple: true },
+      pin: { type: 'boolean' },
+      output: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -71,7 +85,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -94,6 +108,10 @@ async function main(argv: string[]): Promise<number> {
         platforms: typeof platforms === 'string' ? platforms : undefined,
         json: json === true,
       });
+    case 'import':
+      return importFile(positionals[1], flags, { url: typeof url === 'string' ? url : undefined, tags: Array.isArray(tag) ? tag : [], pin: pinFlag === true });
+    case 'export':
+      return exportFile(positionals.slice(1), flags, { url: typeof url === 'string' ? url : undefined, output: typeof output === 'string' ? output : undefined });
     case 'gc':
       return gc(flags, typeof url === 'string' ? url : undefined, dryRun === true, json === true);
     case 'peers':
@@ -255,6 +273,63 @@ async function prewarmRefs(
   return result.ok ? 0 : 1;
 }
 
+/** `cove import FILE`: streams the archive to the running Cove, which checks and stores it. */
+async function importFile(file: string | undefined, flags: Record<string, string | boolean | undefined>, opts: { url?: string; tags: string[]; pin: boolean }): Promise<number> {
+  if (!file) {
+    process.stderr.write('cove: import needs an archive file (docker save or OCI layout tar), e.g. cove import app.tar\n');
+    return 2;
+  }
+  let size: number;
+  try {
+    size = (await stat(file)).size;
+  } catch (err) {
+    process.stderr.write(`cove: ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})\n`);
+    return 1;
+  }
+  const progress = createProgress(`import ${basename(file)}`);
+  progress.total(size);
+  let sent = 0;
+  const input = createReadStream(file);
+  input.on('data', (chunk) => progress.update((sent += chunk.length)));
+  const query = new URLSearchParams([...opts.tags.map((t) => ['tag', t]), ...(opts.pin ? [['pin', '1']] : [])]);
+  const res = await callLocal(flags, opts.url, 'POST', `/admin/import${query.size > 0 ? `?${query}` : ''}`, 'import', Readable.toWeb(input) as ReadableStream, 0);
+  progress.stop();
+  input.destroy();
+  if (res === null) return 1;
+  const result = (await res.json()) as { format: string; images: Array<{ ref: string; digest: string }>; newBlobs: number; newBytes: number; blobs: number; pinned: boolean };
+  for (const image of result.images) process.stdout.write(`${image.ref}: ${image.digest}${result.pinned ? ' (pinned)' : ''}\n`);
+  process.stdout.write(`imported ${result.images.length} image(s) from a ${result.format}: ${result.blobs} blob(s), ${result.newBlobs} new, ${formatBytes(result.newBytes)} stored\n`);
+  return 0;
+}
+
+/** `cove export REF... -o FILE`: the archive goes to FILE.part and is renamed once whole. */
+async function exportFile(refs: string[], flags: Record<string, string | boolean | undefined>, opts: { url?: string; output?: string }): Promise<number> {
+  if (refs.length === 0 || opts.output === undefined) {
+    process.stderr.write('cove: export needs images and -o FILE, e.g. cove export proj/app:1 proj/base:2 -o images.tar\n');
+    return 2;
+  }
+  const query = new URLSearchParams(refs.map((r) => ['ref', r]));
+  const res = await callLocal(flags, opts.url, 'GET', `/admin/export?${query}`, 'export', undefined, 0);
+  if (res === null || res.body === null) return 1;
+  const partial = `${opts.output}.part`;
+  const progress = createProgress(`export ${basename(opts.output)}`);
+  let written = 0;
+  try {
+    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+    body.on('data', (chunk: Buffer) => progress.update((written += chunk.length)));
+    await pipeline(body, createWriteStream(partial));
+    await rename(partial, opts.output);
+  } catch (err) {
+    progress.stop();
+    await rm(partial, { force: true });
+    process.stderr.write(`cove: export broke off after ${formatBytes(written)}: ${(err as Error).message}; nothing was written to ${opts.output}\n`);
+    return 1;
+  }
+  progress.stop();
+  process.stdout.write(`exported ${refs.length} image reference(s) to ${opts.output} (${formatBytes(written)})\n`);
+  return 0;
+}
+
 function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const row of rows) process.stdout.write(`${row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
@@ -273,7 +348,7 @@ async function callLocal(
   method: string,
   path: string,
   what: string,
-  body?: string,
+  body?: string | ReadableStream,
   timeoutMs = 10_000,
 ): Promise<Response | null> {
   let base = url;
@@ -286,7 +361,11 @@ async function callLocal(
   try {
     res = await fetch(`${base.replace(/\/+$/, '')}${path}`, {
       method,
-      ...(body === undefined ? {} : { body, headers: { 'content-type': 'application/json' } }),
+      ...(body === undefined
+        ? {}
+        : typeof body === 'string'
+          ? { body, headers: { 'content-type': 'application/json' } }
+          : { body, headers: { 'content-type': 'application/x-tar' }, duplex: 'half' }),
       ...(timeoutMs > 0 ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
     });
   } catch (err) {

@@ -2,6 +2,11 @@
 // and Harbor's push webhook. Clients on this host may call them; other hosts (Harbor, for its
 // webhook) only with the admin token (COVE_ADMIN_TOKEN) as a bearer token.
 import { timingSafeEqual, createHash } from 'node:crypto';
+import { Writable, type Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { ArchiveError } from '../archive/common.js';
+import { exportImages } from '../archive/export.js';
+import { importArchive } from '../archive/import.js';
 import { OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { PeerTable } from '../peers/table.js';
@@ -10,11 +15,12 @@ import { parsePlatforms, type Platform } from '../prewarm/platforms.js';
 import { prewarm, PrewarmRefError, type PrewarmDeps } from '../prewarm/prewarm.js';
 import type { ManifestResolver } from '../resolve/manifests.js';
 import type { RouteMap } from '../routes.js';
+import type { BlobStore } from '../store/blobs.js';
 import type { Catalog } from '../store/catalog.js';
 import type { Evictor } from '../store/eviction.js';
 import { listImages } from '../store/inventory.js';
 import type { PinStore } from '../store/pins.js';
-import { sendJson, type Req, type RequestFacts, type Res } from './respond.js';
+import { breakResponse, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
 import type { AdminAction } from './router.js';
 
 /** Largest JSON body /admin/prewarm reads. */
@@ -23,6 +29,7 @@ const PREWARM_BODY_MAX = 256 * 1024;
 export interface AdminDeps {
   routes: RouteMap;
   manifests: ManifestResolver;
+  store: BlobStore;
   catalog: Catalog;
   pins: PinStore;
   evictor: Evictor;
@@ -67,6 +74,92 @@ export async function handleAdmin(deps: AdminDeps, req: Req, res: Res, facts: Re
       return prewarmNow(deps, req, res, facts, ns);
     case 'harbor-webhook':
       return harborWebhook(deps, req, res, facts);
+    case 'import':
+      return importNow(deps, req, res, facts, action.tags, action.pin);
+    case 'export':
+      return exportNow(deps, res, facts, action.refs);
+  }
+}
+
+/**
+ * Where an archive's image name goes: a registry host with a route takes that route (as a
+ * containerd or dockerd mirror pull of the same name would); any other host is dropped and the
+ * rest is a repository at the default upstream, as a pull through Cove's own port would be.
+ */
+function archiveName(routes: RouteMap, name: string): { upstream: string; repo: string } {
+  const parts = name.split('/');
+  const host = parts.length > 1 && (/[.:]/.test(parts[0]!) || parts[0] === 'localhost') ? parts[0]! : null;
+  const rest = host === null ? name : parts.slice(1).join('/');
+  if (host !== null) {
+    try {
+      return routes.resolve(rest, host);
+    } catch {
+      // no route for that registry: the default upstream
+    }
+  }
+  return routes.resolve(rest, null, true);
+}
+
+/** POST /admin/import: the body is a docker-save or OCI-layout archive (plain or gzip). */
+async function importNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFacts, tags: string[], pin: boolean): Promise<void> {
+  let result;
+  try {
+    result = await importArchive(req as unknown as Readable, {
+      store: deps.store,
+      catalog: deps.catalog,
+      log: deps.log,
+      resolveName: (name) => archiveName(deps.routes, name),
+      tags: tags.length > 0 ? tags : undefined,
+    });
+  } catch (err) {
+    if (!(err instanceof ArchiveError)) throw err;
+    // The archive was refused: say why; what the client still sends is read and dropped.
+    (req as unknown as Readable).resume();
+    facts.bytes = sendJson(res, 400, { errors: [{ code: err.code, message: err.message }] });
+    return;
+  }
+  deps.evictor.added(result.newBytes);
+  if (pin) for (const image of result.images) await deps.pins.add(image.upstream, image.repo, image.tag);
+  deps.log.info({ format: result.format, images: result.images.map((i) => i.ref), newBlobs: result.newBlobs, newBytes: result.newBytes, pinned: pin }, 'archive imported');
+  facts.bytes = sendJson(res, 200, { ...result, pinned: pin });
+}
+
+/** GET /admin/export?ref=…: an OCI image layout that docker load reads too, streamed as it is written. */
+async function exportNow(deps: AdminDeps, res: Res, facts: RequestFacts, refs: string[]): Promise<void> {
+  const out = res as unknown as Writable;
+  let started = false;
+  const gate = new WritableGate(
+    out,
+    () => {
+      if (!started) {
+        started = true;
+        res.writeHead(200, { 'content-type': 'application/x-tar', 'cache-control': 'no-store' });
+      }
+    },
+    (n) => (facts.bytes += n),
+  );
+  // A failure reaches us through exportImages; the gate's own error event needs no second report.
+  gate.on('error', () => undefined);
+  try {
+    await exportImages(refs, gate, {
+      store: deps.store,
+      catalog: deps.catalog,
+      log: deps.log,
+      resolveName: (name) => archiveName(deps.routes, name),
+    });
+    // Every byte the archive holds must be in the response before it ends.
+    await finished(gate);
+    res.end();
+  } catch (err) {
+    if (started) {
+      breakResponse(res);
+      return;
+    }
+    if (err instanceof ArchiveError) {
+      facts.bytes = sendJson(res, err.code === 'EXPORT_UNKNOWN' ? 404 : 409, { errors: [{ code: err.code, message: err.message }] });
+      return;
+    }
+    throw err;
   }
 }
 
@@ -166,4 +259,34 @@ export function adminRefusal(address: string | undefined, authorization: string 
 function isLoopback(address: string | undefined): boolean {
   if (address === undefined) return false;
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+/** A writable that sends the response headers before the first byte and counts what passes. */
+class WritableGate extends Writable {
+  readonly #out: Writable;
+  readonly #first: () => void;
+  readonly #count: (n: number) => void;
+
+  constructor(out: Writable, first: () => void, count: (n: number) => void) {
+    super();
+    this.#out = out;
+    this.#first = first;
+    this.#count = count;
+    // A client that goes away ends the export (its partial archive is useless).
+    out.once('close', () => {
+      if (!this.writableFinished && !this.destroyed) this.destroy(new Error('the client went away during the export'));
+    });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.#first();
+    this.#count(chunk.length);
+    if (this.#out.write(chunk)) cb();
+    else this.#out.once('drain', () => cb());
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.#first();
+    cb();
+  }
 }

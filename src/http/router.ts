@@ -25,7 +25,9 @@ export type AdminAction =
   | { kind: 'pin'; name: string; reference: string; pin: boolean }
   | { kind: 'images' }
   | { kind: 'prewarm' }
-  | { kind: 'harbor-webhook' };
+  | { kind: 'harbor-webhook' }
+  | { kind: 'import'; tags: string[]; pin: boolean }
+  | { kind: 'export'; refs: string[] };
 
 /** The endpoint and query of one request. */
 export interface RoutedRequest {
@@ -120,6 +122,14 @@ function adminAction(method: string, path: string, q: URLSearchParams): AdminAct
     case '/admin/prewarm':
       post('/admin/prewarm with a JSON body {"refs": ["proj/app:1"], "platforms": "linux/arm64"}');
       return { kind: 'prewarm' };
+    case '/admin/import':
+      post('/admin/import[?tag=REPO:TAG][&pin=1] with the archive as the body');
+      return { kind: 'import', tags: q.getAll('tag'), pin: ['1', 'true'].includes(q.get('pin') ?? '') };
+    case '/admin/export': {
+      const refs = q.getAll('ref');
+      if (refs.length === 0) throw new OciError('NAME_INVALID', 'export needs at least one ?ref=REPO:TAG (or REPO@DIGEST)');
+      return { kind: 'export', refs };
+    }
     case '/admin/webhook/harbor':
       post('/admin/webhook/harbor with a Harbor webhook body');
       return { kind: 'harbor-webhook' };
