@@ -510,3 +510,20 @@ t.test('cache cap, watermarks and idle limit', async (t) => {
   bad({ COVE_CACHE_LOW_WATERMARK: '0.95' }, /COVE_CACHE_LOW_WATERMARK \(0.95\) must be below COVE_CACHE_HIGH_WATERMARK \(0.9\)/);
   bad({ COVE_MAX_IDLE: '10s' }, /COVE_MAX_IDLE: "10s" must be at least 60000 ms/);
 });
+
+t.test('prewarm list, platforms and the admin token', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  const defaults = loadConfig({ env: base, flags: {} });
+  t.same(defaults.prewarm, { refs: [], intervalMs: 3_600_000, platforms: [] });
+  t.equal(defaults.adminToken, null);
+  const set = loadConfig({ env: { ...base, COVE_PREWARM: 'proj/app:1, proj/base@sha256:' + 'a'.repeat(64), COVE_PREWARM_INTERVAL: '10m', COVE_PLATFORMS: 'linux/arm64,linux/arm/v7', COVE_ADMIN_TOKEN: 'an-admin-token-of-length' }, flags: {} });
+  t.same(set.prewarm.refs, ['proj/app:1', `proj/base@sha256:${'a'.repeat(64)}`]);
+  t.equal(set.prewarm.intervalMs, 600_000);
+  t.match(set.prewarm.platforms, [{ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm', variant: 'v7' }]);
+  t.equal(set.adminToken, 'an-admin-token-of-length');
+  const bad = (env: Record<string, string>, pattern: RegExp) => t.throws(() => loadConfig({ env: { ...base, ...env }, flags: {} }), pattern);
+  bad({ COVE_PLATFORMS: 'linux' }, /COVE_PLATFORMS: "linux" is not OS\/ARCH/);
+  bad({ COVE_PREWARM: 'proj/app:1,Not A Ref' }, /^COVE_PREWARM: "Not A Ref": /);
+  bad({ COVE_ADMIN_TOKEN: 'short' }, /COVE_ADMIN_TOKEN: needs at least 16 characters/);
+  bad({ COVE_PREWARM_INTERVAL: '5s' }, /COVE_PREWARM_INTERVAL: "5s" must be at least 60000 ms/);
+});
