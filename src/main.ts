@@ -123,6 +123,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     admin: {
       routes,
       manifests,
+      store,
       catalog,
       pins,
       evictor,
