@@ -10,10 +10,17 @@
 // way; origin bytes / image size and the slowest node's pull time. `npm run bench -- --only site`
 // (or BENCH_ONLY=site) runs just that scenario and prints its table without writing
 // bench/results.json; the full bench stores it under the key `site`.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+//
+// The "archive" scenario (run last): offline `cove import` of a docker-archive and an oci-archive
+// of the image (written by skopeo) into a fresh Cove with no origin, and `cove export` of it, in
+// MB/s against skopeo reading the same archives into a dir: and writing an OCI archive. `--only
+// archive` (or BENCH_ONLY=archive) runs just that, needs no registry, and writes no results.json;
+// the full bench stores it under the key `archive`.
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, release, platform, arch } from 'node:os';
 import { join } from 'node:path';
 import {
+  COVE_CLI,
   Cleanup,
   CountingProxy,
   ROOT,
@@ -21,6 +28,7 @@ import {
   httpGet,
   peakRss,
   pushImage,
+  run,
   skopeoPull,
   startCove,
   startRegistry,
@@ -309,24 +317,223 @@ async function siteScenario(image: TestImage, originPort: number, work: string):
   return out;
 }
 
-/** `--only site` / `--only=site` / BENCH_ONLY=site: just the site scenario, no results.json. */
-function onlyScenario(): 'site' | null {
+// --------------------------------------------------------------------------------------- archive
+
+/** No origin for the archive scenario: Cove's upstream is a closed loopback port. */
+const NO_ORIGIN = 'http://127.0.0.1:9';
+/** The archive scenario stops early (fewer runs, said so) when another run would take it past this. */
+const ARCHIVE_BUDGET_MS = 180_000;
+
+interface ArchiveMeasure {
+  /** What is timed, for the table. */
+  measure: string;
+  /** The skopeo command it is compared with. */
+  skopeo: string;
+  /** Bytes per run: the archive read (import) or written (export). */
+  bytes: number;
+  skopeoMs: number[];
+  coveMs: number[];
+  skopeoMBps: number;
+  coveMBps: number;
+  /** Cove MB/s / skopeo MB/s. */
+  ratio: number;
+}
+
+interface ArchiveResult {
+  runsPlanned: number;
+  runs: number;
+  dockerArchiveBytes: number;
+  ociArchiveBytes: number;
+  exportBytes: number;
+  measures: ArchiveMeasure[];
+  /** Peak RSS (VmHWM) of the Cove process over an import (and, for the docker archive, the export after it). */
+  covePeakRssBytes: { dockerArchive: number; ociArchive: number };
+}
+
+/** Runs the cove CLI to completion; the wall time includes its Node start, as skopeo's includes its own. */
+async function coveCli(args: string[]): Promise<{ stdout: string; ms: number }> {
+  const r = await run(process.execPath, [COVE_CLI, ...args], { timeoutMs: 300_000 });
+  return { stdout: r.stdout, ms: r.ms };
+}
+
+/**
+ * Offline import/export of the bench image against skopeo, RUNS times (fewer when the scenario would
+ * pass ARCHIVE_BUDGET_MS). Each run: skopeo writes a docker-archive (uncompressed layers) and an
+ * oci-archive (the layout's gzip layers) from the umoci layout; skopeo reads each into a fresh dir:
+ * (the import baseline); a fresh Cove with no origin per archive takes `cove import`; the Cove that
+ * imported the docker archive runs `cove export`, whose tar is read back by skopeo. The export
+ * baseline is skopeo writing an OCI archive of the same image from the on-disk layout.
+ */
+async function archiveScenario(image: TestImage, work: string): Promise<ArchiveResult> {
+  say(`archive: skopeo vs cove import/export of the ${(image.totalBytes / MiB).toFixed(0)} MiB image; no origin (Cove upstream ${NO_ORIGIN})`);
+  const dir = join(work, 'archive');
+  mkdirSync(dir, { recursive: true });
+  const dockerTar = join(dir, 'docker.tar');
+  const ociTar = join(dir, 'oci.tar');
+  const exported = join(dir, 'export.tar');
+  const copyDir = join(dir, 'copy');
+  const ms = {
+    skopeoDockerIn: [] as number[],
+    skopeoOciIn: [] as number[],
+    skopeoOciOut: [] as number[],
+    coveDockerIn: [] as number[],
+    coveOciIn: [] as number[],
+    coveOut: [] as number[],
+  };
+  const sizes = { docker: 0, oci: 0, exported: 0 };
+  const rss = { dockerArchive: 0, ociArchive: 0 };
+  const t0 = performance.now();
+  let runs = 0;
+  const skopeo = async (src: string, dest: string) => (await run('skopeo', ['copy', '-q', src, dest], { timeoutMs: 300_000 })).ms;
+  const sameSize = (what: 'docker' | 'oci' | 'exported', file: string) => {
+    const size = statSync(file).size;
+    if (sizes[what] !== 0 && sizes[what] !== size) throw new Error(`archive: ${file} is ${size} bytes this run, ${sizes[what]} before`);
+    sizes[what] = size;
+  };
+  try {
+    for (let i = 0; i < RUNS; i++) {
+      for (const f of [dockerTar, ociTar, exported]) rmSync(f, { force: true });
+      // 1. The archives (skopeo writing the OCI archive is the export baseline).
+      await skopeo(`oci:${image.layout}:${image.tag}`, `docker-archive:${dockerTar}:proj/app:1`);
+      ms.skopeoOciOut.push(await skopeo(`oci:${image.layout}:${image.tag}`, `oci-archive:${ociTar}:1`));
+      sameSize('docker', dockerTar);
+      sameSize('oci', ociTar);
+
+      // 2. skopeo reads each archive into a fresh dir: (checked once).
+      rmSync(copyDir, { recursive: true, force: true });
+      ms.skopeoDockerIn.push(await skopeo(`docker-archive:${dockerTar}`, `dir:${copyDir}`));
+      if (i === 0) {
+        const check = verifyDirCopy(copyDir);
+        if (check.problems.length > 0) throw new Error(`archive: skopeo read of the docker archive: ${check.problems.join('; ')}`);
+      }
+      rmSync(copyDir, { recursive: true, force: true });
+      ms.skopeoOciIn.push(await skopeo(`oci-archive:${ociTar}:1`, `dir:${copyDir}`));
+      if (i === 0) {
+        const check = verifyDirCopy(copyDir);
+        if (check.problems.length > 0) throw new Error(`archive: skopeo read of the OCI archive: ${check.problems.join('; ')}`);
+      }
+      rmSync(copyDir, { recursive: true, force: true });
+
+      // 3 and 4. A fresh Cove imports the docker archive, then exports it.
+      {
+        const c = new Cleanup();
+        try {
+          const cove = await startCove(c, NO_ORIGIN, { COVE_TAG_TTL: '1h' });
+          const imported = await coveCli(['import', dockerTar, '--url', cove.url]);
+          ms.coveDockerIn.push(imported.ms);
+          const m = /^(\S+): (sha256:[0-9a-f]{64})$/m.exec(imported.stdout);
+          if (!m) throw new Error(`archive: cove import of the docker archive said: ${imported.stdout}`);
+          const manifestDigest = m[2]!;
+          const out = await coveCli(['export', 'proj/app:1', '-o', exported, '--url', cove.url]);
+          ms.coveOut.push(out.ms);
+          sameSize('exported', exported);
+          rss.dockerArchive = Math.max(rss.dockerArchive, peakRss(cove.pid));
+          // The export is readable: skopeo finds the image's config and the layers Cove stored in it.
+          // (Its OCI-archive reader skips schema2 entries of index.json, so it reads the archive's
+          // manifest.json, as docker load does, and describes the image in a manifest of its own.)
+          const served = await httpGet(`${cove.url}/v2/proj/app/manifests/${manifestDigest}`, {
+            keep: true,
+            headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json' },
+          });
+          if (served.status !== 200 || served.sha256 !== manifestDigest) throw new Error(`archive: Cove serves ${served.status}, ${served.sha256} for ${manifestDigest}`);
+          type Manifest = { config: { digest: string }; layers: Array<{ digest: string; size: number }> };
+          const stored = JSON.parse(served.body.toString('utf8')) as Manifest;
+          const read = JSON.parse((await run('skopeo', ['inspect', '--raw', `docker-archive:${exported}:proj/app:1`])).stdout) as Manifest;
+          const shape = (x: Manifest) => JSON.stringify([x.config.digest, x.layers.map((l) => [l.digest, l.size])]);
+          if (read.config.digest !== image.config.digest) throw new Error(`archive: exported config ${read.config.digest}, the image's is ${image.config.digest}`);
+          if (shape(read) !== shape(stored)) throw new Error(`archive: skopeo reads ${shape(read)} from the export, Cove stored ${shape(stored)}`);
+        } finally {
+          rmSync(exported, { force: true });
+          await c.run();
+        }
+      }
+      // 3. Another fresh Cove imports the OCI archive (its ref name "1" has no repository: --tag).
+      {
+        const c = new Cleanup();
+        try {
+          const cove = await startCove(c, NO_ORIGIN, { COVE_TAG_TTL: '1h' });
+          const imported = await coveCli(['import', ociTar, '--tag', 'proj/app:1', '--url', cove.url]);
+          ms.coveOciIn.push(imported.ms);
+          if (!imported.stdout.includes(`proj/app:1: ${image.manifestDigest}`)) throw new Error(`archive: cove import of the OCI archive said: ${imported.stdout}`);
+          rss.ociArchive = Math.max(rss.ociArchive, peakRss(cove.pid));
+        } finally {
+          await c.run();
+        }
+      }
+      runs++;
+      const mbps = (bytes: number, t: number) => (bytes / 1e6 / (t / 1000)).toFixed(0);
+      say(
+        `  run ${i + 1}: docker-archive in: skopeo ${mbps(sizes.docker, ms.skopeoDockerIn.at(-1)!)}, cove ${mbps(sizes.docker, ms.coveDockerIn.at(-1)!)} MB/s; ` +
+          `oci-archive in: skopeo ${mbps(sizes.oci, ms.skopeoOciIn.at(-1)!)}, cove ${mbps(sizes.oci, ms.coveOciIn.at(-1)!)} MB/s; ` +
+          `out: skopeo ${mbps(sizes.oci, ms.skopeoOciOut.at(-1)!)}, cove ${mbps(sizes.exported, ms.coveOut.at(-1)!)} MB/s`,
+      );
+      const elapsed = performance.now() - t0;
+      if (i + 1 < RUNS && elapsed + elapsed / runs > ARCHIVE_BUDGET_MS) {
+        say(`  stopping after ${runs} of ${RUNS} runs: another would take the scenario past ${ARCHIVE_BUDGET_MS / 1000} s (${(elapsed / 1000).toFixed(0)} s so far)`);
+        break;
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const measureOf = (measure: string, skopeoCmd: string, skopeoBytes: number, skopeoMs: number[], coveBytes: number, coveMs: number[]): ArchiveMeasure => {
+    const skopeoMBps = skopeoBytes / 1e6 / (median(skopeoMs) / 1000);
+    const coveMBps = coveBytes / 1e6 / (median(coveMs) / 1000);
+    return { measure, skopeo: skopeoCmd, bytes: coveBytes, skopeoMs, coveMs, skopeoMBps, coveMBps, ratio: coveMBps / skopeoMBps };
+  };
+  const measures = [
+    measureOf('import docker-archive', 'skopeo copy docker-archive:FILE dir:DIR', sizes.docker, ms.skopeoDockerIn, sizes.docker, ms.coveDockerIn),
+    measureOf('import oci-archive', 'skopeo copy oci-archive:FILE:1 dir:DIR', sizes.oci, ms.skopeoOciIn, sizes.oci, ms.coveOciIn),
+    measureOf('export OCI layout tar', 'skopeo copy oci:LAYOUT:TAG oci-archive:FILE:1', sizes.oci, ms.skopeoOciOut, sizes.exported, ms.coveOut),
+  ];
+  const result: ArchiveResult = {
+    runsPlanned: RUNS,
+    runs,
+    dockerArchiveBytes: sizes.docker,
+    ociArchiveBytes: sizes.oci,
+    exportBytes: sizes.exported,
+    measures,
+    covePeakRssBytes: rss,
+  };
+
+  const row = (cells: string[]) => say(cells.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(12))).join(' '));
+  say();
+  say(
+    `archive, median of ${runs} run${runs === 1 ? '' : 's'}${runs < RUNS ? ` (fewer than ${RUNS}: the ${ARCHIVE_BUDGET_MS / 1000} s budget)` : ''}; MB/s = archive bytes (10^6) / wall seconds, process start included`,
+  );
+  say(
+    `sizes: docker-archive ${sizes.docker} bytes (uncompressed layers), oci-archive ${sizes.oci} bytes (gzip layers), Cove's export ${sizes.exported} bytes; image ${image.totalBytes} bytes`,
+  );
+  row(['measure', 'skopeo MB/s', 'cove MB/s', 'cove/skopeo']);
+  for (const m of measures) row([m.measure, m.skopeoMBps.toFixed(0), m.coveMBps.toFixed(0), `${m.ratio.toFixed(2)}x`]);
+  say('  import baselines: skopeo copy docker-archive:FILE / oci-archive:FILE:1 to a fresh dir:; cove import into a fresh Cove (the OCI archive with --tag proj/app:1)');
+  say('  export baseline: skopeo copy oci:LAYOUT:TAG oci-archive:FILE:1 (the on-disk layout); cove export proj/app:1 of the imported docker archive, read back with skopeo');
+  say(`  Cove peak RSS: ${(rss.dockerArchive / MiB).toFixed(0)} MiB (docker-archive import + export), ${(rss.ociArchive / MiB).toFixed(0)} MiB (oci-archive import)`);
+  return result;
+}
+
+const ALONE = ['site', 'archive'] as const;
+type Alone = (typeof ALONE)[number];
+
+/** `--only site|archive` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
+function onlyScenario(): Alone | null {
   const argv = process.argv.slice(2);
   let only = process.env.BENCH_ONLY || null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--only') only = argv[++i] ?? '';
     else if (a.startsWith('--only=')) only = a.slice('--only='.length);
-    else throw new Error(`unknown argument ${a} (usage: bench [--only site])`);
+    else throw new Error(`unknown argument ${a} (usage: bench [--only ${ALONE.join('|')}])`);
   }
   if (only === null) return null;
-  if (only !== 'site') throw new Error(`--only ${only}: the only scenario that runs alone is "site"`);
-  return only;
+  if (!(ALONE as readonly string[]).includes(only)) throw new Error(`--only ${only}: the scenarios that run alone are ${ALONE.map((n) => `"${n}"`).join(' and ')}`);
+  return only as Alone;
 }
 
 async function main(): Promise<number> {
   const only = onlyScenario();
-  const missing = ['docker-registry', 'skopeo', 'umoci'].filter((n) => which(n) === null);
+  const missing = (only === 'archive' ? ['skopeo', 'umoci'] : ['docker-registry', 'skopeo', 'umoci']).filter((n) => which(n) === null);
   if (missing.length > 0) {
     process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install docker-registry skopeo umoci)\n`);
     return 2;
@@ -340,6 +547,15 @@ async function main(): Promise<number> {
     say(`building a ${LAYERS} x ${LAYER_BYTES / MiB} MiB image with umoci ...`);
     const image = await buildImage(join(work, 'layout'), 'bench', Array(LAYERS).fill(LAYER_BYTES), `bench-${Date.now()}`);
     const largest = image.layers.reduce((a, b) => (b.size > a.size ? b : a));
+
+    if (only === 'archive') {
+      say(`image: ${(image.totalBytes / MiB).toFixed(1)} MiB in ${image.layers.length} layers`);
+      await archiveScenario(image, work);
+      say();
+      say('--only archive: bench/results.json left as it was');
+      return 0;
+    }
+
     const origin = await startRegistry(cleanup, { name: 'origin' });
     await pushImage(image, origin, 'proj/app:1');
     say(`image: ${(image.totalBytes / MiB).toFixed(1)} MiB in ${image.layers.length} layers; largest blob ${(largest.size / MiB).toFixed(1)} MiB`);
@@ -410,6 +626,9 @@ async function main(): Promise<number> {
     say();
     const site = await siteScenario(image, origin.port, work);
 
+    say();
+    const archive = await archiveScenario(image, work);
+
     const file = join(ROOT, 'bench', 'results.json');
     mkdirSync(join(ROOT, 'bench'), { recursive: true });
     const cpu = cpus();
@@ -437,7 +656,8 @@ async function main(): Promise<number> {
           ratios,
           outage: { pulls: OUTAGE_PULLS, pullLimitMs: OUTAGE_PULL_LIMIT_MS, baseline: outages.baseline, cove: outages.cove },
           site: { runs: 1, results: site },
-          notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin (in the site scenario, one relay shared by the N mirrors)',
+          archive,
+          notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin (in the site scenario, one relay shared by the N mirrors); archive MB/s are 10^6 bytes of archive / wall seconds of the whole command, and the archive ratio is Cove MB/s / skopeo MB/s',
         },
         null,
         2,
