@@ -2,12 +2,12 @@
 // `<data>/blobs/tmp/` on the same file system, and a versioned layout marker so a later change
 // of layout can be recognised and migrated.
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CoveError, OciError } from '../errors.js';
 import { parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/reference.js';
-import { BlobWriter } from './writer.js';
+import { BlobWriter, publish } from './writer.js';
 
 /** The on-disk layout this code reads and writes. */
 export const LAYOUT_VERSION = 1;
@@ -101,6 +101,24 @@ export class BlobStore {
       tempPath: join(this.tmpDir, BlobWriter.tempName(hex)),
       finalPath: this.pathOf(digest),
     });
+  }
+
+  /**
+   * Moves a temp file in `tmpDir`, fully written and already checked against `digest` by the
+   * caller, into place as a BlobWriter commit would: fsync, rename, fsync the directory. False
+   * (and the temp file removed) when the store had the blob already.
+   */
+  async adopt(tempPath: string, digest: string): Promise<boolean> {
+    // A rename is only atomic within one file system; tmpDir is on the store's.
+    if (dirname(tempPath) !== this.tmpDir) throw new TypeError(`adopt takes a temp file in ${this.tmpDir}, got ${tempPath}`);
+    const finalPath = this.pathOf(digest);
+    const handle = await open(tempPath, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return publish(tempPath, finalPath);
   }
 
   /** Bytes [start, endInclusive] of a committed blob. */

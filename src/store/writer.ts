@@ -145,7 +145,7 @@ export class BlobWriter {
       onVerified?.();
       await this.#handle.sync();
       await this.#handle.close();
-      await this.#publish();
+      await publish(this.tempPath, this.#finalPath);
       this.#state = 'committed';
     } catch (err) {
       this.#state = 'aborted';
@@ -154,19 +154,6 @@ export class BlobWriter {
       await unlinkQuiet(this.tempPath).catch(() => {});
       throw err;
     }
-  }
-
-  async #publish(): Promise<void> {
-    const dir = dirname(this.#finalPath);
-    await mkdir(dir, { recursive: true });
-    if (await exists(this.#finalPath)) {
-      await unlinkQuiet(this.tempPath);
-      return;
-    }
-    // If another writer renames between the check and here, rename replaces a file of the same
-    // bytes; readers holding the old file open keep reading it.
-    await rename(this.tempPath, this.#finalPath);
-    await fsyncDir(dir);
   }
 
   /** Closes and removes the temp file. Idempotent; a no-op after a successful commit. */
@@ -185,6 +172,25 @@ export class BlobWriter {
   }
 }
 
+/**
+ * Renames a verified, fsynced temp file to its content-addressed path and makes the rename
+ * durable. When the blob is there already (another writer of the same digest won) the temp file
+ * is removed instead and the result is false: the content is the same.
+ */
+export async function publish(tempPath: string, finalPath: string): Promise<boolean> {
+  const dir = dirname(finalPath);
+  await mkdir(dir, { recursive: true });
+  if (await exists(finalPath)) {
+    await unlinkQuiet(tempPath);
+    return false;
+  }
+  // If another writer renames between the check and here, rename replaces a file of the same
+  // bytes; readers holding the old file open keep reading it.
+  await rename(tempPath, finalPath);
+  await fsyncDir(dir);
+  return true;
+}
+
 async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
@@ -195,7 +201,8 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function unlinkQuiet(path: string): Promise<void> {
+/** Removes a file; one that is already gone is fine. */
+export async function unlinkQuiet(path: string): Promise<void> {
   await unlink(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
   });
@@ -215,7 +222,7 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /** Writes `buffers` (`bytes` in all) at `position`, finishing any partial write. */
-async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number, position: number): Promise<void> {
+export async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number, position: number): Promise<void> {
   const { bytesWritten } = await handle.writev(buffers, position);
   if (bytesWritten === bytes) return;
   const rest = Buffer.concat(buffers).subarray(bytesWritten);
