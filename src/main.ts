@@ -75,9 +75,8 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   const shutdown = new AbortController();
   const leases = new Leases();
   const pins = await PinStore.open(config.dataDir);
-  // The evictor learns of active fills through this late-bound reference (the resolver needs it first).
-  let filling: () => Iterable<string> = () => [];
-  const evictor = new Evictor({ store, catalog, pins, leases, filling: () => filling(), limits: config.cache, log, counters });
+  // Fills tell eviction what they stored; eviction asks the fills what is in flight. The callbacks
+  // run only once requests arrive, after both exist.
   const blobs = new BlobResolver({
     store,
     catalog,
@@ -88,7 +87,7 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     onStored: (n) => evictor.added(n),
     onDiskFull: (_digest, needed) => evictor.diskFull(needed),
   });
-  filling = () => blobs.activeDigests();
+  const evictor = new Evictor({ store, catalog, pins, leases, filling: () => blobs.activeDigests(), limits: config.cache, log, counters });
   await evictor.start();
   const manifests = new ManifestResolver({
     store,
