@@ -3,6 +3,8 @@
 // listener, peer discovery; and a graceful stop.
 import type { Config } from './config.js';
 import { createHandler } from './http/handler.js';
+import { createMetrics } from './http/metrics.js';
+import { checkReadiness } from './http/readiness.js';
 import { listen } from './http/server.js';
 import { createLogger, type Logger } from './log.js';
 import { Counters } from './metrics.js';
@@ -38,7 +40,13 @@ export interface Cove {
   stop(): Promise<void>;
 }
 
-export async function startCove(config: Config, options: { log?: Logger } = {}): Promise<Cove> {
+export interface StartOptions {
+  log?: Logger;
+  /** Free-space floor of /readyz, overriding its defaults (tests; not a setting). */
+  readiness?: { minFreeBytes?: number; minFreeRatio?: number };
+}
+
+export async function startCove(config: Config, options: StartOptions = {}): Promise<Cove> {
   const log = options.log ?? createLogger(config.logLevel);
   const counters = new Counters();
   const store = new BlobStore(config.dataDir);
@@ -73,6 +81,8 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
   tiers.push(RegistryTier.origin(clients));
   const resolver = new Resolver(tiers, log);
   const shutdown = new AbortController();
+  let lastDiskFullAt: number | null = null;
+  let stopping: Promise<void> | null = null;
   const leases = new Leases();
   const pins = await PinStore.open(config.dataDir);
   // Fills tell eviction what they stored; eviction asks the fills what is in flight. The callbacks
@@ -85,7 +95,10 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     log,
     signal: shutdown.signal,
     onStored: (n) => evictor.added(n),
-    onDiskFull: (_digest, needed) => evictor.diskFull(needed),
+    onDiskFull: (_digest, needed) => {
+      lastDiskFullAt = Date.now();
+      evictor.diskFull(needed);
+    },
   });
   const evictor = new Evictor({ store, catalog, pins, leases, filling: () => blobs.activeDigests(), limits: config.cache, log, counters });
   await evictor.start();
@@ -102,6 +115,16 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     onStored: (n) => evictor.added(n),
   });
   const started = Date.now();
+  const upstreams = () => Object.fromEntries([...clients.values(), ...parentClients].map((c) => [c.name, c.breaker]));
+  const cache = () => ({ bytes: evictor.bytes, limit: config.cache.maxBytes, leased: leases.size });
+  const metrics = createMetrics({
+    counters,
+    upstreams,
+    cache,
+    activeFills: () => blobs.activeFills,
+    peers: () => peers?.table.live().length ?? null,
+    info: { version: VERSION, node: nodeId, site: config.node.site },
+  });
 
   const routes = new RouteMap(config);
   const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
@@ -140,12 +163,15 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
       activeFills: blobs.activeFills,
       node: nodeId,
       site: config.node.site,
-      upstreams: Object.fromEntries([...clients.values(), ...parentClients].map((c) => [c.name, c.breaker])),
+      upstreams: upstreams(),
       peers: peers?.table.live().length ?? null,
-      cache: { bytes: evictor.bytes, limit: config.cache.maxBytes, leased: leases.size },
+      cache: cache(),
       memory: memoryMiB(),
       ...counters.snapshot(),
     }),
+    ready: () =>
+      checkReadiness({ dataDir: config.dataDir, upstreams, lastDiskFullAt: () => lastDiskFullAt, stopping: () => stopping !== null, ...options.readiness }),
+    metrics,
   });
   const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
@@ -190,7 +216,6 @@ export async function startCove(config: Config, options: { log?: Logger } = {}):
     });
   }
 
-  let stopping: Promise<void> | null = null;
   return {
     url,
     port: listener.port,

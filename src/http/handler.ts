@@ -13,6 +13,8 @@ import type { Leases } from '../store/leases.js';
 import { handleAdmin, type AdminDeps } from './admin.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
+import type { Metrics } from './metrics.js';
+import type { Readiness } from './readiness.js';
 import { handlePassThrough } from './passthrough.js';
 import { originOf } from './peering.js';
 import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
@@ -37,6 +39,10 @@ export interface HandlerDeps {
   admin: AdminDeps;
   /** What /healthz reports besides status. */
   health: () => Record<string, unknown>;
+  /** GET /readyz: 200 when ready, 503 with reasons when not. */
+  ready: () => Promise<Readiness>;
+  /** GET /metrics: the Prometheus exposition. */
+  metrics: Metrics;
 }
 
 /** Builds the request listener for the HTTP (or HTTP/2) server. */
@@ -82,6 +88,19 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
     case 'health':
       facts.bytes = sendJson(res, 200, { status: 'ok', ...deps.health() }, {}, head);
       return;
+    case 'ready': {
+      const { ready, body } = await deps.ready();
+      facts.bytes = sendJson(res, ready ? 200 : 503, body, { 'cache-control': 'no-store' }, head);
+      return;
+    }
+    case 'metrics': {
+      const text = Buffer.from(await deps.metrics.render());
+      res.writeHead(200, { 'content-type': deps.metrics.contentType, 'content-length': String(text.length), 'cache-control': 'no-store' });
+      if (head) res.end();
+      else res.end(text);
+      facts.bytes = head ? 0 : text.length;
+      return;
+    }
     case 'base':
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;

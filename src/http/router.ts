@@ -10,6 +10,8 @@ const MAX_TARGET_LENGTH = 4096;
 export type Endpoint =
   | { kind: 'base' }
   | { kind: 'health' }
+  | { kind: 'ready' }
+  | { kind: 'metrics' }
   | { kind: 'node' }
   | { kind: 'admin'; action: AdminAction }
   | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
@@ -56,7 +58,9 @@ export function route(method: string, target: string): RoutedRequest {
   const q = url.searchParams;
   const ns = q.get('ns');
 
-  if (path === '/healthz' || path === '/readyz') return { endpoint: { kind: 'health' }, ns: null };
+  if (path === '/healthz') return { endpoint: { kind: 'health' }, ns: null };
+  if (path === '/readyz') return { endpoint: { kind: 'ready' }, ns: null };
+  if (path === '/metrics') return { endpoint: { kind: 'metrics' }, ns: null };
   if (path === '/_cove/node') return { endpoint: { kind: 'node' }, ns: null };
   if (path === '/_cove/peers') return { endpoint: { kind: 'admin', action: { kind: 'peers' } }, ns: null };
   if (path.startsWith('/admin/')) return { endpoint: { kind: 'admin', action: adminAction(method, path, q) }, ns };

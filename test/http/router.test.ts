@@ -12,6 +12,8 @@ t.test('endpoints', async (t) => {
     ['GET', '/v2/', { kind: 'base' }],
     ['HEAD', '/v2', { kind: 'base' }],
     ['GET', '/healthz', { kind: 'health' }],
+    ['GET', '/readyz', { kind: 'ready' }],
+    ['GET', '/metrics', { kind: 'metrics' }],
     ['GET', '/v2/a/b/c/manifests/latest', { kind: 'manifest', name: 'a/b/c', reference: { kind: 'tag', tag: 'latest' } }],
     ['GET', `/v2/a/manifests/${D}`, { kind: 'manifest', name: 'a', reference: { kind: 'digest', digest: D } }],
     ['HEAD', `/v2/x/blobs/${D}`, { kind: 'blob', name: 'x', digest: D }],

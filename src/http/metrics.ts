@@ -1,0 +1,115 @@
+// GET /metrics: the Prometheus exposition of what /healthz reports. One Registry per Cove (never
+// prom-client's global one: tests run several Coves in one process). Every metric reads the live
+// Counters or health sources in its collect() callback, so a scrape sees the values of that moment;
+// the counters only ever grow, so the *_total series are monotonic for the life of the process.
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { Counters } from '../metrics.js';
+import type { BreakerSnapshot } from '../upstream/breaker.js';
+
+/** What the exposition reads at scrape time besides the Counters. */
+export interface MetricsSources {
+  counters: Counters;
+  /** Breaker snapshot per upstream (origins and parents), by name. */
+  upstreams: () => Record<string, BreakerSnapshot>;
+  cache: () => { bytes: number; limit: number | null; leased: number };
+  activeFills: () => number;
+  /** Live peers, or null when no peers are configured. */
+  peers: () => number | null;
+  /** Constant labels of cove_info. */
+  info: { version: string; node: string; site: string };
+}
+
+export interface Metrics {
+  registry: Registry;
+  contentType: string;
+  /** The Prometheus text format of every metric, read now. */
+  render(): Promise<string>;
+}
+
+export function createMetrics(src: MetricsSources): Metrics {
+  const registry = new Registry();
+  const c = src.counters;
+  const registers = [registry];
+
+  /** A counter whose values are the entries of one of the Counters maps. */
+  const byLabel = (name: string, help: string, label: string, map: Map<string, number>) =>
+    new Counter({
+      name,
+      help,
+      labelNames: [label],
+      registers,
+      collect() {
+        this.reset();
+        for (const [key, value] of map) this.inc({ [label]: key }, value);
+      },
+    });
+  /** A counter that is one of the Counters totals. */
+  const total = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+
+  byLabel('cove_requests_total', 'Requests answered, by cache result (hit, miss, joined, stale, revalidated, bypass, error, other).', 'result', c.requests);
+  byLabel('cove_served_bytes_total', 'Bytes sent to clients, by the tier that supplied them ("local" for hits).', 'tier', c.bytesServed);
+  byLabel('cove_fetched_bytes_total', 'Bytes received from upstream tiers, by tier ("origin", a parent, or "peer:<id>").', 'tier', c.bytesFetched);
+  byLabel('cove_fetched_objects_total', 'Blobs and manifests brought into the store, by the tier that supplied them.', 'tier', c.objectsFetched);
+  byLabel('cove_peer_requests_total', 'Requests from sibling Coves answered, by mode (local, fetch).', 'mode', c.peerRequests);
+  total('cove_fills_total', 'Fills started (one per cold blob, however many clients joined it).', () => c.fills);
+  total('cove_fill_resumes_total', 'Fills that resumed after a broken transfer.', () => c.resumes);
+  total('cove_digest_mismatches_total', 'Blobs or manifests discarded because their bytes did not match the digest.', () => c.digestMismatches);
+  total('cove_stale_served_total', 'Times a tag was served stale because the upstream could not be asked.', () => c.staleServed);
+  total('cove_disk_full_total', 'Fills that found the disk full and passed their blob through without storing it.', () => c.diskFull);
+  total('cove_evictions_total', 'Blobs and manifests removed by eviction.', () => c.evictions);
+  total('cove_evicted_bytes_total', 'Bytes removed by eviction.', () => c.bytesEvicted);
+
+  const upstreamGauge = (name: string, help: string, read: (b: BreakerSnapshot) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, breaker] of Object.entries(src.upstreams())) this.set({ upstream }, read(breaker));
+      },
+    });
+  upstreamGauge('cove_upstream_breaker_open', 'Circuit breaker of each upstream: 1 open (marked down), 0 closed.', (b) => (b.state === 'open' ? 1 : 0));
+  upstreamGauge('cove_upstream_consecutive_failures', 'Consecutive failures to reach each upstream.', (b) => b.consecutiveFailures);
+  new Counter({
+    name: 'cove_upstream_breaker_opened_total',
+    help: 'Times each upstream breaker opened since start.',
+    labelNames: ['upstream'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [upstream, breaker] of Object.entries(src.upstreams())) this.inc({ upstream }, breaker.opened);
+    },
+  });
+
+  gauge('cove_cache_bytes', 'Bytes of blobs and manifests in the store.', () => src.cache().bytes);
+  gauge('cove_cache_limit_bytes', 'Configured cap of the store (COVE_MAX_CACHE_BYTES); 0 when there is none.', () => src.cache().limit ?? 0);
+  gauge('cove_cache_leased_blobs', 'Blobs held by a response in progress (not evictable).', () => src.cache().leased);
+  gauge('cove_active_fills', 'Fills running now.', src.activeFills);
+  gauge('cove_peers_live', 'Live sibling Coves (0 when no peers are configured).', () => src.peers() ?? 0);
+  new Gauge({ name: 'cove_info', help: 'Constant 1, labelled with the version, node id and site.', labelNames: ['version', 'node', 'site'], registers }).set(src.info, 1);
+
+  // process_* and nodejs_* (memory, CPU, event loop, GC), registered on this registry only.
+  collectDefaultMetrics({ register: registry });
+
+  return { registry, contentType: registry.contentType, render: () => registry.metrics() };
+}
