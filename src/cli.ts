@@ -12,6 +12,8 @@ import { createLogger } from './log.js';
 import { startCove } from './main.js';
 import { reindexDataDir } from './store/reindex.js';
 import { createProgress } from './cli/progress.js';
+import { certCommand, DEFAULT_CERT_DIR, DEFAULT_SERVER_DAYS } from './cli/cert.js';
+import { clientConfig } from './cli/client-config.js';
 import { formatBytes } from './units.js';
 import { VERSION } from './version.js';
 
@@ -43,6 +45,15 @@ Usage:
                            the running Cove's peer table: each sibling, how it was found
                            (COVE_PEERS or mDNS), its state (live, down, quarantined, self) and
                            what this node took from it
+  cove client-config docker|containerd|podman|hosts --cache URL [--registry HOST] [--write] [--root DIR]
+                           the client configuration that pulls through the Cove at URL: daemon.json
+                           registry-mirrors, containerd certs.d/<registry>/hosts.toml (--skip-verify),
+                           a podman registries.conf drop-in, or an /etc/hosts line; printed, or with
+                           --write merged into place (the old file kept as <file>.bak-<timestamp>)
+  cove cert --host NAME [--host NAME]... [--ip ADDR]... [--out DIR] [--days N]
+                           make a local CA (once; reused after) and a TLS certificate for Cove
+                           under the Harbor hostname (openssl; default DIR /etc/cove/tls), and
+                           print where the CA goes on clients (Docker, containerd, system store)
   cove --help | --version
 
 Options (each also settable as COVE_* environment or in the JSON config file):
@@ -70,6 +81,15 @@ async function main(argv: string[]): Promise<number> {
       tag: { type: 'string', multiple: true },
       pin: { type: 'boolean' },
       output: { type: 'string', short: 'o' },
+      host: { type: 'string', multiple: true },
+      ip: { type: 'string', multiple: true },
+      out: { type: 'string' },
+      days: { type: 'string' },
+      cache: { type: 'string' },
+      registry: { type: 'string' },
+      write: { type: 'boolean' },
+      root: { type: 'string' },
+      'skip-verify': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -85,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, cache, registry, write, root, 'skip-verify': skipVerify, host, ip, out, days, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -116,6 +136,19 @@ async function main(argv: string[]): Promise<number> {
       return gc(flags, typeof url === 'string' ? url : undefined, dryRun === true, json === true);
     case 'peers':
       return peers(flags, typeof url === 'string' ? url : undefined, json === true);
+    case 'client-config': {
+      const result = await clientConfig({ client: positionals[1], cache, registry, write: write === true, root, skipVerify: skipVerify === true });
+      process.stdout.write(result.stdout);
+      process.stderr.write(result.stderr);
+      return result.code;
+    }
+    case 'cert':
+      return certCommand({
+        hosts: Array.isArray(host) ? host : [],
+        ips: Array.isArray(ip) ? ip : [],
+        outDir: typeof out === 'string' ? out : DEFAULT_CERT_DIR,
+        days: typeof days === 'string' ? Number(days) : DEFAULT_SERVER_DAYS,
+      });
     case 'invalidate':
       return invalidate(positionals[1], flags, typeof ns === 'string' ? ns : undefined, typeof url === 'string' ? url : undefined);
     default:
