@@ -26,7 +26,7 @@ Usage:
                            make the next pull of a cached tag (or of every tag of REPO) ask the
                            origin, whatever COVE_TAG_TTL says; talks to the Cove running on this
                            host (at COVE_LISTEN, or --url)
-  cove ls [--json]          the cached images: repository, tag, digest, size, last pull, pinned
+  cove ls [--json]         the cached images: repository, tag, digest, size, last pull, pinned
   cove pin REF | cove unpin REF
                            keep an image (REPO:TAG or REPO@DIGEST) whatever eviction decides;
                            a pinned tag protects what it points to now
