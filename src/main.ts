@@ -6,6 +6,8 @@ import { createHandler } from './http/handler.js';
 import { createMetrics } from './http/metrics.js';
 import { checkReadiness } from './http/readiness.js';
 import { listen } from './http/server.js';
+import { Status } from './http/status.js';
+import { listImages } from './store/inventory.js';
 import { createLogger, type Logger } from './log.js';
 import { Counters } from './metrics.js';
 import { BlobResolver } from './resolve/blobs.js';
@@ -126,6 +128,18 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     info: { version: VERSION, node: nodeId, site: config.node.site },
   });
 
+  const status = new Status({
+    counters,
+    node: { id: nodeId, site: config.node.site, version: VERSION },
+    started,
+    upstreams,
+    origins: [...clients.keys()],
+    cache,
+    activeFills: () => blobs.activeFills,
+    peers: () => peers?.table.snapshot() ?? null,
+    images: () => listImages(catalog, pins),
+  });
+
   const routes = new RouteMap(config);
   const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
   const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmDeps, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
@@ -172,6 +186,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     ready: () =>
       checkReadiness({ dataDir: config.dataDir, upstreams, lastDiskFullAt: () => lastDiskFullAt, stopping: () => stopping !== null, ...options.readiness }),
     metrics,
+    status,
   });
   const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
@@ -194,6 +209,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     'cove listening',
   );
   prewarmList.start();
+  status.start();
   // Discovery runs beside serving: start-up never waits for peers.
   peers?.table.start();
   let mdns: Mdns | null = null;
@@ -225,6 +241,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       stopping ??= (async () => {
         log.info({ graceMs: config.shutdownGraceMs }, 'stopping');
         await mdns?.stop();
+        status.stop();
         await evictor.stop();
         await prewarmList.stop();
         await peers?.table.stop();

@@ -19,6 +19,8 @@ import { handlePassThrough } from './passthrough.js';
 import { originOf } from './peering.js';
 import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
 import { route } from './router.js';
+import type { Status } from './status.js';
+import { STATUS_PAGE, STATUS_PAGE_HEADERS } from './status-page.js';
 
 export interface HandlerDeps {
   routes: RouteMap;
@@ -43,7 +45,11 @@ export interface HandlerDeps {
   ready: () => Promise<Readiness>;
   /** GET /metrics: the Prometheus exposition. */
   metrics: Metrics;
+  /** GET / and /_cove/status.json: the operator's status page and its data. */
+  status: Status;
 }
+
+const STATUS_PAGE_BYTES = Buffer.from(STATUS_PAGE);
 
 /** Builds the request listener for the HTTP (or HTTP/2) server. */
 export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
@@ -101,6 +107,15 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
       facts.bytes = head ? 0 : text.length;
       return;
     }
+    case 'status-page':
+      res.writeHead(200, { ...STATUS_PAGE_HEADERS, 'content-length': String(STATUS_PAGE_BYTES.length) });
+      if (head) res.end();
+      else res.end(STATUS_PAGE_BYTES);
+      facts.bytes = head ? 0 : STATUS_PAGE_BYTES.length;
+      return;
+    case 'status':
+      facts.bytes = sendJson(res, 200, await deps.status.json(), { 'cache-control': 'no-store' }, head);
+      return;
     case 'base':
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
@@ -121,6 +136,12 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
   facts.repo = target.repo;
   facts.ns = target.ns;
   if (target.ns) res.setHeader('oci-namespace', target.ns);
+  if (endpoint.kind === 'manifest' && endpoint.reference.kind === 'tag' && from.peer === null) {
+    // A pull, for the status page's "most pulled": a client resolving a tag, answered with success.
+    res.once('finish', () => {
+      if (res.statusCode < 300) deps.status.recordPull(target.upstream, target.repo);
+    });
+  }
   switch (endpoint.kind) {
     case 'manifest':
       return handleManifest(deps.manifests, req, res, facts, target, endpoint);

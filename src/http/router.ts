@@ -13,6 +13,8 @@ export type Endpoint =
   | { kind: 'ready' }
   | { kind: 'metrics' }
   | { kind: 'node' }
+  | { kind: 'status-page' }
+  | { kind: 'status' }
   | { kind: 'admin'; action: AdminAction }
   | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
   | { kind: 'blob'; name: string; digest: string }
@@ -62,6 +64,8 @@ export function route(method: string, target: string): RoutedRequest {
   if (path === '/readyz') return { endpoint: { kind: 'ready' }, ns: null };
   if (path === '/metrics') return { endpoint: { kind: 'metrics' }, ns: null };
   if (path === '/_cove/node') return { endpoint: { kind: 'node' }, ns: null };
+  if (path === '/' || path === '/_cove/' || path === '/_cove') return { endpoint: { kind: 'status-page' }, ns: null };
+  if (path === '/_cove/status.json') return { endpoint: { kind: 'status' }, ns: null };
   if (path === '/_cove/peers') return { endpoint: { kind: 'admin', action: { kind: 'peers' } }, ns: null };
   if (path.startsWith('/admin/')) return { endpoint: { kind: 'admin', action: adminAction(method, path, q) }, ns };
   if (!path.startsWith('/v2/') && path !== '/v2') {
