@@ -6,7 +6,7 @@
 //    through a Cove with COVE_DEFAULT_NS=docker.io.
 // The generated files name the real registry-1.docker.io as fallback, so the clients run with
 // HTTPS_PROXY pointing at a closed loopback port: traffic stays on loopback even if the mirror fails.
-// podman is not tested here (not installed on these machines); its drop-in is unit-tested.
+// podman pulls through its generated drop-in in test/e2e/podman.test.ts.
 import t from 'tap';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
