@@ -4,7 +4,7 @@
 //
 // The redirection must not touch this machine's /etc/hosts or /etc/docker: dockerd runs in a
 // private mount namespace (`unshare --mount --propagation private`, no fork, so the PID the harness
-// signals is dockerd's) where a test-owned hosts file is bind-mounted over /etc/hosts and a
+// signals is dockerd's) where a test-owned hosts file (its line written by `cove client-config hosts`) is bind-mounted over /etc/hosts and a
 // test-owned directory over /etc/docker (holding certs.d/harbor.test/ca.crt). dockerd resolves
 // names through glibc (files before dns), so harbor.test -> 127.0.0.1 for dockerd only; the
 // bind mounts vanish with the namespace when dockerd exits. A wrapper named `dockerd` first on
@@ -125,8 +125,15 @@ t.test('dockerd pulls harbor.test/proj/app:1 from Cove over TLS via a hosts over
   t.match(plain.body, `this port speaks HTTPS; use https://${HOST}:${port}`);
 
   // The resolver override and the CA, for dockerd only.
-  const hosts = join(work, 'hosts');
-  writeFileSync(hosts, `127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.0.1 ${HOST}\n`);
+  // The hosts line is the one `cove client-config hosts` writes, merged into a test-owned copy.
+  const hostsRoot = join(work, 'hosts-root');
+  mkdirSync(join(hostsRoot, 'etc'), { recursive: true });
+  writeFileSync(join(hostsRoot, 'etc', 'hosts'), '127.0.0.1 localhost\n::1 localhost ip6-localhost\n');
+  const cacheUrl = port === 443 ? 'https://127.0.0.1' : `https://127.0.0.1:${port}`;
+  const generated = await run(process.execPath, [COVE_CLI, 'client-config', 'hosts', '--cache', cacheUrl, '--registry', HOST, '--write', '--root', hostsRoot]);
+  t.equal(generated.code, 0, `cove client-config hosts wrote the line (${generated.stderr.trim()})`);
+  const hosts = join(hostsRoot, 'etc', 'hosts');
+  t.match(readFileSync(hosts, 'utf8'), new RegExp(`^127\\.0\\.0\\.1\\s+${HOST.replace(/\./g, '\\.')}(\\s|$)`, 'm'), 'the generated /etc/hosts line names the registry');
   const etcDocker = join(work, 'etc-docker');
   mkdirSync(join(etcDocker, 'certs.d', registryName), { recursive: true });
   writeFileSync(join(etcDocker, 'certs.d', registryName, 'ca.crt'), ca);
