@@ -53,6 +53,8 @@ export interface Config {
   defaultNs: string | null;
   tagTtlMs: number;
   tls: { cert: string; key: string } | null;
+  /** With TLS on, a second plain-HTTP listener (e.g. :80 beside :443), or null. */
+  listenHttp: { host: string; port: number } | null;
   logLevel: string;
   shutdownGraceMs: number;
   /** Never contact an upstream: serve only what is cached (a site cut off on purpose). */
@@ -143,6 +145,7 @@ const SETTINGS = {
   logLevel: { env: 'COVE_LOG_LEVEL', flag: 'log-level' },
   tlsCert: { env: 'COVE_TLS_CERT' },
   tlsKey: { env: 'COVE_TLS_KEY' },
+  listenHttp: { env: 'COVE_LISTEN_HTTP' },
   routes: { env: 'COVE_ROUTES' },
   defaultNs: { env: 'COVE_DEFAULT_NS', flag: 'default-ns' },
   offline: { env: 'COVE_OFFLINE' },
@@ -208,6 +211,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     defaultNs: parseDefaultNs(src.get('defaultNs'), routes),
     tagTtlMs: durationOf(src, 'tagTtl', DEFAULTS.tagTtl, 0),
     tls: buildTls(src),
+    listenHttp: buildListenHttp(src),
     logLevel: parseLogLevel(src.get('logLevel') ?? defaultRaw(DEFAULTS.logLevel)),
     shutdownGraceMs: durationOf(src, 'shutdownGrace', DEFAULTS.shutdownGrace, 0),
     offline: parseBool(src.get('offline'), false),
@@ -556,6 +560,14 @@ function buildTls(src: Sources): { cert: string; key: string } | null {
   if (cert === undefined) throw new ConfigError(`${key!.label} is set but COVE_TLS_CERT is not; set both or neither`);
   if (key === undefined) throw new ConfigError(`${cert.label} is set but COVE_TLS_KEY is not; set both or neither`);
   return { cert: readPem(cert, 'CERTIFICATE'), key: readPem(key, 'PRIVATE KEY') };
+}
+
+/** COVE_LISTEN_HTTP: a plain-HTTP listener beside the TLS one; meaningless without TLS. */
+function buildListenHttp(src: Sources): { host: string; port: number } | null {
+  const raw = src.get('listenHttp');
+  if (raw === undefined) return null;
+  if (src.get('tlsCert') === undefined) throw new ConfigError(`${raw.label} is set but COVE_TLS_CERT is not: without TLS, COVE_LISTEN is already plain HTTP`);
+  return parseListen(raw);
 }
 
 /** Reads a PEM file named by `raw` and checks it holds at least one block of the given kind. */

@@ -36,6 +36,8 @@ export interface Cove {
   /** Base URL clients use, e.g. http://127.0.0.1:5000. */
   url: string;
   port: number;
+  /** Port of the plain-HTTP listener beside TLS (COVE_LISTEN_HTTP), or null. */
+  httpPort: number | null;
   counters: Counters;
   log: Logger;
   /** Graceful stop: stop accepting, let transfers finish within the grace period, close the store. */
@@ -189,12 +191,15 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     status,
   });
   const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
+  // With TLS on :443, clients that only speak plain HTTP (or an operator's curl) may use :80.
+  const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null }) : null;
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
   const url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listener.port}`;
   log.info(
     {
       listen: `${listener.host}:${listener.port}`,
+      listenHttp: plainListener ? `${plainListener.host}:${plainListener.port}` : null,
       tls: Boolean(config.tls),
       offline: config.offline,
       upstreams: config.upstreams.map((u) => u.url),
@@ -235,6 +240,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   return {
     url,
     port: listener.port,
+    httpPort: plainListener?.port ?? null,
     counters,
     log,
     stop() {
@@ -245,7 +251,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
         await evictor.stop();
         await prewarmList.stop();
         await peers?.table.stop();
-        await listener.stop(config.shutdownGraceMs);
+        await Promise.all([listener.stop(config.shutdownGraceMs), plainListener?.stop(config.shutdownGraceMs)]);
         shutdown.abort();
         // Aborted fills clean up their temp files; one already committing finishes. Either way
         // nothing may touch the store or the index once stop() returns.

@@ -115,3 +115,29 @@ t.test('one JSON access line per request, credentials never logged', async (t) =
   t.notMatch(all, /hunter2/, 'origin password never logged');
   t.notMatch(all, /client-secret/, 'client credentials never logged');
 });
+
+t.test('COVE_LISTEN_HTTP: a plain-HTTP listener beside the TLS one serves the same cache', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [50_000], seed: 'tls-plain-listener' });
+  origin.putImage('proj/both', '1', image);
+  const dir = mkdtempSync(join(tmpdir(), 'cove-tls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const { cert, key } = makeCert(dir);
+  const cove = await startTestCove(t, origin.url, { COVE_TLS_CERT: cert, COVE_TLS_KEY: key, COVE_LISTEN_HTTP: '127.0.0.1:0' });
+  t.ok(cove.httpPort, 'a second listener is up');
+  const digest = image.layers[0]!.digest;
+  const plain = await fetchAll(`http://127.0.0.1:${cove.httpPort}/v2/proj/both/blobs/${digest}`);
+  t.equal(plain.status, 200);
+  t.equal(sha256(plain.body), digest, 'plain HTTP serves the blob');
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 1);
+  const tls = await new Promise<number>((resolve, reject) => {
+    httpsGet(`${cove.url}/v2/proj/both/blobs/${digest}`, { ca: readFileSync(cert) }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    }).on('error', reject);
+  });
+  t.equal(tls, 200, 'and TLS serves the same cache');
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 1, 'one fetch for both listeners');
+  t.throws(() => loadConfig({ env: { COVE_UPSTREAM: origin.url, COVE_LISTEN_HTTP: ':80' } }), /COVE_LISTEN_HTTP is set but COVE_TLS_CERT is not/);
+});
