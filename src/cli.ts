@@ -162,11 +162,9 @@ async function invalidate(reference: string | undefined, flags: Record<string, s
     process.stderr.write('cove: invalidate needs REPO or REPO:TAG (e.g. cove invalidate proj/app:latest)\n');
     return 2;
   }
-  // A tag follows the last ':' unless a '/' comes after it (a registry host:port is not a tag).
-  const colon = reference.lastIndexOf(':');
-  const hasTag = colon > 0 && !reference.slice(colon).includes('/');
-  const repo = hasTag ? reference.slice(0, colon) : reference;
-  const tag = hasTag ? reference.slice(colon + 1) : null;
+  const parts = splitReference(reference);
+  const repo = parts?.repo ?? reference;
+  const tag = parts?.ref ?? null;
   const query = new URLSearchParams({ repo, ...(tag === null ? {} : { tag }), ...(ns === undefined ? {} : { ns }) });
   const answer = await askLocal(flags, url, 'POST', `/admin/invalidate?${query}`, 'invalidate');
   if (answer === null) return 1;
@@ -190,7 +188,7 @@ async function peers(flags: Record<string, string | boolean | undefined>, url: s
   return 0;
 }
 
-/** REPO:TAG or REPO@DIGEST → repository and reference (a registry host:port is not a tag). */
+/** REPO:TAG or REPO@DIGEST → repository and reference; null without either (a registry host:port is not a tag). */
 function splitReference(reference: string): { repo: string; ref: string } | null {
   const at = reference.indexOf('@');
   if (at > 0) return { repo: reference.slice(0, at), ref: reference.slice(at + 1) };

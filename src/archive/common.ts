@@ -1,7 +1,7 @@
 // What import and export share: the error they throw, image-name parsing, the media types of
 // archives, and the host platform (which image of an index `docker load` gets).
 import { CoveError } from '../errors.js';
-import { isValidName, isValidTag, parseDigest } from '../oci/reference.js';
+import { isValidName, isValidTag, parseDigest, splitRegistryHost } from '../oci/reference.js';
 
 /** Stable codes of ArchiveError; the CLI and the admin API can branch on them. */
 export type ArchiveErrorCode =
@@ -99,11 +99,8 @@ export function parseImageName(text: string): ImageName | null {
   if (rest === '') return null;
   // The registry host (first component with '.' or ':' or "localhost") may hold upper case and a
   // port; the repository path must follow the distribution grammar.
-  const slash = rest.indexOf('/');
-  const first = slash < 0 ? '' : rest.slice(0, slash);
-  const isHost = slash >= 0 && (first.includes('.') || first.includes(':') || first === 'localhost');
-  const path = isHost ? rest.slice(slash + 1) : rest;
-  if (isHost && !/^[A-Za-z0-9.-]+(?::[0-9]+)?$/.test(first)) return null;
+  const { host, path } = splitRegistryHost(rest);
+  if (host !== null && !/^[A-Za-z0-9.-]+(?::[0-9]+)?$/.test(host)) return null;
   if (!isValidName(path)) return null;
   return { name: rest, tag, digest };
 }

@@ -8,6 +8,7 @@ import { ArchiveError } from '../archive/common.js';
 import { exportImages } from '../archive/export.js';
 import { importArchive } from '../archive/import.js';
 import { OciError } from '../errors.js';
+import { splitRegistryHost } from '../oci/reference.js';
 import type { Logger } from '../log.js';
 import type { PeerTable } from '../peers/table.js';
 import { HarborWebhookError, parseHarborWebhook, readBoundedBody } from '../prewarm/harbor-webhook.js';
@@ -87,9 +88,7 @@ export async function handleAdmin(deps: AdminDeps, req: Req, res: Res, facts: Re
  * rest is a repository at the default upstream, as a pull through Cove's own port would be.
  */
 function archiveName(routes: RouteMap, name: string): { upstream: string; repo: string } {
-  const parts = name.split('/');
-  const host = parts.length > 1 && (/[.:]/.test(parts[0]!) || parts[0] === 'localhost') ? parts[0]! : null;
-  const rest = host === null ? name : parts.slice(1).join('/');
+  const { host, path: rest } = splitRegistryHost(name);
   if (host !== null) {
     try {
       return routes.resolve(rest, host);

@@ -50,3 +50,15 @@ export function parseReference(text: string): { digest: string } | { tag: string
   if (text.includes(':')) return parseDigest(text) ? { digest: text } : null;
   return isValidTag(text) ? { tag: text } : null;
 }
+
+/**
+ * Splits a registry host off an image name: the first component is a host when it contains "."
+ * or ":" or is "localhost" (Docker's rule), e.g. "harbor.example.com/proj/app" or "localhost/app".
+ */
+export function splitRegistryHost(name: string): { host: string | null; path: string } {
+  const slash = name.indexOf('/');
+  if (slash <= 0) return { host: null, path: name };
+  const first = name.slice(0, slash);
+  const isHost = first.includes('.') || first.includes(':') || first === 'localhost';
+  return isHost ? { host: first, path: name.slice(slash + 1) } : { host: null, path: name };
+}

@@ -67,17 +67,3 @@ export class PeerClient {
   }
 }
 
-/** Reads a small answer whole, refusing more than `limit` bytes. */
-export async function readPeerBody(body: Readable, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of body) {
-    length += (chunk as Buffer).length;
-    if (length > limit) {
-      body.destroy();
-      throw new Error(`answer larger than ${limit} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}

@@ -3,7 +3,8 @@
 // and from mDNS. It tracks which peers answer (a failing peer is left alone for a while), which
 // served wrong bytes (quarantined and logged), what each one sent, and which owns a digest.
 import type { Logger } from '../log.js';
-import { readPeerBody, type PeerClient } from './client.js';
+import { readSmall } from '../upstream/client.js';
+import type { PeerClient } from './client.js';
 import type { PeerInfo } from './peer.js';
 import { NODE_ID_PATTERN, rankOwners } from './protocol.js';
 
@@ -102,7 +103,7 @@ export class PeerTable {
       this.#staticEntries().map(async (entry) => {
         try {
           const res = await this.#o.client.request(entry.url, 'GET', NODE_INFO_PATH, null);
-          const text = (await readPeerBody(res.body, 64 * 1024)).toString('utf8');
+          const text = (await readSmall(res.body, 64 * 1024)).toString('utf8');
           if (res.status !== 200) throw new Error(`answered ${res.status}`);
           const info = JSON.parse(text) as { id?: unknown; site?: unknown; version?: unknown };
           if (typeof info.id !== 'string' || !NODE_ID_PATTERN.test(info.id) || typeof info.site !== 'string') throw new Error('answered no node id');

@@ -6,7 +6,7 @@
 import { CoveError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ALL_MANIFEST_ACCEPT, isIndexMediaType } from '../oci/mediatypes.js';
-import { isValidName, isValidTag, parseDigest } from '../oci/reference.js';
+import { isValidName, isValidTag, parseDigest, splitRegistryHost } from '../oci/reference.js';
 import type { BlobResolver } from '../resolve/blobs.js';
 import type { ManifestAnswer, ManifestResolver } from '../resolve/manifests.js';
 import type { RouteMap, RoutedTarget } from '../routes.js';
@@ -151,15 +151,11 @@ export function parseRef(text: string): ParsedRef {
     rest = rest.slice(0, at);
     if (!parseDigest(digest)) bad(`${JSON.stringify(digest)} is not a sha256 or sha512 digest`);
   }
-  let host: string | null = null;
-  const slash = rest.indexOf('/');
-  if (slash > 0) {
-    const first = rest.slice(0, slash);
-    if (first.includes('.') || first.includes(':') || first === 'localhost') {
-      host = first.toLowerCase();
-      rest = rest.slice(slash + 1);
-      if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$/.test(host) && !/^\[[0-9a-f:]+\](:\d{1,5})?$/.test(host)) bad(`${JSON.stringify(first)} is not a registry host`);
-    }
+  const split = splitRegistryHost(rest);
+  const host = split.host?.toLowerCase() ?? null;
+  rest = split.path;
+  if (host !== null && !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$/.test(host) && !/^\[[0-9a-f:]+\](:\d{1,5})?$/.test(host)) {
+    bad(`${JSON.stringify(split.host)} is not a registry host`);
   }
   let tag: string | null = null;
   const colon = rest.lastIndexOf(':');

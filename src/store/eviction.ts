@@ -154,13 +154,8 @@ export class Evictor {
     const images: Image[] = [];
     for (const [digest, record] of records) {
       if (referenced.has(digest)) continue;
-      const members = closure(digest, refs);
-      let lastAccess = record.lastAccess;
-      for (const m of members) {
-        const r = records.get(m);
-        if (r && refs.has(m)) lastAccess = Math.max(lastAccess, r.lastAccess);
-      }
-      images.push({ root: digest, members, lastAccess });
+      const { members, lastAccess } = imageOf(digest, records, refs);
+      images.push({ root: digest, members, lastAccess: Math.max(lastAccess, record.lastAccess) });
     }
     // Every image a blob belongs to: it can go only when all of them have gone.
     const owners = new Map<string, number>();
@@ -240,6 +235,23 @@ export class Evictor {
     }
     return out;
   }
+}
+
+/**
+ * An image as eviction and `cove ls` see it: the manifest, everything it reaches, their bytes,
+ * and its last pull (the newest access of the root and of the manifests it reaches).
+ */
+export function imageOf(root: string, records: Map<string, BlobRecord>, refs: Map<string, string[]>): { members: Set<string>; size: number; lastAccess: number } {
+  const members = closure(root, refs);
+  let size = 0;
+  let lastAccess = 0;
+  for (const d of members) {
+    const record = records.get(d);
+    if (!record) continue;
+    size += record.size;
+    if (d === root || refs.has(d)) lastAccess = Math.max(lastAccess, record.lastAccess);
+  }
+  return { members, size, lastAccess };
 }
 
 /** A manifest and everything it reaches through manifest references. */

@@ -1,7 +1,7 @@
 // What the cache holds, image by image, for `cove ls`: every cached tag and every image cached
 // by digest alone, with its size (the manifest and everything it reaches), last pull and pins.
 import type { Catalog } from './catalog.js';
-import { closure } from './eviction.js';
+import { imageOf } from './eviction.js';
 import type { PinStore } from './pins.js';
 
 export interface ImageRow {
@@ -24,8 +24,6 @@ export async function listImages(catalog: Catalog, pins: PinStore): Promise<Imag
   for (const b of blobs) if (b.refs) refs.set(b.digest, b.refs);
   const referenced = new Set<string>();
   for (const list of refs.values()) for (const d of list) referenced.add(d);
-  const sizeOf = (root: string) => [...closure(root, refs)].reduce((n, d) => n + (records.get(d)?.size ?? 0), 0);
-  const accessOf = (root: string) => Math.max(...[...closure(root, refs)].filter((d) => refs.has(d) || d === root).map((d) => records.get(d)?.lastAccess ?? 0));
   const pinned = (upstream: string, repo: string, ref: string) => pins.has(upstream, repo, ref);
 
   const rows: ImageRow[] = [];
@@ -33,14 +31,15 @@ export async function listImages(catalog: Catalog, pins: PinStore): Promise<Imag
   for (const { key, record } of await catalog.listTags()) {
     if (!records.has(record.digest)) continue;
     tagged.add(record.digest);
+    const image = imageOf(record.digest, records, refs);
     rows.push({
       upstream: key.upstream,
       repo: key.repo,
       tag: key.tag,
       digest: record.digest,
       mediaType: record.mediaType,
-      size: sizeOf(record.digest),
-      lastAccess: accessOf(record.digest),
+      size: image.size,
+      lastAccess: image.lastAccess,
       pinned: pinned(key.upstream, key.repo, key.tag) || pins.list().some((p) => p.reference === record.digest),
     });
   }
@@ -48,7 +47,8 @@ export async function listImages(catalog: Catalog, pins: PinStore): Promise<Imag
   for (const [digest, record] of records) {
     if (tagged.has(digest) || referenced.has(digest) || record.mediaType === null) continue;
     const pin = pins.list().find((p) => p.reference === digest);
-    rows.push({ upstream: pin?.upstream ?? '-', repo: pin?.repo ?? '-', tag: null, digest, mediaType: record.mediaType, size: sizeOf(digest), lastAccess: accessOf(digest), pinned: pin !== undefined });
+    const image = imageOf(digest, records, refs);
+    rows.push({ upstream: pin?.upstream ?? '-', repo: pin?.repo ?? '-', tag: null, digest, mediaType: record.mediaType, size: image.size, lastAccess: image.lastAccess, pinned: pin !== undefined });
   }
   return rows.sort((a, b) => b.lastAccess - a.lastAccess);
 }

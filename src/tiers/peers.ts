@@ -10,7 +10,8 @@ import type { Logger } from '../log.js';
 import { digestOf } from '../oci/digest.js';
 import { ALL_MANIFEST_ACCEPT, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
-import { readPeerBody, type PeerClient, type PeerResponse } from '../peers/client.js';
+import type { PeerClient, PeerResponse } from '../peers/client.js';
+import { readSmall } from '../upstream/client.js';
 import type { PeerMode } from '../peers/protocol.js';
 import type { PeerEntry, PeerTable } from '../peers/table.js';
 import { MANIFEST_LIMIT, parseContentRange } from './registry.js';
@@ -150,7 +151,7 @@ export class PeerTier implements Tier {
     }
     let bytes: Buffer;
     try {
-      bytes = await readPeerBody(res.body, MANIFEST_LIMIT);
+      bytes = await readSmall(res.body, MANIFEST_LIMIT);
     } catch (err) {
       this.#table.markDown(peer.id, `manifest ${reference}: ${(err as Error).message}`);
       return null;

@@ -51,7 +51,7 @@ function flatHeaders(headers: Raw['headers']): Record<string, string> {
 }
 
 /** Reads a small body fully, refusing more than `limit` bytes. */
-async function readSmall(body: Readable, limit: number): Promise<Buffer> {
+export async function readSmall(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let length = 0;
   for await (const chunk of body) {
