@@ -10,7 +10,7 @@ import { CONFIG_FLAGS, loadConfig, loadDataDir, loadListen } from './config.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { startCove } from './main.js';
-import { reindexDataDir } from './store/reindex.js';
+import { reindexDataDir } from './store/offline-reindex.js';
 import { createProgress } from './cli/progress.js';
 import { certCommand, DEFAULT_CERT_DIR, DEFAULT_SERVER_DAYS } from './cli/cert.js';
 import { clientConfig } from './cli/client-config.js';

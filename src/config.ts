@@ -7,7 +7,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 // env-var is CommonJS whose exports Node cannot name statically: take the default export.
 import envVar from 'env-var';
 import { ConfigError } from './errors.js';
-import { parseRef } from './prewarm/prewarm.js';
+import { parseRef } from './oci/image-ref.js';
+import { NOT_FOUND_POLICIES, type NotFoundPolicy } from './resolve/manifests.js';
 import { parsePlatforms, type Platform } from './prewarm/platforms.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -90,8 +91,6 @@ export interface PeersConfig {
   timeoutMs: number;
 }
 
-export const NOT_FOUND_POLICIES = ['not-found', 'serve-stale'] as const;
-export type NotFoundPolicy = (typeof NOT_FOUND_POLICIES)[number];
 
 /** Command-line options that override configuration, for node:util parseArgs. */
 export const CONFIG_FLAGS = {

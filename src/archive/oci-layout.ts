@@ -3,13 +3,13 @@
 // the size its descriptor says. Names come from the containerd name and ref.name annotations, or,
 // for docker 25+ archives that carry both formats, from manifest.json's RepoTags.
 import type { Logger } from 'pino';
-import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, isIndexMediaType, OCI_INDEX, OCI_MANIFEST, sniffMediaType } from '../oci/mediatypes.js';
+import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, isIndexMediaType, MANIFEST_MAX_BYTES, OCI_INDEX, OCI_MANIFEST, sniffMediaType } from '../oci/mediatypes.js';
 import { ArchiveError, CONTAINERD_NAME_ANNOTATION, isDescriptor, parseImageName, REF_NAME_ANNOTATION, type Descriptor } from './common.js';
 import { dockerNamesByConfig } from './docker-archive.js';
 import { parseJson, type ArchiveContents, type FoundImage, type Inventory, type ManifestToStore } from './inventory.js';
 
 /** Manifests are read whole; as large as the resolver accepts from an upstream. */
-export const ARCHIVE_MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+export const ARCHIVE_MANIFEST_MAX_BYTES = MANIFEST_MAX_BYTES;
 const MAX_INDEX_DEPTH = 4;
 
 /** One walk of an index.json: where blobs are looked up, and what it has found so far. */

@@ -13,7 +13,8 @@ import type { Logger } from '../log.js';
 import type { PeerTable } from '../peers/table.js';
 import { HarborWebhookError, parseHarborWebhook, readBoundedBody } from '../prewarm/harbor-webhook.js';
 import { parsePlatforms, type Platform } from '../prewarm/platforms.js';
-import { prewarm, PrewarmRefError, type PrewarmDeps } from '../prewarm/prewarm.js';
+import { ImageRefError } from '../oci/image-ref.js';
+import { prewarm, type PrewarmDeps } from '../prewarm/prewarm.js';
 import type { ManifestResolver } from '../resolve/manifests.js';
 import type { RouteMap } from '../routes.js';
 import type { BlobStore } from '../store/blobs.js';
@@ -205,7 +206,7 @@ async function prewarmNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFac
     deps.log.info({ refs: body.refs, ok: result.ok, errors: result.errors }, 'prewarm done');
     line({ result });
   } catch (err) {
-    if (!(err instanceof PrewarmRefError)) throw err;
+    if (!(err instanceof ImageRefError)) throw err;
     line({ result: { ok: false, refs: [], errors: [{ ref: '', message: err.message }] } });
   } finally {
     deps.signal.removeEventListener('abort', stop);

@@ -5,6 +5,12 @@ export const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifes
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 
+/**
+ * Largest manifest Cove accepts from any source (a tier, a peer, the store, an archive): the
+ * distribution registry refuses manifests over 4 MiB too, and manifests are held in memory.
+ */
+export const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+
 /** Every manifest type Cove caches; sent upstream when the bytes are fixed (fetch by digest). */
 export const ALL_MANIFEST_ACCEPT: readonly string[] = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
 

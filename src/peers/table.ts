@@ -3,7 +3,7 @@
 // and from mDNS. It tracks which peers answer (a failing peer is left alone for a while), which
 // served wrong bytes (quarantined and logged), what each one sent, and which owns a digest.
 import type { Logger } from '../log.js';
-import { readSmall } from '../upstream/client.js';
+import { readSmall } from '../http-util.js';
 import type { PeerClient } from './client.js';
 import type { PeerInfo } from './peer.js';
 import { NODE_ID_PATTERN, rankOwners } from './protocol.js';

@@ -6,7 +6,8 @@
 import { CoveError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ALL_MANIFEST_ACCEPT, isIndexMediaType } from '../oci/mediatypes.js';
-import { isValidName, isValidTag, parseDigest, splitRegistryHost } from '../oci/reference.js';
+import { ImageRefError, parseRef, type ParsedRef } from '../oci/image-ref.js';
+import { parseDigest } from '../oci/reference.js';
 import type { BlobResolver } from '../resolve/blobs.js';
 import type { ManifestAnswer, ManifestResolver } from '../resolve/manifests.js';
 import type { RouteMap, RoutedTarget } from '../routes.js';
@@ -18,8 +19,6 @@ export type { Platform } from './platforms.js';
 export const PREWARM_DEFAULT_CONCURRENCY = 3;
 /** Most references one call takes. */
 export const PREWARM_MAX_REFS = 1000;
-/** Longest reference accepted (host + name + tag + digest). */
-const REF_MAX_LENGTH = 512;
 /** Indexes inside indexes are followed this deep (real ones are one level). */
 const MAX_INDEX_DEPTH = 3;
 /** Image configs larger than this are not read to learn the platform. */
@@ -116,59 +115,6 @@ export interface PrewarmResult {
   errors: Array<{ ref: string; message: string }>;
 }
 
-/** A parsed reference: optional registry host, repository name, tag and/or digest. */
-export interface ParsedRef {
-  host: string | null;
-  name: string;
-  tag: string | null;
-  digest: string | null;
-}
-
-/** Thrown for a reference that cannot be parsed; the message names it. */
-export class PrewarmRefError extends CoveError {
-  constructor(message: string) {
-    super('PREWARM_REF_INVALID', message);
-  }
-}
-
-/**
- * Parses `[HOST/]REPO[:TAG][@DIGEST]`. The first component is a host when it contains "." or ":"
- * or is "localhost" (Docker's rule). Without tag and digest the tag is "latest", as `docker pull`.
- * With both, the digest decides what is fetched and the tag is recorded too.
- */
-export function parseRef(text: string): ParsedRef {
-  const input = text.trim();
-  const bad = (why: string): never => {
-    throw new PrewarmRefError(`invalid reference ${JSON.stringify(input.length > 120 ? `${input.slice(0, 117)}...` : input)}: ${why}`);
-  };
-  if (input === '') bad('empty');
-  if (input.length > REF_MAX_LENGTH) bad(`longer than ${REF_MAX_LENGTH} characters`);
-  let rest = input;
-  let digest: string | null = null;
-  const at = rest.indexOf('@');
-  if (at >= 0) {
-    digest = rest.slice(at + 1);
-    rest = rest.slice(0, at);
-    if (!parseDigest(digest)) bad(`${JSON.stringify(digest)} is not a sha256 or sha512 digest`);
-  }
-  const split = splitRegistryHost(rest);
-  const host = split.host?.toLowerCase() ?? null;
-  rest = split.path;
-  if (host !== null && !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$/.test(host) && !/^\[[0-9a-f:]+\](:\d{1,5})?$/.test(host)) {
-    bad(`${JSON.stringify(split.host)} is not a registry host`);
-  }
-  let tag: string | null = null;
-  const colon = rest.lastIndexOf(':');
-  if (colon >= 0) {
-    tag = rest.slice(colon + 1);
-    rest = rest.slice(0, colon);
-    if (!isValidTag(tag)) bad(`${JSON.stringify(tag)} is not a valid tag`);
-  }
-  if (!isValidName(rest)) bad(`${JSON.stringify(rest)} is not a repository name (lowercase, e.g. proj/app)`);
-  if (tag === null && digest === null) tag = 'latest';
-  return { host, name: rest, tag, digest };
-}
-
 /** Maps a parsed reference to the upstream target, as the request of a client would be. */
 export function targetOf(ref: ParsedRef, routes: RouteMap, opts: Pick<PrewarmOptions, 'ns' | 'names'> = {}): RoutedTarget {
   if (ref.host !== null) {
@@ -188,7 +134,7 @@ export function targetOf(ref: ParsedRef, routes: RouteMap, opts: Pick<PrewarmOpt
  * per reference; it rejects only for a call that is wrong as a whole (too many references).
  */
 export async function prewarm(refs: readonly string[], deps: PrewarmDeps, opts: PrewarmOptions): Promise<PrewarmResult> {
-  if (refs.length > PREWARM_MAX_REFS) throw new PrewarmRefError(`too many references: ${refs.length} (at most ${PREWARM_MAX_REFS} per call)`);
+  if (refs.length > PREWARM_MAX_REFS) throw new ImageRefError(`too many references: ${refs.length} (at most ${PREWARM_MAX_REFS} per call)`);
   const unique = [...new Set(refs.map((r) => r.trim()).filter((r) => r !== ''))];
   const results: PrewarmRefResult[] = [];
   for (const ref of unique) {

@@ -1,12 +1,11 @@
 // Manifest lookups. Manifests by digest never change: once stored they are served without asking
 // anyone. Tags move: a tag resolved within the TTL is served from the cache, after it one HEAD
 // revalidates, and when the upstream cannot be asked the cached tag is served stale.
-import type { NotFoundPolicy } from '../config.js';
 import { DigestMismatchError, OciError, isUpstreamFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import { digestOf } from '../oci/digest.js';
-import { ALL_MANIFEST_ACCEPT, acceptAdmits, isIndexMediaType, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
+import { ALL_MANIFEST_ACCEPT, MANIFEST_MAX_BYTES, acceptAdmits, isIndexMediaType, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
@@ -15,8 +14,9 @@ import type { FetchedManifest, Target } from '../tiers/tier.js';
 import { SingleFlight } from './flight.js';
 import type { Resolver } from './resolver.js';
 
-/** Manifests larger than this are refused: no registry serves one, and they are held in memory. */
-export const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+/** What to do when the upstream 404s a cached tag: pass the 404 on, or keep serving the cached copy. */
+export const NOT_FOUND_POLICIES = ['not-found', 'serve-stale'] as const;
+export type NotFoundPolicy = (typeof NOT_FOUND_POLICIES)[number];
 
 /** How a manifest answer came about; it becomes the Cache-Status header and the log's cache field. */
 export type ManifestCacheResult = 'hit' | 'revalidated' | 'stale' | 'miss' | 'vary-miss';

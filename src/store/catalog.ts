@@ -8,36 +8,10 @@ import type { Logger } from 'pino';
 import { CoveError } from '../errors.js';
 import type { BlobStore } from './blobs.js';
 import { rebuildIndex, type RebuildCounts, type RebuildSink } from './reindex.js';
-import { isTagRecord, TagJournal } from './tag-journal.js';
+import { isBlobRecord, isTagRecord, type BlobRecord, type TagKey, type TagRecord } from './records.js';
+import { TagJournal } from './tag-journal.js';
 
-/** Which tag of which repository on which upstream. */
-export interface TagKey {
-  upstream: string;
-  repo: string;
-  tag: string;
-}
-
-/** What a tag resolved to, and when. */
-export interface TagRecord {
-  digest: string;
-  mediaType: string;
-  size: number;
-  /** When the manifest was fetched from upstream (ms since the epoch). */
-  fetchedAt: number;
-  /** When upstream last confirmed the tag still points here (ms since the epoch). */
-  validatedAt: number;
-}
-
-/** Bookkeeping for one stored blob. */
-export interface BlobRecord {
-  size: number;
-  /** Set for manifests; null for layers and configs (or when unknown). */
-  mediaType: string | null;
-  /** Last time a client read the blob (ms since the epoch); eviction goes oldest first. */
-  lastAccess: number;
-  /** Pinned blobs are never evicted. */
-  pinned: boolean;
-}
+export type { BlobRecord, TagKey, TagRecord } from './records.js';
 
 /** Bump when the key layout or record shapes change: an index of another version is rebuilt. */
 export const CATALOG_VERSION = 1;
@@ -340,17 +314,6 @@ export class Catalog {
     // not survive an index rebuild.
     this.#log.warn({ ...key, err: describe(err) }, 'could not write the tag journal');
   }
-}
-
-function isBlobRecord(value: unknown): value is BlobRecord {
-  if (!value || typeof value !== 'object') return false;
-  const r = value as Record<string, unknown>;
-  return (
-    typeof r.size === 'number' &&
-    (r.mediaType === null || typeof r.mediaType === 'string') &&
-    typeof r.lastAccess === 'number' &&
-    typeof r.pinned === 'boolean'
-  );
 }
 
 /**

@@ -1,21 +1,16 @@
 // Rebuilding the index from what is on disk: blob records from the blob files, manifest
 // references from the manifests among them, tags from the tag journal. Used automatically by
-// Catalog.open when the index is missing or broken, and by `cove reindex` (daemon stopped).
+// Catalog.open when the index is missing or broken, and by `cove reindex` (store/offline-reindex.ts).
 import { createReadStream } from 'node:fs';
 import { open, readFile, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
+import { MANIFEST_MAX_BYTES, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
-import { BlobStore } from './blobs.js';
-import type { BlobRecord, TagKey, TagRecord } from './catalog.js';
-// A runtime import cycle (catalog.ts imports rebuildIndex from here); both sides use the other
-// only inside functions, so ES module evaluation order does not matter.
-import { Catalog } from './catalog.js';
+import type { BlobStore } from './blobs.js';
+import type { BlobRecord, TagKey, TagRecord } from './records.js';
 import type { TagJournal } from './tag-journal.js';
 
-/** Blobs larger than this are never read to guess whether they are manifests. */
-export const SNIFF_MAX_BYTES = 4 * 1024 * 1024;
 
 /** Where a rebuild writes what it finds (the catalog's fresh database). */
 export interface RebuildSink {
@@ -90,24 +85,6 @@ export async function rebuildIndex(
   return counts;
 }
 
-/**
- * `cove reindex`: removes temp files, re-hashes every blob (deleting files that do not match
- * their name), and rebuilds the index from scratch. Run while Cove is stopped; an index held
- * open by a running Cove makes this fail rather than rebuild under it.
- */
-export async function reindexDataDir(
-  dataDir: string,
-  log: Logger,
-): Promise<{ blobs: number; bytes: number; removed: number; tags: number }> {
-  const store = new BlobStore(dataDir);
-  const { tempFilesRemoved } = await store.open();
-  if (tempFilesRemoved > 0) log.info({ removed: tempFilesRemoved }, 'removed unfinished temp files');
-  const { catalog, rebuilt } = await Catalog.openWith(dataDir, store, log, { force: true, verify: true });
-  await catalog.close();
-  const counts = rebuilt!;
-  return { blobs: counts.blobs, bytes: counts.bytes, removed: counts.removed, tags: counts.tags };
-}
-
 /** The digest of a file's content, with the algorithm of `digest`. */
 async function hashFile(path: string, digest: string): Promise<string> {
   const algorithm = parseDigest(digest)!.algorithm;
@@ -118,7 +95,7 @@ async function hashFile(path: string, digest: string): Promise<string> {
 
 /** A small JSON blob that declares itself a manifest: its media type and references. */
 async function sniffManifest(path: string, size: number): Promise<{ mediaType: string; refs: string[] } | null> {
-  if (size < 2 || size > SNIFF_MAX_BYTES) return null;
+  if (size < 2 || size > MANIFEST_MAX_BYTES) return null;
   // Look at the first bytes before reading the whole file: layers (gzip, zstd, tar) never start with '{'.
   let bytes: Buffer;
   try {

@@ -4,7 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TagKey, TagRecord } from './catalog.js';
+import { isTagRecord, type TagKey, type TagRecord } from './records.js';
 
 /** One journalled tag. */
 export interface JournalEntry {
@@ -101,17 +101,4 @@ async function readEntry(path: string): Promise<JournalEntry | null> {
   } catch {
     return null;
   }
-}
-
-/** Whether a stored value has the shape of a TagRecord. */
-export function isTagRecord(value: unknown): value is TagRecord {
-  if (!value || typeof value !== 'object') return false;
-  const r = value as Record<string, unknown>;
-  return (
-    typeof r.digest === 'string' &&
-    typeof r.mediaType === 'string' &&
-    typeof r.size === 'number' &&
-    typeof r.fetchedAt === 'number' &&
-    typeof r.validatedAt === 'number'
-  );
 }

@@ -8,13 +8,12 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import { digestOf } from '../oci/digest.js';
-import { ALL_MANIFEST_ACCEPT, sniffMediaType } from '../oci/mediatypes.js';
+import { ALL_MANIFEST_ACCEPT, MANIFEST_MAX_BYTES, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { PeerClient, PeerResponse } from '../peers/client.js';
-import { readSmall } from '../upstream/client.js';
+import { parseContentRange, readSmall } from '../http-util.js';
 import type { PeerMode } from '../peers/protocol.js';
 import type { PeerEntry, PeerTable } from '../peers/table.js';
-import { MANIFEST_LIMIT, parseContentRange } from './registry.js';
 import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Target, Tier } from './tier.js';
 
 type LivePeer = PeerEntry & { id: string };
@@ -151,7 +150,7 @@ export class PeerTier implements Tier {
     }
     let bytes: Buffer;
     try {
-      bytes = await readSmall(res.body, MANIFEST_LIMIT);
+      bytes = await readSmall(res.body, MANIFEST_MAX_BYTES);
     } catch (err) {
       this.#table.markDown(peer.id, `manifest ${reference}: ${(err as Error).message}`);
       return null;

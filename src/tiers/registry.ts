@@ -5,36 +5,15 @@
 import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
 import { DigestMismatchError, UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
-import { sniffMediaType } from '../oci/mediatypes.js';
+import { contentLength, parseContentRange } from '../http-util.js';
+import { MANIFEST_MAX_BYTES, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
 import { parseRetryAfter } from '../upstream/retry-after.js';
 import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Target, Tier, TierKind } from './tier.js';
 
-export { parseRetryAfter };
-
-/** Largest manifest accepted; the distribution registry refuses manifests over 4 MiB too. */
-export const MANIFEST_LIMIT = 4 * 1024 * 1024;
 /** Largest tags list or referrers index read into memory. */
 export const PASSTHROUGH_LIMIT = 16 * 1024 * 1024;
-
-/** `bytes START-END/TOTAL` → numbers (total null for `*`), or null when malformed. */
-export function parseContentRange(value: string | undefined): { start: number; end: number; total: number | null } | null {
-  if (value === undefined) return null;
-  const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(value);
-  if (!m) return null;
-  const start = Number(m[1]);
-  const end = Number(m[2]);
-  const total = m[3] === '*' ? null : Number(m[3]);
-  if (end < start || (total !== null && end >= total)) return null;
-  return { start, end, total };
-}
-
-function contentLength(headers: Record<string, string>): number | null {
-  const v = headers['content-length'];
-  if (v === undefined || !/^\s*\d+\s*$/.test(v)) return null;
-  return Number(v);
-}
 
 /** Drops the first `count` bytes of a stream: resuming from a server that ignored Range. */
 class SkipBytes extends Transform {
@@ -134,11 +113,11 @@ export class RegistryTier implements Tier {
     });
     if (!this.#ok(client, res, [200], `manifest ${target.repo}:${reference}`)) return null;
     const declared = contentLength(res.headers);
-    if (declared !== null && declared > MANIFEST_LIMIT) {
+    if (declared !== null && declared > MANIFEST_MAX_BYTES) {
       res.body.destroy();
-      throw new UpstreamStatusError(client.name, res.status, `manifest ${target.repo}:${reference} from upstream ${client.name} is ${declared} bytes, over the ${MANIFEST_LIMIT}-byte limit`);
+      throw new UpstreamStatusError(client.name, res.status, `manifest ${target.repo}:${reference} from upstream ${client.name} is ${declared} bytes, over the ${MANIFEST_MAX_BYTES}-byte limit`);
     }
-    const bytes = await this.#read(client, res, MANIFEST_LIMIT, `manifest ${target.repo}:${reference}`);
+    const bytes = await this.#read(client, res, MANIFEST_MAX_BYTES, `manifest ${target.repo}:${reference}`);
     if (declared !== null && bytes.length !== declared) {
       throw new UpstreamUnavailableError(client.name, `manifest ${target.repo}:${reference} from upstream ${client.name} ended at ${bytes.length} of ${declared} bytes`);
     }

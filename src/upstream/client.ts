@@ -8,6 +8,7 @@ import type { UpstreamConfig } from '../config.js';
 import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { UpstreamAuth, type AuthAttempt } from './auth.js';
 import { Breaker, type BreakerSnapshot } from './breaker.js';
+import { readSmall } from '../http-util.js';
 import { parseRetryAfter } from './retry-after.js';
 import { createAgent, createDispatcher, createProxyAgent, proxyFor, type DispatcherOptions } from './dispatcher.js';
 
@@ -48,22 +49,6 @@ function flatHeaders(headers: Raw['headers']): Record<string, string> {
     out[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
   }
   return out;
-}
-
-/** Reads a small body fully, refusing more than `limit` bytes. */
-export async function readSmall(body: Readable, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of body) {
-    const buf = chunk as Buffer;
-    length += buf.length;
-    if (length > limit) {
-      body.destroy();
-      throw new Error(`response body larger than ${limit} bytes`);
-    }
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks);
 }
 
 /** Discards a body we do not hand back so its connection returns to the pool (or is closed). */

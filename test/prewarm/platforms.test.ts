@@ -2,7 +2,7 @@
 import t from 'tap';
 import { ConfigError } from '../../src/errors.js';
 import { formatPlatform, matches, parsePlatform, parsePlatforms } from '../../src/prewarm/platforms.js';
-import { PrewarmRefError, parseRef } from '../../src/prewarm/prewarm.js';
+import { ImageRefError, parseRef } from '../../src/oci/image-ref.js';
 
 t.test('parsePlatforms reads a list, ignores blanks and duplicates', async (t) => {
   t.same(parsePlatforms('linux/arm64,linux/amd64,linux/arm/v7'), [
@@ -60,7 +60,7 @@ t.test('parseRef', async (t) => {
   t.same(parseRef('localhost:5000/app:v2'), { host: 'localhost:5000', name: 'app', tag: 'v2', digest: null });
   t.same(parseRef('localhost/app'), { host: 'localhost', name: 'app', tag: 'latest', digest: null });
   t.same(parseRef('library/nginx:1.27'), { host: null, name: 'library/nginx', tag: '1.27', digest: null });
-  t.throws(() => parseRef(''), PrewarmRefError);
+  t.throws(() => parseRef(''), ImageRefError);
   t.throws(() => parseRef('proj/app@sha256:abc'), /invalid reference "proj\/app@sha256:abc": "sha256:abc" is not a sha256 or sha512 digest/);
   t.throws(() => parseRef('Proj/App:1'), /"Proj\/App" is not a repository name/);
   t.throws(() => parseRef('proj/app:bad tag'), /"bad tag" is not a valid tag/);

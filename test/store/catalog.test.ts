@@ -7,7 +7,7 @@ import { pino, type Logger } from 'pino';
 import t from 'tap';
 import { BlobStore } from '../../src/store/blobs.js';
 import { Catalog, TOUCH_FLUSH_MS, type TagKey, type TagRecord } from '../../src/store/catalog.js';
-import { reindexDataDir } from '../../src/store/reindex.js';
+import { reindexDataDir } from '../../src/store/offline-reindex.js';
 
 const digestOf = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';

@@ -4,7 +4,9 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import t, { type Test } from 'tap';
 import { DigestMismatchError, UpstreamAuthError, UpstreamStatusError } from '../../src/errors.js';
-import { RegistryTier, parseContentRange, parseRetryAfter } from '../../src/tiers/registry.js';
+import { parseContentRange } from '../../src/http-util.js';
+import { RegistryTier } from '../../src/tiers/registry.js';
+import { parseRetryAfter } from '../../src/upstream/retry-after.js';
 import type { UpstreamClient } from '../../src/upstream/client.js';
 import { readAll, startServer, testClient } from '../upstream/servers.js';
 

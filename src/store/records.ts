@@ -1,0 +1,55 @@
+// The shapes of what the index keeps about tags and blobs, and the checks that a stored value
+// has that shape. Shared by the catalog, the tag journal and the rebuild, below all three.
+
+/** Which tag of which repository on which upstream. */
+export interface TagKey {
+  upstream: string;
+  repo: string;
+  tag: string;
+}
+
+/** What a tag resolved to, and when. */
+export interface TagRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** When the manifest was fetched from upstream (ms since the epoch). */
+  fetchedAt: number;
+  /** When upstream last confirmed the tag still points here (ms since the epoch). */
+  validatedAt: number;
+}
+
+/** Bookkeeping for one stored blob. */
+export interface BlobRecord {
+  size: number;
+  /** Set for manifests; null for layers and configs (or when unknown). */
+  mediaType: string | null;
+  /** Last time a client read the blob (ms since the epoch); eviction goes oldest first. */
+  lastAccess: number;
+  /** Pinned blobs are never evicted. */
+  pinned: boolean;
+}
+
+/** Whether a stored value has the shape of a TagRecord. */
+export function isTagRecord(value: unknown): value is TagRecord {
+  if (!value || typeof value !== 'object') return false;
+  const r = value as Record<string, unknown>;
+  return (
+    typeof r.digest === 'string' &&
+    typeof r.mediaType === 'string' &&
+    typeof r.size === 'number' &&
+    typeof r.fetchedAt === 'number' &&
+    typeof r.validatedAt === 'number'
+  );
+}
+
+export function isBlobRecord(value: unknown): value is BlobRecord {
+  if (!value || typeof value !== 'object') return false;
+  const r = value as Record<string, unknown>;
+  return (
+    typeof r.size === 'number' &&
+    (r.mediaType === null || typeof r.mediaType === 'string') &&
+    typeof r.lastAccess === 'number' &&
+    typeof r.pinned === 'boolean'
+  );
+}
