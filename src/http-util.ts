@@ -10,7 +10,7 @@ export async function readSmall(body: Readable, limit: number): Promise<Buffer> 
     const buf = chunk as Buffer;
     length += buf.length;
     if (length > limit) {
-      body.destroy();
+      dropBody(body);
       throw new Error(`response body larger than ${limit} bytes`);
     }
     chunks.push(buf);
@@ -35,4 +35,13 @@ export function contentLength(headers: Record<string, string>): number | null {
   const v = headers['content-length'];
   if (v === undefined || !/^\s*\d+\s*$/.test(v)) return null;
   return Number(v);
+}
+
+/**
+ * Drops a response body we will not read. undici reports a body destroyed before its end as an
+ * error event; without a listener that error would be uncaught and end the process.
+ */
+export function dropBody(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
 }

@@ -14,8 +14,16 @@ export const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
 /** Every manifest type Cove caches; sent upstream when the bytes are fixed (fetch by digest). */
 export const ALL_MANIFEST_ACCEPT: readonly string[] = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
 
-/** What a client that sends no Accept gets from a registry: single-image manifests only. */
-const NO_ACCEPT_ADMITS = new Set([DOCKER_MANIFEST, OCI_MANIFEST]);
+/** Docker's schema 1 manifests (signed and unsigned): deprecated, and never served by Cove. */
+export const DOCKER_SCHEMA1_SIGNED = 'application/vnd.docker.distribution.manifest.v1+prettyjws';
+export const DOCKER_SCHEMA1 = 'application/vnd.docker.distribution.manifest.v1+json';
+
+/**
+ * What a client that sends no Accept is taken to accept: single-image manifests. Registries
+ * answer such a request with schema 1, which Cove refuses; asking for schema 2 or OCI instead
+ * gives a plain `curl` a manifest it can use.
+ */
+const NO_ACCEPT_ADMITS: readonly string[] = [DOCKER_MANIFEST, OCI_MANIFEST];
 
 /**
  * The media types a client accepts, lowercased and without parameters. Handles one header with
@@ -35,12 +43,36 @@ export function parseAccept(header: string | readonly string[] | undefined): str
   return types;
 }
 
+/** The Accept list a request stands for: its own, or the single-image types when it sent none. */
+export function effectiveAccept(accept: readonly string[]): readonly string[] {
+  return accept.length === 0 ? NO_ACCEPT_ADMITS : accept;
+}
+
 /** Whether a cached manifest of `mediaType` may answer a client whose Accept list is `accept`. */
 export function acceptAdmits(accept: readonly string[], mediaType: string): boolean {
   const type = baseType(mediaType);
-  if (accept.length === 0) return NO_ACCEPT_ADMITS.has(type);
+  if (accept.length === 0) return NO_ACCEPT_ADMITS.includes(type);
   const major = type.split('/')[0];
   return accept.some((a) => a === type || a === '*/*' || a === `${major}/*`);
+}
+
+/**
+ * The manifest types of ALL_MANIFEST_ACCEPT that an Accept list admits, in a fixed order and
+ * joined by commas: clients whose lists admit the same types get the same answer from a
+ * registry, so this names the class a tag's answer is kept under.
+ */
+export function acceptClass(accept: readonly string[]): string {
+  return ALL_MANIFEST_ACCEPT.filter((type) => acceptAdmits(accept, type)).join(',');
+}
+
+/** True when an Accept list admits both kinds of multi-platform list (the registry never rewrites). */
+export function admitsEveryIndex(accept: readonly string[]): boolean {
+  return acceptAdmits(accept, OCI_INDEX) && acceptAdmits(accept, DOCKER_MANIFEST_LIST);
+}
+
+export function isSchema1MediaType(mediaType: string): boolean {
+  const type = baseType(mediaType);
+  return type === DOCKER_SCHEMA1_SIGNED || type === DOCKER_SCHEMA1;
 }
 
 export function isIndexMediaType(mediaType: string): boolean {

@@ -5,7 +5,17 @@ import { DigestMismatchError, OciError, isUpstreamFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import { digestOf } from '../oci/digest.js';
-import { ALL_MANIFEST_ACCEPT, MANIFEST_MAX_BYTES, acceptAdmits, isIndexMediaType, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
+import {
+  ALL_MANIFEST_ACCEPT,
+  MANIFEST_MAX_BYTES,
+  acceptAdmits,
+  acceptClass,
+  admitsEveryIndex,
+  effectiveAccept,
+  isIndexMediaType,
+  manifestReferences,
+  sniffMediaType,
+} from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
@@ -84,39 +94,67 @@ export class ManifestResolver {
     return { bytes: fetched.manifest.bytes, digest: expected, mediaType: fetched.manifest.mediaType, cache: 'miss', tier: fetched.tier };
   }
 
-  /** A manifest by tag, honouring the client's Accept list. */
-  async byTag(target: Target, tag: string, accept: readonly string[]): Promise<ManifestAnswer> {
-    const key: TagKey = { upstream: target.upstream, repo: target.repo, tag };
-    const record = await this.#o.catalog.getTag(key);
-    const admitted = record !== null && acceptAdmits(accept, record.mediaType);
-    if (record && admitted) {
+  /**
+   * A manifest by tag, as the upstream would answer this client's Accept list. The tag's own
+   * record holds what the upstream keeps under the tag (the answer to a client that takes every
+   * manifest type) and answers every client that admits its type. A client that does not (one
+   * that cannot take lists, when the tag is a multi-platform list) gets the answer kept for its
+   * Accept class: the registry's pick for it. Neither answer ever replaces the other.
+   */
+  async byTag(target: Target, tag: string, clientAccept: readonly string[]): Promise<ManifestAnswer> {
+    const accept = effectiveAccept(clientAccept);
+    const base: TagKey = { upstream: target.upstream, repo: target.repo, tag };
+    const own = await this.#o.catalog.getTag(base);
+    const ownAdmitted = own !== null && acceptAdmits(accept, own.mediaType);
+    const key: TagKey = ownAdmitted ? base : { ...base, accept: acceptClass(accept) };
+    const record = ownAdmitted ? own : await this.#o.catalog.getTag(key);
+    if (record) {
       const local = await this.#local(record.digest);
       if (local && target.reach === 'local') {
         // A peer asks what this node holds: the cached tag as it is, fresh or not, never revalidated.
         const fresh = this.#now() - record.validatedAt < this.#o.tagTtlMs;
         return { ...local, digest: record.digest, cache: fresh ? 'hit' : 'stale', tier: 'local' };
       }
-      if (local) return this.#cachedTag(target, key, record, local, accept);
+      if (local) return this.#cachedTag(target, key, record, local);
     }
     if (target.reach === 'local') throw manifestUnknown(target, tag);
     let fetched;
     try {
       fetched = await this.#fetch(target, tag, accept);
     } catch (err) {
-      const fromPeer = isUpstreamFailure(err) && record === null ? await this.#fromPeers(target, key, accept, err as Error) : null;
-      if (fromPeer) return fromPeer;
+      if (!isUpstreamFailure(err)) throw err;
+      const child = own && !ownAdmitted ? await this.#childOf(target, base, own, accept, err as Error) : null;
+      const fallback = child ?? (record === null ? await this.#fromPeers(target, base, accept, err as Error) : null);
+      if (fallback) return fallback;
       throw err;
     }
     if (!fetched) throw manifestUnknown(target, tag);
     const { manifest } = fetched;
     await this.#store(manifest.digest, manifest);
-    // One record per tag: the answer to the broadest question wins. A client whose Accept does
-    // not admit the recorded type gets its own answer without moving the tag for everyone else.
-    if (record === null || admitted || isIndexMediaType(manifest.mediaType)) {
-      await this.#putTag(key, manifest, manifest.stale === true);
-    }
+    await this.#putTag(answerKey(base, accept, manifest.mediaType), manifest, manifest.stale === true);
     if (manifest.stale) this.#o.counters.staleServed++;
-    return { ...manifest, cache: manifest.stale ? 'stale' : record && !admitted ? 'vary-miss' : 'miss', tier: fetched.tier };
+    return { ...manifest, cache: manifest.stale ? 'stale' : own && !ownAdmitted ? 'vary-miss' : 'miss', tier: fetched.tier };
+  }
+
+  /**
+   * Nothing above could be asked, and this client's Accept class has no answer of its own here,
+   * but the tag's own record is a list whose platform child is cached: the child a registry
+   * picks for such a client (linux/amd64, as the distribution registry and Harbor do) is served
+   * stale and not recorded, so the upstream decides once it is back.
+   */
+  async #childOf(target: Target, base: TagKey, own: TagRecord, accept: readonly string[], cause: Error): Promise<ManifestAnswer | null> {
+    if (!isIndexMediaType(own.mediaType)) return null;
+    const list = await this.#local(own.digest);
+    if (!list) return null;
+    for (const child of defaultPlatformChildren(list.bytes)) {
+      if (!acceptAdmits(accept, child.mediaType)) continue;
+      const local = await this.#local(child.digest);
+      if (!local || !acceptAdmits(accept, local.mediaType)) continue;
+      this.#o.counters.staleServed++;
+      this.#o.log.warn({ repo: base.repo, tag: base.tag, digest: child.digest, list: own.digest, err: cause.message }, 'upstream unavailable: serving the cached list\'s linux/amd64 child stale');
+      return { ...local, digest: child.digest, cache: 'stale', tier: 'local' };
+    }
+    return null;
   }
 
   /**
@@ -124,17 +162,17 @@ export class ManifestResolver {
    * than a failed pull. It is served stale and flagged, and recorded so that the next pull asks
    * upward again first.
    */
-  async #fromPeers(target: Target, key: TagKey, accept: readonly string[], cause: Error): Promise<ManifestAnswer | null> {
+  async #fromPeers(target: Target, base: TagKey, accept: readonly string[], cause: Error): Promise<ManifestAnswer | null> {
     if ((target.reach ?? 'all') !== 'all' || !this.#o.peerTags) return null;
-    const found = await this.#o.peerTags(target, key.tag, accept).catch(() => null);
+    const found = await this.#o.peerTags(target, base.tag, accept).catch(() => null);
     if (!found) return null;
     const { manifest, peer } = found;
     this.#o.counters.add(this.#o.counters.objectsFetched, `peer:${peer}`);
     this.#o.counters.add(this.#o.counters.bytesFetched, `peer:${peer}`, manifest.bytes.length);
     await this.#store(manifest.digest, manifest);
-    await this.#putTag(key, manifest, true);
+    await this.#putTag(answerKey(base, accept, manifest.mediaType), manifest, true);
     this.#o.counters.staleServed++;
-    this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: manifest.digest, peer, err: cause.message }, 'upstream unavailable: serving a peer\'s copy of the tag, stale');
+    this.#o.log.warn({ repo: base.repo, tag: base.tag, digest: manifest.digest, peer, err: cause.message }, 'upstream unavailable: serving a peer\'s copy of the tag, stale');
     return { ...manifest, cache: 'stale', tier: `peer:${peer}` };
   }
 
@@ -143,15 +181,12 @@ export class ManifestResolver {
    * upstream, whatever the TTL. Returns how many tags were marked.
    */
   async invalidate(target: Target, tag: string | null): Promise<number> {
-    let keys: TagKey[];
-    if (tag === null) {
-      keys = (await this.#o.catalog.listTags(target.upstream, target.repo)).map((entry) => entry.key);
-    } else {
-      const key = { upstream: target.upstream, repo: target.repo, tag };
-      keys = (await this.#o.catalog.getTag(key)) === null ? [] : [key];
-    }
+    const keys = (await this.#o.catalog.listTags(target.upstream, target.repo, { variants: true }))
+      .map((entry) => entry.key)
+      .filter((key) => tag === null || key.tag === tag);
     for (const key of keys) await this.#o.catalog.touchTag(key, INVALIDATED);
-    return keys.length;
+    // Counted by tag name: a tag's own record and those kept per Accept class are one tag.
+    return new Set(keys.map((key) => key.tag)).size;
   }
 
 
@@ -161,33 +196,30 @@ export class ManifestResolver {
     key: TagKey,
     record: TagRecord,
     local: { bytes: Buffer; mediaType: string },
-    accept: readonly string[],
   ): Promise<ManifestAnswer> {
     const now = this.#now();
     const cached: ManifestAnswer = { ...local, digest: record.digest, cache: 'hit', tier: 'local' };
     if (now - record.validatedAt < this.#o.tagTtlMs) return cached;
     // An invalidated tag (validatedAt 0) is revalidated before answering, even with SWR.
-    if (!this.#o.staleWhileRevalidate || record.validatedAt === INVALIDATED) return this.#revalidate(target, key, record, cached, accept, now);
+    if (!this.#o.staleWhileRevalidate || record.validatedAt === INVALIDATED) return this.#revalidate(target, key, record, cached, now);
     // Stale-while-revalidate: answer now, ask the upstream once in the background.
-    const flight = JSON.stringify([key.upstream, key.repo, key.tag]);
+    const flight = JSON.stringify([key.upstream, key.repo, key.tag, key.accept ?? '']);
     if (!this.#revalidating.has(flight)) {
       this.#revalidating.add(flight);
-      this.#revalidate(target, key, record, cached, accept, now)
+      this.#revalidate(target, key, record, cached, now)
         .catch((err: Error) => this.#o.log.warn({ repo: key.repo, tag: key.tag, err: err.message }, 'background revalidation failed'))
         .finally(() => this.#revalidating.delete(flight));
     }
     return { ...cached, cache: 'stale' };
   }
 
-  /** One HEAD upstream decides: same digest (touch), moved (fetch and move), or unreachable (stale). */
-  async #revalidate(
-    target: Target,
-    key: TagKey,
-    record: TagRecord,
-    cached: ManifestAnswer,
-    accept: readonly string[],
-    now: number,
-  ): Promise<ManifestAnswer> {
+  /**
+   * One HEAD upstream decides: same digest (touch), moved (fetch and move), or unreachable
+   * (stale). It asks with the Accept list the record stands for, never the client's: the tag's
+   * own record with every type, a class's record with that class's types.
+   */
+  async #revalidate(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number): Promise<ManifestAnswer> {
+    const accept = key.accept === undefined ? ALL_MANIFEST_ACCEPT : key.accept.split(',');
     let head;
     try {
       head = await this.#o.resolver.first(target, (tier) => tier.headManifest(target, key.tag, accept));
@@ -283,6 +315,36 @@ export class ManifestResolver {
     const now = this.#now();
     await this.#o.catalog.putTag(key, { digest: m.digest, mediaType: m.mediaType, size: m.size, fetchedAt: now, validatedAt: stale ? INVALIDATED : now });
   }
+}
+
+/**
+ * Where an answer to `accept` is recorded: under the tag itself when it is what the upstream
+ * holds there — a list or index (registries never rewrite to one), or anything given to a client
+ * that takes both kinds of list — else under the client's Accept class, since the registry may
+ * have picked a platform child for that client.
+ */
+function answerKey(base: TagKey, accept: readonly string[], mediaType: string): TagKey {
+  if (isIndexMediaType(mediaType) || (admitsEveryIndex(accept) && acceptAdmits(accept, mediaType))) return base;
+  return { ...base, accept: acceptClass(accept) };
+}
+
+/** The children of a list for linux/amd64, the platform registries pick for list-less clients. */
+function defaultPlatformChildren(bytes: Buffer): Array<{ digest: string; mediaType: string }> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return [];
+  }
+  const manifests = (doc as { manifests?: unknown } | null)?.manifests;
+  if (!Array.isArray(manifests)) return [];
+  const out: Array<{ digest: string; mediaType: string }> = [];
+  for (const entry of manifests as unknown[]) {
+    const e = entry as { digest?: unknown; mediaType?: unknown; platform?: { os?: unknown; architecture?: unknown } } | null;
+    if (typeof e?.digest !== 'string' || !parseDigest(e.digest) || typeof e.mediaType !== 'string') continue;
+    if (e.platform?.os === 'linux' && e.platform?.architecture === 'amd64') out.push({ digest: e.digest, mediaType: e.mediaType });
+  }
+  return out;
 }
 
 function manifestUnknown(target: Target, reference: string): OciError {

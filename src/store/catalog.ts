@@ -28,10 +28,11 @@ const META_VERSION = `meta${SEP}version`;
 const blobKey = (digest: string) => `blob${SEP}${digest}`;
 const refsKey = (digest: string) => `refs${SEP}${digest}`;
 function tagKey(key: TagKey): string {
-  for (const part of [key.upstream, key.repo, key.tag]) {
+  const parts = [key.upstream, key.repo, key.tag, ...(key.accept === undefined ? [] : [key.accept])];
+  for (const part of parts) {
     if (part.includes(SEP)) throw new TypeError(`tag key part contains NUL: ${JSON.stringify(part)}`);
   }
-  return ['tag', key.upstream, key.repo, key.tag].join(SEP);
+  return ['tag', ...parts].join(SEP);
 }
 
 export class Catalog {
@@ -125,11 +126,16 @@ export class Catalog {
     return isTagRecord(value) ? value : null;
   }
 
-  /** Records what a tag resolved to, in the index and the tag journal. */
+  /**
+   * Records what a tag resolved to, in the index and the tag journal. A record kept for one
+   * Accept class goes to the index only: after a rebuild, such a client is answered from the
+   * tag's own record (a list's platform child) or asks the upstream once more.
+   */
   putTag(key: TagKey, record: TagRecord): Promise<void> {
     const k = tagKey(key);
     return this.#serialTag(async () => {
       await this.#db.put(k, { ...record });
+      if (key.accept !== undefined) return;
       await this.#journal.put(key, record).catch((err: unknown) => this.#journalFailed(key, err));
     });
   }
@@ -153,12 +159,16 @@ export class Catalog {
     const k = tagKey(key);
     return this.#serialTag(async () => {
       await this.#db.del(k);
+      if (key.accept !== undefined) return;
       await this.#journal.delete(key).catch((err: unknown) => this.#journalFailed(key, err));
     });
   }
 
-  /** Every tag, or those of one upstream, or of one repository of one upstream. */
-  async listTags(upstream?: string, repo?: string): Promise<Array<{ key: TagKey; record: TagRecord }>> {
+  /**
+   * Every tag, or those of one upstream, or of one repository of one upstream: the tags' own
+   * records, and with `variants` also the records kept per Accept class.
+   */
+  async listTags(upstream?: string, repo?: string, options: { variants?: boolean } = {}): Promise<Array<{ key: TagKey; record: TagRecord }>> {
     const prefix = ['tag', ...(upstream === undefined ? [] : [upstream]), ...(upstream !== undefined && repo !== undefined ? [repo] : [])]
       .join(SEP)
       .concat(SEP);
@@ -167,8 +177,9 @@ export class Catalog {
     const out: Array<{ key: TagKey; record: TagRecord }> = [];
     for await (const [k, value] of this.#db.iterator({ gte: prefix, lt: end })) {
       const parts = k.split(SEP);
-      if (parts.length !== 4 || !isTagRecord(value)) continue;
-      const key = { upstream: parts[1]!, repo: parts[2]!, tag: parts[3]! };
+      const variant = parts.length === 5;
+      if (!(parts.length === 4 || (variant && options.variants)) || !isTagRecord(value)) continue;
+      const key: TagKey = { upstream: parts[1]!, repo: parts[2]!, tag: parts[3]!, ...(variant ? { accept: parts[4]! } : {}) };
       if (repo !== undefined && key.repo !== repo) continue;
       out.push({ key, record: value });
     }

@@ -144,7 +144,7 @@ export class Evictor {
     const records = new Map<string, BlobRecord>(blobs.map((b) => [b.digest, b.record]));
     const refs = new Map<string, string[]>();
     for (const b of blobs) if (b.refs) refs.set(b.digest, b.refs.filter((d) => d !== b.digest));
-    const tags = await catalog.listTags();
+    const tags = await catalog.listTags(undefined, undefined, { variants: true });
     let bytes = blobs.reduce((n, b) => n + b.record.size, 0);
     const report: EvictionReport = { dryRun, bytesBefore: bytes, bytesAfter: bytes, limit: limits.maxBytes, evicted: [], tagsRemoved: [], keptPinned: 0, keptInUse: 0 };
 
@@ -200,7 +200,7 @@ export class Evictor {
     if (dryRun || removed.size === 0) return report;
 
     // Tags first, so no pull resolves to a manifest that is about to go; then manifests, then the rest.
-    for (const tag of report.tagsRemoved) await catalog.deleteTag({ upstream: tag.upstream, repo: tag.repo, tag: tag.tag });
+    for (const tag of report.tagsRemoved) await catalog.deleteTag({ upstream: tag.upstream, repo: tag.repo, tag: tag.tag, ...(tag.accept === undefined ? {} : { accept: tag.accept }) });
     const order = [...report.evicted].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'manifest' ? -1 : 1));
     let freed = 0;
     for (const e of order) {

@@ -6,6 +6,13 @@ export interface TagKey {
   upstream: string;
   repo: string;
   tag: string;
+  /**
+   * Absent for the tag's own record (what the upstream holds under the tag, as a client that
+   * accepts every manifest type is told). Set to an Accept class (oci/mediatypes acceptClass)
+   * for the answer the upstream gave clients of that class instead: the platform child a
+   * registry picks from a list for a client that cannot take lists.
+   */
+  accept?: string;
 }
 
 /** What a tag resolved to, and when. */

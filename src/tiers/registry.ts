@@ -3,10 +3,10 @@
 // answer Cove cannot use becomes an error class from errors.ts so the resolver and the serve-stale
 // policy can tell "unavailable" from "refused" from "absent".
 import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
-import { DigestMismatchError, UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
+import { DigestMismatchError, OciError, UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
-import { contentLength, parseContentRange } from '../http-util.js';
-import { MANIFEST_MAX_BYTES, sniffMediaType } from '../oci/mediatypes.js';
+import { contentLength, dropBody, parseContentRange } from '../http-util.js';
+import { isSchema1MediaType, MANIFEST_MAX_BYTES, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
 import { parseRetryAfter } from '../upstream/retry-after.js';
@@ -51,6 +51,21 @@ function staleFlag(headers: Record<string, string>): { stale?: true } {
   return stale ? { stale: true } : {};
 }
 
+/**
+ * Schema 1 manifests are refused by name. Their Docker-Content-Digest covers the payload without
+ * its signatures, so taken as bytes they would fail as a "digest mismatch", which tells the user
+ * nothing; and no current client needs them (a registry sends one only to a client that accepts
+ * nothing newer, or for an image pushed a decade ago).
+ */
+function refuseSchema1(target: Target, reference: string, contentType: string | undefined): void {
+  if (!isSchema1MediaType(contentType ?? '')) return;
+  throw new OciError(
+    'MANIFEST_UNKNOWN',
+    `${target.repo}:${reference} is available only as a Docker schema 1 manifest, which Cove does not serve; ask with Accept: application/vnd.docker.distribution.manifest.v2+json or application/vnd.oci.image.manifest.v1+json, or push the image again with a current client`,
+    { detail: { name: target.repo, reference, mediaType: contentType!.split(';')[0]!.trim(), schema: 1 } },
+  );
+}
+
 export interface RegistryTierOptions {
   name: string;
   kind: TierKind;
@@ -87,6 +102,7 @@ export class RegistryTier implements Tier {
     });
     res.body.resume();
     if (!this.#ok(client, res, [200], `manifest ${target.repo}:${reference}`)) return null;
+    refuseSchema1(target, reference, res.headers['content-type']);
     const digest = res.headers['docker-content-digest']?.trim();
     const size = contentLength(res.headers);
     const mediaType = res.headers['content-type']?.trim();
@@ -112,9 +128,13 @@ export class RegistryTier implements Tier {
       signal,
     });
     if (!this.#ok(client, res, [200], `manifest ${target.repo}:${reference}`)) return null;
+    if (isSchema1MediaType(res.headers['content-type'] ?? '')) {
+      dropBody(res.body);
+      refuseSchema1(target, reference, res.headers['content-type']);
+    }
     const declared = contentLength(res.headers);
     if (declared !== null && declared > MANIFEST_MAX_BYTES) {
-      res.body.destroy();
+      dropBody(res.body);
       throw new UpstreamStatusError(client.name, res.status, `manifest ${target.repo}:${reference} from upstream ${client.name} is ${declared} bytes, over the ${MANIFEST_MAX_BYTES}-byte limit`);
     }
     const bytes = await this.#read(client, res, MANIFEST_MAX_BYTES, `manifest ${target.repo}:${reference}`);
@@ -161,7 +181,7 @@ export class RegistryTier implements Tier {
     if (res.status === 206) {
       const range = parseContentRange(res.headers['content-range']);
       if (!range || range.start > offset) {
-        res.body.destroy();
+        dropBody(res.body);
         throw new UpstreamStatusError(client.name, 206, `upstream ${client.name} answered a Range request for ${digest} with Content-Range ${res.headers['content-range'] ?? '(none)'}`);
       }
       // A range that starts earlier than asked (some stores round to blocks): drop the extra.
@@ -173,7 +193,7 @@ export class RegistryTier implements Tier {
     if (offset > 0) {
       // 200 to a Range request: the server ignored it. Skip to the offset ourselves.
       if (size !== null && size < offset) {
-        res.body.destroy();
+        dropBody(res.body);
         throw new UpstreamStatusError(client.name, 200, `upstream ${client.name} sent ${size} bytes for ${digest}, less than the resume offset ${offset}`);
       }
       return { size, offset, body: skip(res.body, offset) };
@@ -240,7 +260,7 @@ export class RegistryTier implements Tier {
         const buf = chunk as Buffer;
         length += buf.length;
         if (length > limit) {
-          res.body.destroy();
+          dropBody(res.body);
           throw new UpstreamStatusError(client.name, res.status, `${what} from upstream ${client.name} is over the ${limit}-byte limit`);
         }
         chunks.push(buf);

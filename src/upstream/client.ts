@@ -8,7 +8,7 @@ import type { UpstreamConfig } from '../config.js';
 import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { UpstreamAuth, type AuthAttempt } from './auth.js';
 import { Breaker, type BreakerSnapshot } from './breaker.js';
-import { readSmall } from '../http-util.js';
+import { dropBody, readSmall } from '../http-util.js';
 import { parseRetryAfter } from './retry-after.js';
 import { createAgent, createDispatcher, createProxyAgent, proxyFor, type DispatcherOptions } from './dispatcher.js';
 
@@ -231,7 +231,7 @@ export class UpstreamClient {
     try {
       return { status: res.statusCode, body: await readSmall(res.body, SMALL_BODY_LIMIT) };
     } catch (err) {
-      res.body.destroy();
+      dropBody(res.body);
       if (signal?.aborted) throw err;
       throw new UpstreamUnavailableError(this.name, `token endpoint ${url.origin} of upstream ${this.name}: ${describe(err)}`, { cause: err });
     }
