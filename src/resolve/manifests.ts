@@ -297,14 +297,16 @@ export class ManifestResolver {
     const { store, catalog } = this.#o;
     if (!(await store.stat(digest))) {
       const writer = await store.createWriter(digest, manifest.bytes.length);
+      let added: boolean;
       try {
         await writer.write(manifest.bytes);
-        await writer.commit();
+        added = await writer.commit();
       } catch (err) {
         await writer.abort();
         throw err;
       }
-      this.#o.onStored?.(manifest.bytes.length);
+      // Two clients of different Accept classes may store one manifest at once: count it once.
+      if (added) this.#o.onStored?.(manifest.bytes.length);
     }
     await catalog.putBlob(digest, { size: manifest.bytes.length, mediaType: manifest.mediaType, lastAccess: this.#now(), pinned: false });
     await catalog.putManifestRefs(digest, manifestReferences(manifest.bytes));

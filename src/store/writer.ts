@@ -2,7 +2,7 @@
 // so the final move is an atomic rename), hashed as they are written, and published under their
 // digest only once length and digest are right. Nothing partial is ever visible under a digest.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DigestMismatchError } from '../errors.js';
 import { DigestVerifier } from '../oci/digest.js';
@@ -36,7 +36,7 @@ export class BlobWriter {
   /** Called each time more bytes are in the file (a fill wakes its readers). */
   onProgress: (() => void) | null = null;
   #aborting: Promise<void> | null = null;
-  #committing: Promise<void> | null = null;
+  #committing: Promise<boolean> | null = null;
 
   private constructor(digest: string, expectedSize: number | null, paths: BlobWriterPaths, handle: FileHandle) {
     this.digest = digest;
@@ -126,13 +126,14 @@ export class BlobWriter {
    * the temp file is removed and DigestMismatchError names expected and actual. A blob already
    * in the store (another writer of the same digest won) is success: the content is the same.
    * `onVerified` runs as soon as the bytes are known good, before the slower fsync and rename.
+   * Resolves true when this writer added the blob, false when it was in the store already.
    */
-  commit(onVerified?: () => void): Promise<void> {
+  commit(onVerified?: () => void): Promise<boolean> {
     this.#committing ??= this.#commit(onVerified);
     return this.#committing;
   }
 
-  async #commit(onVerified?: () => void): Promise<void> {
+  async #commit(onVerified?: () => void): Promise<boolean> {
     await this.#settled();
     if (this.#state !== 'open') throw new Error(`blob writer for ${this.digest} is ${this.#state}`);
     this.#state = 'committing';
@@ -145,8 +146,9 @@ export class BlobWriter {
       onVerified?.();
       await this.#handle.sync();
       await this.#handle.close();
-      await publish(this.tempPath, this.#finalPath);
+      const added = await publish(this.tempPath, this.#finalPath);
       this.#state = 'committed';
+      return added;
     } catch (err) {
       this.#state = 'aborted';
       await this.#handle.close().catch(() => {});
@@ -180,13 +182,28 @@ export class BlobWriter {
 export async function publish(tempPath: string, finalPath: string): Promise<boolean> {
   const dir = dirname(finalPath);
   await mkdir(dir, { recursive: true });
-  if (await exists(finalPath)) {
-    await unlinkQuiet(tempPath);
-    return false;
+  // link() creates the name only if it is absent, atomically: of two writers of one digest
+  // exactly one learns it added the blob, so the cache's byte count never counts it twice.
+  try {
+    await link(tempPath, finalPath);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') {
+      await unlinkQuiet(tempPath);
+      return false;
+    }
+    // A file system without hard links: check, then rename (a racing writer's rename would
+    // replace a file of the same bytes; readers holding the old file open keep reading it).
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw err;
+    if (await exists(finalPath)) {
+      await unlinkQuiet(tempPath);
+      return false;
+    }
+    await rename(tempPath, finalPath);
+    await fsyncDir(dir);
+    return true;
   }
-  // If another writer renames between the check and here, rename replaces a file of the same
-  // bytes; readers holding the old file open keep reading it.
-  await rename(tempPath, finalPath);
+  await unlinkQuiet(tempPath);
   await fsyncDir(dir);
   return true;
 }
