@@ -18,6 +18,8 @@ export interface RequestFacts {
   ns?: string | null;
   /** The asking peer's node id, for requests from sibling Coves. */
   peer?: string;
+  /** Who the client is, as the origin named it (COVE_CLIENT_AUTH=passthrough). */
+  subject?: string;
   bytes: number;
   error?: string;
 }

@@ -52,6 +52,13 @@ export interface OriginOptions {
   redirectBlobs?: boolean;
   /** Lifetime of issued bearer tokens, seconds. */
   tokenExpiresIn?: number;
+  /**
+   * Bearer mode with several accounts, as Harbor projects grant them: each user may pull the
+   * repositories under its prefixes ("*": all). Tokens are JWT-shaped with an `access` claim.
+   * Without credentials a token grants `anonymousPrefixes` (none by default).
+   */
+  users?: Record<string, { password: string; prefixes: string[] }>;
+  anonymousPrefixes?: string[];
 }
 
 interface StoredManifest {
@@ -117,8 +124,14 @@ export class OriginRegistry {
   blobBytesServed = 0;
   readonly blobBytesByDigest = new Map<string, number>();
   redirectAuthHeadersSeen = 0;
+  /** Tokens issued to the accounts of `users` (token service requests that succeeded). */
+  tokenRequests = 0;
 
-  readonly #options: Required<Omit<OriginOptions, 'username' | 'password'>> & { username: string | null; password: string | null };
+  readonly #options: Required<Omit<OriginOptions, 'username' | 'password' | 'users'>> & {
+    username: string | null;
+    password: string | null;
+    users: OriginOptions['users'] | null;
+  };
   readonly #repos = new Map<string, Repo>();
   readonly #faults: ActiveFault[] = [];
   /** Issued bearer tokens: the repositories each may pull, and when it expires (ms). */
@@ -136,6 +149,8 @@ export class OriginRegistry {
       password: options.password ?? null,
       redirectBlobs: options.redirectBlobs ?? false,
       tokenExpiresIn: options.tokenExpiresIn ?? 300,
+      users: options.users ?? null,
+      anonymousPrefixes: options.anonymousPrefixes ?? [],
     };
     this.#main = new Listener((req, res) => this.#handle(req, res, false));
     this.#storage = this.#options.redirectBlobs ? new Listener((req, res) => this.#handle(req, res, true)) : null;
@@ -382,6 +397,7 @@ export class OriginRegistry {
     }
     // Harbor also takes Basic credentials directly on /v2/.
     if (rec.kind === 'base' && username !== null && given === basic(username, password)) return true;
+    if (rec.kind === 'base' && this.#options.users && Object.entries(this.#options.users).some(([u, a]) => given === basic(u, a.password))) return true;
     const token = /^Bearer (.+)$/.exec(given)?.[1];
     const issued = token ? this.#tokens.get(token) : undefined;
     if (issued && issued.expiresAt > Date.now() && (rec.repo === null || issued.repos.has(rec.repo))) return true;
@@ -393,7 +409,11 @@ export class OriginRegistry {
   }
 
   #serveToken(url: URL, req: IncomingMessage, res: ServerResponse): void {
-    const { username, password, tokenExpiresIn } = this.#options;
+    const { username, password, tokenExpiresIn, users } = this.#options;
+    if (users) {
+      this.#serveUserToken(url, req, res, users);
+      return;
+    }
     if (username !== null && header(req, 'authorization') !== basic(username, password)) {
       sendJson(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password', detail: null }] });
       return;
@@ -409,6 +429,33 @@ export class OriginRegistry {
     const token = randomBytes(16).toString('hex');
     this.#tokens.set(token, { repos, expiresAt: Date.now() + tokenExpiresIn * 1000 });
     sendJson(res, 200, { token, expires_in: tokenExpiresIn, issued_at: new Date().toISOString(), scope: url.searchParams.get('scope') });
+  }
+
+  /** A token for one of several accounts, granting pull on the asked repositories under its prefixes. */
+  #serveUserToken(url: URL, req: IncomingMessage, res: ServerResponse, users: NonNullable<OriginOptions['users']>): void {
+    const given = header(req, 'authorization');
+    let sub = '';
+    let prefixes = this.#options.anonymousPrefixes;
+    if (given) {
+      const user = Object.entries(users).find(([name, account]) => given === basic(name, account.password));
+      if (!user) {
+        sendJson(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password', detail: null }] });
+        return;
+      }
+      [sub, { prefixes }] = user;
+    }
+    const repos = new Set<string>();
+    for (const scope of url.searchParams.getAll('scope').flatMap((s) => s.split(' '))) {
+      const m = /^repository:(.+):([a-z*,]+)$/.exec(scope);
+      if (!m || !m[2]!.split(',').includes('pull')) continue;
+      if (prefixes.some((p) => p === '*' || m[1]!.startsWith(p))) repos.add(m[1]!);
+    }
+    const b64u = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const claims = { sub, access: [...repos].map((name) => ({ type: 'repository', name, actions: ['pull'] })) };
+    const token = `${b64u({ alg: 'RS256', typ: 'JWT' })}.${b64u(claims)}.${randomBytes(16).toString('base64url')}`;
+    this.#tokens.set(token, { repos, expiresAt: Date.now() + this.#options.tokenExpiresIn * 1000 });
+    this.tokenRequests++;
+    sendJson(res, 200, { token, expires_in: this.#options.tokenExpiresIn, issued_at: new Date().toISOString() });
   }
 
   #serveManifest(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse): void {
