@@ -1,5 +1,5 @@
 // A ByteSource is what the HTTP layer sends a blob body from: a committed blob file, or the
-// growing temp file of a fill (src/resolve/fill.ts). Reads go into buffers the caller owns and
+// growing temp file of a fill (src/resolve/fill-reader.ts). Reads go into buffers the caller owns and
 // reuses, so serving a blob allocates nothing per chunk.
 import { open, type FileHandle } from 'node:fs/promises';
 import { CoveError } from '../errors.js';
