@@ -70,16 +70,14 @@ async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
   const start = range ? range.start : 0;
   const end = range ? range.end : size - 1;
   const length = size === 0 ? 0 : end - start + 1;
+  const endExclusive = size === 0 ? 0 : end + 1;
   res.writeHead(range ? 206 : 200, {
     ...headers,
     'content-length': String(length),
     ...(range ? { 'content-range': contentRange(start, end, size) } : {}),
   });
-  if (length === 0) {
-    res.end();
-    return;
-  }
-  await sendBytes(open(), res, start, end + 1, facts, (n) => deps.onServed(facts.tier ?? 'local', n));
+  // Even an empty body goes through sendBytes: it ends only once the blob is verified.
+  await sendBytes(open(), res, start, endExclusive, facts, (n) => deps.onServed(facts.tier ?? 'local', n));
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

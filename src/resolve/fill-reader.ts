@@ -60,6 +60,15 @@ export class FillReader implements ByteSource {
     }
   }
 
+  async verified(): Promise<void> {
+    const fill = this.#fill;
+    for (;;) {
+      if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
+      if (fill.verified) return;
+      await fill.nextChange();
+    }
+  }
+
   async #openFile(): Promise<FileHandle> {
     try {
       return await open(this.#fill.currentPath(), 'r');

@@ -11,6 +11,12 @@ export interface ByteSource {
    * when the source failed.
    */
   readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number>;
+  /**
+   * Resolves once the whole blob is known good (its digest checked out); rejects when it proved
+   * wrong. A response ends only after this, whatever its length: a zero-length body has no last
+   * byte to hold back.
+   */
+  verified(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -33,6 +39,11 @@ export class FileSource implements ByteSource {
     const { bytesRead } = await (await this.#handle).read(buf, 0, want, pos);
     if (bytesRead === 0) throw new CoveError('BLOB_SHORT', `${this.#name} ends before byte ${pos}`);
     return bytesRead;
+  }
+
+  /** A stored blob was verified before it was renamed into the store. */
+  verified(): Promise<void> {
+    return Promise.resolve();
   }
 
   async close(): Promise<void> {
