@@ -23,8 +23,19 @@ export const CLIENT_DISCONNECT_POLICY = 'fill-completes' as const;
 /** How far the temp file may fall behind the network before the fill waits for the disk. */
 const FILL_WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
 
-/** How many times a fill opens the blob in all (first try plus resumes from the next byte). */
-export const FILL_MAX_ATTEMPTS = 4;
+/**
+ * How many times in a row a fill may open the blob without gaining FILL_MIN_PROGRESS_BYTES: an
+ * attempt that brought bytes is not a failure (the next one resumes after them), one that brought
+ * nothing is.
+ */
+export const FILL_MAX_FUTILE_ATTEMPTS = 4;
+/** What an attempt must add to the temp file to count as progress. */
+export const FILL_MIN_PROGRESS_BYTES = 64 * 1024;
+/**
+ * How many times a fill opens the blob in all, progress or not: an upstream that cuts every
+ * response after a few hundred KB still delivers tens of MB, and nothing loops for ever.
+ */
+export const FILL_MAX_ATTEMPTS = 256;
 
 /** What a fill needs from the rest of Cove. */
 export interface FillOptions {
@@ -145,8 +156,9 @@ export class Fill implements FillView {
     const { digest, target, resolver, log, signal } = this.#opts;
     let tierIndex = 0;
     let lastError: unknown = null;
+    let futile = 0;
     try {
-      while (this.attempts < FILL_MAX_ATTEMPTS) {
+      while (futile < FILL_MAX_FUTILE_ATTEMPTS && this.attempts < FILL_MAX_ATTEMPTS) {
         signal.throwIfAborted();
         this.attempts++;
         const offset = this.written;
@@ -158,6 +170,7 @@ export class Fill implements FillView {
           // mid-blob it is one more failed attempt.
           if (offset === 0 && this.#writer === null) throw err;
           lastError = err;
+          futile++;
           continue;
         }
         if (!found) {
@@ -165,6 +178,7 @@ export class Fill implements FillView {
             throw new OciError('BLOB_UNKNOWN', `blob ${digest} is not known upstream`, { detail: { digest } });
           }
           lastError = new CoveError('FILL_RESUME_FAILED', `no tier could resume ${digest} at byte ${offset}`);
+          futile++;
           continue;
         }
         tierIndex = resolver.tiers.indexOf(found.tier);
@@ -185,6 +199,8 @@ export class Fill implements FillView {
             continue;
           }
           lastError = err;
+          // The bytes in the temp file were hashed in order: the next attempt goes on after them.
+          futile = this.written - offset >= FILL_MIN_PROGRESS_BYTES ? 0 : futile + 1;
           log.warn({ digest, tier: this.tier, written: this.written, err: describe(err) }, 'blob transfer broke; resuming');
         }
       }
