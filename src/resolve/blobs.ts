@@ -29,10 +29,18 @@ export interface BlobResolverOptions {
 
 export class BlobResolver {
   readonly #fills = new Map<string, Fill>();
+  /** Each running fill's own abort controller, aborted when the shutdown signal is. */
+  readonly #stops = new Set<AbortController>();
   readonly #o: BlobResolverOptions;
 
   constructor(options: BlobResolverOptions) {
     this.#o = options;
+    // One listener on the shutdown signal for all fills: the upstream client hangs a listener on
+    // the signal of every request it makes, and fifteen fills sharing the shutdown signal would
+    // pass Node's limit of ten (MaxListenersExceededWarning) and keep it growing with load.
+    options.signal.addEventListener('abort', () => {
+      for (const stop of this.#stops) stop.abort(options.signal.reason);
+    }, { once: true });
   }
 
   /** Digests of the fills in progress (eviction leaves them alone). */
@@ -90,8 +98,12 @@ export class BlobResolver {
   }
 
   #startFill(target: Target, digest: string): Fill {
-    const { store, catalog, resolver, counters, log, signal } = this.#o;
+    const { store, catalog, resolver, counters, log } = this.#o;
     counters.fills++;
+    const stop = new AbortController();
+    if (this.#o.signal.aborted) stop.abort(this.#o.signal.reason);
+    else this.#stops.add(stop);
+    const signal = stop.signal;
     const fill = new Fill({
       digest,
       target,
@@ -121,6 +133,7 @@ export class BlobResolver {
         if (err instanceof DigestMismatchError) counters.digestMismatches++;
       })
       .finally(() => {
+        this.#stops.delete(stop);
         if (this.#fills.get(digest) === fill) this.#fills.delete(digest);
       });
     return fill;
