@@ -13,6 +13,12 @@ export type BlobLookup =
   | { kind: 'hit'; size: number }
   | { kind: 'fill'; fill: Fill; joined: boolean };
 
+/** A blob's size for a HEAD, and who told it. */
+export interface BlobSize {
+  size: number;
+  source: 'hit' | 'upstream' | 'fill';
+}
+
 export interface BlobResolverOptions {
   store: BlobStore;
   catalog: Catalog;
@@ -81,20 +87,41 @@ export class BlobResolver {
    * cached yet, distribution/distribution#4747): a fill confirms with a GET, and the bytes it
    * brings serve the GET that normally follows.
    */
-  async size(target: Target, digest: string): Promise<{ size: number; source: 'hit' | 'upstream' | 'fill' }> {
+  async size(target: Target, digest: string): Promise<BlobSize> {
     const inflight = this.#fills.get(digest);
-    if (!inflight || inflight.state === 'failed') {
-      const stat = await this.#o.store.stat(digest);
-      if (stat) return { size: stat.size, source: 'hit' };
-      // A HEAD that failed somewhere proves nothing either: the fill's GET decides.
-      const head = await this.#o.resolver.first(target, (tier) => tier.headBlob(target, digest)).catch(() => null);
-      if (head) return { size: head.value.size, source: 'upstream' };
+    // A fill under way answers, a pass-through too: a HEAD never starts a second fill beside it.
+    if (inflight && inflight.state !== 'failed' && (target.reach !== 'local' || inflight.state !== 'opening')) {
+      return this.#sizeOf(target, digest, inflight, false);
     }
+    const stat = await this.#o.store.stat(digest);
+    if (stat) return { size: stat.size, source: 'hit' };
+    // A HEAD that failed somewhere proves nothing either: the fill's GET decides.
+    const head = await this.#tierHead(target, digest);
+    if (head) return head;
     const found = await this.lookup(target, digest);
     if (found.kind === 'hit') return { size: found.size, source: 'hit' };
-    await found.fill.started;
-    if (found.fill.size === null) await found.fill.done;
-    return { size: found.fill.size!, source: 'fill' };
+    return this.#sizeOf(target, digest, found.fill, true);
+  }
+
+  /**
+   * A blob's size from its fill, once the first tier answered. A tier that sent no length leaves
+   * it unknown until the end of the fill: a tier's HEAD answers first, since a HEAD that waits
+   * for a whole blob would make a peer (1 s HEAD timeout) mark this healthy node down.
+   */
+  async #sizeOf(target: Target, digest: string, fill: Fill, headAsked: boolean): Promise<BlobSize> {
+    await fill.started;
+    if (fill.size !== null) return { size: fill.size, source: 'fill' };
+    if (!headAsked) {
+      const head = await this.#tierHead(target, digest);
+      if (head) return head;
+    }
+    await fill.done;
+    return { size: fill.size!, source: 'fill' };
+  }
+
+  async #tierHead(target: Target, digest: string): Promise<BlobSize | null> {
+    const head = await this.#o.resolver.first(target, (tier) => tier.headBlob(target, digest)).catch(() => null);
+    return head && { size: head.value.size, source: 'upstream' };
   }
 
   #startFill(target: Target, digest: string): Fill {
