@@ -2,10 +2,10 @@
 // Range support (206 + Content-Range, 416 for a range past the end).
 import { OciError } from '../errors.js';
 import { contentRange, parseRange, unsatisfiedRange } from '../oci/range.js';
-import type { BlobResolver } from '../resolve/blobs.js';
+import type { BlobResolver, OpenedLookup } from '../resolve/blobs.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Leases } from '../store/leases.js';
-import { FileSource, type ByteSource } from '../store/source.js';
+import type { ByteSource } from '../store/source.js';
 import type { Target } from '../tiers/tier.js';
 import { API_HEADERS, markCache, type Req, type RequestFacts, type Res } from './respond.js';
 import { sendBytes } from './send.js';
@@ -40,14 +40,23 @@ async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
     return;
   }
 
-  const found = await deps.blobs.lookup(target, digest);
+  const found = await deps.blobs.lookupOpen(target, digest);
+  try {
+    await sendFound(deps, req, res, facts, found, headers);
+  } finally {
+    // Closed by sendBytes once it ran; closed here when the request ended before (a 416).
+    if (found.kind === 'hit') await found.source.close();
+  }
+}
+
+async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, found: OpenedLookup, headers: Record<string, string>): Promise<void> {
   let size: number;
   let open: () => ByteSource;
   if (found.kind === 'hit') {
     markCache(res, facts, 'hit');
     facts.tier = 'local';
     size = found.size;
-    open = () => new FileSource(deps.store.pathOf(digest));
+    open = () => found.source;
   } else {
     const fill = found.fill;
     markCache(res, facts, found.joined ? 'joined' : 'miss');

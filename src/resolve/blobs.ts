@@ -1,9 +1,11 @@
 // Blob lookups: a local hit, or a fill shared by every concurrent client of the same digest.
+import { open, type FileHandle } from 'node:fs/promises';
 import { DigestMismatchError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Catalog } from '../store/catalog.js';
+import { FileSource, type ByteSource } from '../store/source.js';
 import type { Target } from '../tiers/tier.js';
 import { Fill } from './fill.js';
 import type { Resolver } from './resolver.js';
@@ -11,6 +13,11 @@ import type { Resolver } from './resolver.js';
 /** Where a blob's bytes come from for one request. */
 export type BlobLookup =
   | { kind: 'hit'; size: number }
+  | { kind: 'fill'; fill: Fill; joined: boolean };
+
+/** A lookup for sending: a hit's file is open already (close the source when done). */
+export type OpenedLookup =
+  | { kind: 'hit'; size: number; source: ByteSource }
   | { kind: 'fill'; fill: Fill; joined: boolean };
 
 /** A blob's size for a HEAD, and who told it. */
@@ -73,6 +80,35 @@ export class BlobResolver {
       this.#o.catalog.touchBlob(digest);
       return { kind: 'hit', size: stat.size };
     }
+    return this.#fillFor(target, digest);
+  }
+
+  /**
+   * Like lookup, for a request that will send the bytes: a hit comes with its file already open,
+   * before any header is sent, so an eviction that unlinks the file afterwards cannot take the
+   * bytes away (an open file outlives its name). A hit whose file vanished between the lookup
+   * and the open (evicted just then) is a miss, fetched again.
+   */
+  async lookupOpen(target: Target, digest: string): Promise<OpenedLookup> {
+    const found = await this.lookup(target, digest);
+    if (found.kind === 'fill') return found;
+    let handle: FileHandle;
+    try {
+      handle = await open(this.#o.store.pathOf(digest), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.#o.log.debug({ digest }, 'stored blob vanished between lookup and open (evicted): fetching it again');
+      return this.#fillFor(target, digest);
+    }
+    const { size } = await handle.stat().catch(async (err: unknown) => {
+      await handle.close();
+      throw err;
+    });
+    return { kind: 'hit', size, source: FileSource.of(handle, digest) };
+  }
+
+  /** The fill of a blob not in the store: one running already, joined, or a new one. */
+  #fillFor(target: Target, digest: string): BlobLookup & { kind: 'fill' } {
     // Checked again: another request may have started the fill while we looked at the disk.
     const raced = this.#fills.get(digest);
     if (raced && joinable(raced, target)) return { kind: 'fill', fill: raced, joined: true };

@@ -32,6 +32,13 @@ export class FileSource implements ByteSource {
     this.#name = name;
   }
 
+  /** A source over a file opened already; close() closes the handle, read or not. */
+  static of(handle: FileHandle, name: string): FileSource {
+    const source = new FileSource(() => Promise.resolve(handle), name);
+    source.#handle = Promise.resolve(handle);
+    return source;
+  }
+
   async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
     const want = Math.min(buf.length, endExclusive - pos);
     if (want <= 0) return 0;
