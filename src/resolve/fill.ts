@@ -10,7 +10,7 @@ import type { ByteSource } from '../store/source.js';
 import type { BlobWriter } from '../store/writer.js';
 import type { BlobBody, Target } from '../tiers/tier.js';
 import { FillReader, type FillView } from './fill-reader.js';
-import { PassWindow } from './pass-window.js';
+import { FILL_DISK_FULL, PassWindow } from './pass-window.js';
 import type { Resolver } from './resolver.js';
 
 /**
@@ -192,9 +192,12 @@ export class Fill implements FillView {
           body.body.destroy();
           if (err instanceof DigestMismatchError) body.condemn?.(err.message);
           if (err instanceof DigestMismatchError || signal.aborted) throw err;
-          if (err instanceof CoveError && err.code === 'FILL_ABANDONED') throw err;
+          if (err instanceof CoveError && err.code === FILL_DISK_FULL) throw err;
           if (isDiskFull(err) && this.#pass === null && this.#writer !== null) {
-            await this.#enterPassThrough();
+            const pass = await this.#enterPassThrough();
+            // Nobody to pass the blob to (its clients left, or a prewarm started it): fetching
+            // the rest to keep nothing would hold the upstream and the window for no one.
+            if (pass.abandoned) throw new CoveError(FILL_DISK_FULL, `the disk is full and no client is reading ${digest}: not stored`, { cause: err });
             this.attempts--; // the disk failed, not the transfer
             continue;
           }
@@ -289,13 +292,20 @@ export class Fill implements FillView {
    * the temp file are hashed once more (the writer's hash is gone with it), the rest arrives
    * into memory, and eviction is asked to make room for the next blob.
    */
-  async #enterPassThrough(): Promise<void> {
+  async #enterPassThrough(): Promise<PassWindow> {
     const writer = this.#writer!;
-    this.#pass = await PassWindow.after(writer.tempPath, writer.written, this.digest);
-    const base = this.#pass.base;
-    this.#opts.log.warn({ digest: this.digest, bytesInFile: base, size: this.size }, 'disk full: passing the blob through to its clients without storing it');
-    this.#opts.onDiskFull?.(this.digest, base);
+    const pass = await PassWindow.after(writer.tempPath, writer.written, this.digest);
+    this.#pass = pass;
+    // A fill nobody reads (a prewarm, or its clients left before the disk filled) has no one
+    // to pass to; readerAt() never runs for it, so it is marked here.
+    pass.abandoned = this.#readers.size === 0;
+    this.#opts.log.warn(
+      { digest: this.digest, bytesInFile: pass.base, size: this.size, readers: this.#readers.size },
+      pass.abandoned ? 'disk full and no client reading: the blob is not stored' : 'disk full: passing the blob through to its clients without storing it',
+    );
+    this.#opts.onDiskFull?.(this.digest, pass.base);
     this.#trim();
+    return pass;
   }
 
   /** A pass-through's bytes: hashed and kept in memory until every reader has them. */
@@ -307,7 +317,7 @@ export class Fill implements FillView {
         if (this.#readers.size === 0 && pass.abandoned) {
           settled = true;
           body.destroy();
-          reject(new CoveError('FILL_ABANDONED', `every client of ${this.digest} left while it was passed through; it is not stored`));
+          reject(new CoveError(FILL_DISK_FULL, `every client of ${this.digest} left while it was passed through (disk full): not stored`));
           return;
         }
         if (this.size !== null && pass.end + chunk.length > this.size) {

@@ -14,6 +14,12 @@ import { DigestVerifier } from '../oci/digest.js';
  */
 export const DISK_FULL_POLICY = 'pass-through' as const;
 export const PASS_WINDOW_BYTES = 4 * 1024 * 1024;
+/**
+ * Code of the CoveError a fill ends with when the disk is full and no client is left to pass the
+ * blob to (its clients left, or nobody read it: a prewarm). The blob is not stored; the fill
+ * releases the upstream at once instead of fetching bytes for no one.
+ */
+export const FILL_DISK_FULL = 'FILL_DISK_FULL';
 
 export class PassWindow {
   /** Bytes [0, base) are in the temp file. */
