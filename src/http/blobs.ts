@@ -42,14 +42,14 @@ async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
 
   const found = await deps.blobs.lookupOpen(target, digest);
   try {
-    await sendFound(deps, req, res, facts, found, headers);
+    await sendFound(deps, req, res, facts, target, found, headers);
   } finally {
     // Closed by sendBytes once it ran; closed here when the request ended before (a 416).
     if (found.kind === 'hit') await found.source.close();
   }
 }
 
-async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, found: OpenedLookup, headers: Record<string, string>): Promise<void> {
+async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, found: OpenedLookup, headers: Record<string, string>): Promise<void> {
   let size: number;
   let open: () => ByteSource;
   if (found.kind === 'hit') {
@@ -80,6 +80,15 @@ async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
   const end = range ? range.end : size - 1;
   const length = size === 0 ? 0 : end - start + 1;
   const endExclusive = size === 0 ? 0 : end + 1;
+  if (range && found.kind === 'fill') {
+    // Lazy pullers read a layer's end first: a span need not wait for the whole blob to arrive.
+    const span = await deps.blobs.openSpan(target, found.fill, start, end);
+    if (span) {
+      markCache(res, facts, 'range-passthrough');
+      facts.tier = span.tier;
+      open = () => span.source;
+    }
+  }
   res.writeHead(range ? 206 : 200, {
     ...headers,
     'content-length': String(length),

@@ -9,6 +9,7 @@ import { FileSource, type ByteSource } from '../store/source.js';
 import type { Target } from '../tiers/tier.js';
 import { Fill } from './fill.js';
 import type { Resolver } from './resolver.js';
+import { RANGE_PASSTHROUGH_MAX_BYTES, RANGE_WAIT_AHEAD_BYTES, SpanSource } from './span.js';
 
 /** Where a blob's bytes come from for one request. */
 export type BlobLookup =
@@ -105,6 +106,40 @@ export class BlobResolver {
       throw err;
     });
     return { kind: 'hit', size, source: FileSource.of(handle, digest) };
+  }
+
+  /**
+   * Bytes [start, end] of a blob whose fill is under way, without waiting for the whole blob:
+   * from the temp file when they are there already, else straight from a tier (counted as
+   * fetched, never stored) when the fill is not about to reach them. Null: read them from the
+   * fill, which holds the last byte until the blob is verified (the fill is done or close to the
+   * span, the span is long, or no tier answers the exact span — it ignored Range).
+   */
+  async openSpan(target: Target, fill: Fill, start: number, end: number): Promise<{ source: ByteSource; tier: string } | null> {
+    if (fill.verified || fill.passingThrough || fill.state !== 'filling') return null;
+    if (end < fill.written) return { source: fill.openEarlySpan(), tier: fill.tier ?? 'unknown' };
+    if (start < fill.written + RANGE_WAIT_AHEAD_BYTES || end - start + 1 > RANGE_PASSTHROUGH_MAX_BYTES) return null;
+    const stop = new AbortController();
+    this.#stops.add(stop);
+    const release = () => this.#stops.delete(stop);
+    const { resolver, counters, log } = this.#o;
+    let found;
+    try {
+      found = await resolver.first(target, (tier) => tier.openBlobSpan(target, fill.digest, start, end, stop.signal));
+    } catch (err) {
+      // The fill has the blob coming: a tier that failed the span costs only the wait.
+      log.debug({ digest: fill.digest, start, end, err }, 'range span from the tiers failed; reading it from the fill');
+      found = null;
+    }
+    const body = found?.value;
+    if (!found || !body || (body.size !== null && fill.size !== null && body.size !== fill.size)) {
+      body?.body.destroy();
+      release();
+      return null;
+    }
+    const tier = body.source ?? found.tier.name;
+    const source = new SpanSource(body.body, start, end + 1, (n) => counters.add(counters.bytesFetched, tier, n), release);
+    return { source, tier };
   }
 
   /** The fill of a blob not in the store: one running already, joined, or a new one. */

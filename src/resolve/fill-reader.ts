@@ -28,13 +28,19 @@ export interface FillView {
   storePath(): string;
 }
 
-/** Reads a fill's growing file, waiting for bytes and never passing unverified ends. */
+/**
+ * Reads a fill's growing file, waiting for bytes and never passing unverified ends — unless it
+ * serves a span already in the file (`holdLastByte` false): a Range answered before the blob is
+ * whole, trusted as far as a span passed through from the tier would be (see resolve/span.ts).
+ */
 export class FillReader implements ByteSource {
   readonly #fill: FillView;
   readonly #file: FileSource;
+  readonly #holdLastByte: boolean;
 
-  constructor(fill: FillView) {
+  constructor(fill: FillView, holdLastByte = true) {
     this.#fill = fill;
+    this.#holdLastByte = holdLastByte;
     this.#file = new FileSource(() => this.#openFile(), fill.digest);
     fill.readerAt(this, 0);
   }
@@ -45,7 +51,7 @@ export class FillReader implements ByteSource {
       if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
       if (pos >= endExclusive) return 0;
       // Until the blob is verified, the reader's own last byte stays back.
-      const limit = fill.verified ? endExclusive : Math.min(fill.written, endExclusive - 1);
+      const limit = fill.verified ? endExclusive : Math.min(fill.written, this.#holdLastByte ? endExclusive - 1 : endExclusive);
       if (pos < limit) {
         const base = fill.passBase;
         const n =
@@ -62,6 +68,8 @@ export class FillReader implements ByteSource {
 
   async verified(): Promise<void> {
     const fill = this.#fill;
+    // A span served from the file before the blob is whole was read in full: nothing to wait for.
+    if (!this.#holdLastByte) return;
     for (;;) {
       if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
       if (fill.verified) return;

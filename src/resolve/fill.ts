@@ -130,6 +130,14 @@ export class Fill implements FillView {
     return new FillReader(this);
   }
 
+  /**
+   * A source for a span the temp file holds already, served before the blob is verified (a
+   * client's Range on a blob still arriving; see resolve/span.ts).
+   */
+  openEarlySpan(): ByteSource {
+    return new FillReader(this, false);
+  }
+
   /** Path of the temp file while filling; the store path once committed. */
   currentPath(): string {
     if (this.#state === 'committed' || !this.#writer) return this.storePath();
