@@ -35,7 +35,17 @@ export type Fault =
   | { type: 'wrong-bytes' }
   | { type: 'stall'; afterBytes?: number }
   | { type: 'blackhole' }
-  | { type: 'head-404' };
+  | { type: 'head-404' }
+  /** 200 with Content-Length 0 and an empty body, whatever the blob is. */
+  | { type: 'zero-length' }
+  /** Content-Length says `contentLength`; the body is the real one (longer or shorter), then the connection closes. */
+  | { type: 'length-lie'; contentLength: number }
+  /** Every response is cut after `afterBytes` body bytes; Range is honoured, so resumes advance. */
+  | { type: 'cut-every'; afterBytes: number }
+  /** No Content-Length (chunked), optionally slow: the size is known only at the end. */
+  | { type: 'no-length'; bytesPerSecond?: number }
+  /** Range headers are ignored: always 200 with the whole blob. */
+  | { type: 'ignore-range' };
 
 export interface FaultMatch {
   digest?: string;
@@ -78,7 +88,7 @@ interface ActiveFault {
   remaining: number;
 }
 
-const BODY_FAULTS = new Set(['slow', 'truncate', 'wrong-bytes', 'stall']);
+const BODY_FAULTS = new Set(['slow', 'truncate', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length']);
 
 function sha256(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -538,7 +548,8 @@ export class OriginRegistry {
   }
 
   #sendBlob(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse, bytes: Buffer): void {
-    const range = parseRange(header(req, 'range'), bytes.length);
+    const ignoreRange = this.#takeFault(rec, (f) => f.type === 'ignore-range') !== null;
+    const range = ignoreRange ? null : parseRange(header(req, 'range'), bytes.length);
     if (range === 'unsatisfiable') {
       sendError(res, 416, 'RANGE_INVALID', 'range not satisfiable', { 'content-range': `bytes */${bytes.length}` });
       return;
@@ -566,7 +577,59 @@ export class OriginRegistry {
       body = Buffer.from(original);
       for (let i = 0; i < body.length; i += 4096) body[i] = body[i]! ^ 0xff;
     }
+    if (fault?.type === 'zero-length') {
+      res.writeHead(status, { ...headers, 'content-length': '0' });
+      res.end();
+      return;
+    }
+    if (fault?.type === 'length-lie' || fault?.type === 'no-length') {
+      // Raw bytes on the socket: node:http would not send a body that disagrees with its length.
+      const socket = res.socket!;
+      const lines = [`HTTP/1.1 ${status} OK`];
+      for (const [name, value] of Object.entries(headers)) if (name !== 'content-length') lines.push(`${name}: ${value}`);
+      lines.push(fault.type === 'length-lie' ? `content-length: ${fault.contentLength}` : 'transfer-encoding: chunked', 'connection: close');
+      rec.status = status;
+      socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (fault.type === 'length-lie') {
+        count(body.length);
+        // Shorter than declared: the connection stays open, as a server that lost track would leave it.
+        if (body.length < fault.contentLength) socket.write(body);
+        else socket.end(body);
+        return;
+      }
+      const slice = fault.bytesPerSecond ? Math.max(1, Math.floor(fault.bytesPerSecond / 20)) : body.length;
+      let offset = 0;
+      const tick = () => {
+        if (socket.destroyed) return;
+        const chunk = body.subarray(offset, offset + slice);
+        offset += chunk.length;
+        count(chunk.length);
+        if (chunk.length > 0) socket.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
+        if (offset >= body.length) {
+          socket.end('0\r\n\r\n');
+          return;
+        }
+        const timer = setTimeout(() => {
+          this.#timers.delete(timer);
+          tick();
+        }, 50);
+        this.#timers.add(timer);
+      };
+      tick();
+      return;
+    }
     res.writeHead(status, headers);
+    if (fault?.type === 'cut-every') {
+      const cut = Math.min(fault.afterBytes, body.length);
+      count(cut);
+      res.flushHeaders();
+      res.write(body.subarray(0, cut), () => {
+        // A body that fits is sent whole: the cut is for responses longer than afterBytes.
+        if (cut < body.length) res.socket?.destroy();
+        else res.end();
+      });
+      return;
+    }
     if (!fault || fault.type === 'wrong-bytes') {
       count(body.length);
       res.end(body);
