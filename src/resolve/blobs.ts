@@ -209,7 +209,9 @@ export class BlobResolver {
       store,
       log,
       signal,
-      onCommitted: async (size) => {
+      onCommitted: async (size, _tier, added) => {
+        // A blob another writer stored first keeps its record (a manifest keeps its media type).
+        if (!added) return;
         await catalog.putBlob(digest, { size, mediaType: null, lastAccess: Date.now(), pinned: false });
         this.#o.onStored?.(size);
       },

@@ -46,8 +46,11 @@ export interface FillOptions {
   log: Logger;
   /** Aborted on shutdown only (see CLIENT_DISCONNECT_POLICY). */
   signal: AbortSignal;
-  /** Called once the blob is committed to the store, before readers see it as complete. */
-  onCommitted: (size: number, tier: string) => Promise<void>;
+  /**
+   * Called once the blob is committed to the store, before readers see it as complete; `added`
+   * is false when another writer (a manifest stored by digest, an import) had put it there first.
+   */
+  onCommitted: (size: number, tier: string, added: boolean) => Promise<void>;
   /** Called when bytes arrive from a tier, for byte counters. */
   onBytes?: (tier: string, bytes: number) => void;
   /** Called when the disk filled up and the fill turned into a pass-through (see DISK_FULL_POLICY). */
@@ -402,13 +405,13 @@ export class Fill implements FillView {
       return;
     }
     const writer = this.#writer!;
-    await writer.commit(() => {
+    const added = await writer.commit(() => {
       // The digest checked out: readers may pass the last byte now, while fsync and rename run.
       this.#verified = true;
       this.#notify();
     });
     this.size = writer.written;
-    await this.#opts.onCommitted(this.size, this.tier ?? 'unknown');
+    await this.#opts.onCommitted(this.size, this.tier ?? 'unknown', added);
     this.#state = 'committed';
     this.#notify();
   }
