@@ -7,6 +7,7 @@ import { Level } from 'level';
 import type { Logger } from 'pino';
 import { CoveError } from '../errors.js';
 import type { BlobStore } from './blobs.js';
+import { reconcileIndex, type ReconcileCounts, type ReconcileIndex } from './reconcile.js';
 import { rebuildIndex, type RebuildCounts, type RebuildSink } from './reindex.js';
 import { isBlobRecord, isTagRecord, type BlobRecord, type TagKey, type TagRecord } from './records.js';
 import { TagJournal } from './tag-journal.js';
@@ -58,22 +59,26 @@ export class Catalog {
   /**
    * Opens the index at `<data>/index/`. A missing index (fresh database while blob files exist)
    * or a broken one (it cannot be opened, or its version marker is absent or wrong) is set aside
-   * and rebuilt from the blob files and the tag journal, with a warning giving the counts.
+   * and rebuilt from the blob files and the tag journal, with a warning giving the counts. A
+   * usable index is reconciled with the blob files (store/reconcile.ts): files it lacks are
+   * recorded, records whose file is gone are dropped, with a warning giving the counts.
    */
   static async open(dataDir: string, blobs: BlobStore, log: Logger): Promise<Catalog> {
     return (await Catalog.openWith(dataDir, blobs, log)).catalog;
   }
 
   /**
-   * open() with choices for `cove reindex`: `force` rebuilds whatever state the index is in,
-   * `verify` re-hashes every blob during the rebuild. Returns the rebuild counts, if it rebuilt.
+   * open() with choices: `force` rebuilds whatever state the index is in and `verify` re-hashes
+   * every blob during the rebuild (`cove reindex`); `reconcile: false` skips the start-up
+   * comparison of a usable index with the blob files (the start-up benchmark's baseline).
+   * Returns the rebuild counts, if it rebuilt, or the reconcile counts, if it reconciled.
    */
   static async openWith(
     dataDir: string,
     blobs: BlobStore,
     log: Logger,
-    options: { force?: boolean; verify?: boolean } = {},
-  ): Promise<{ catalog: Catalog; rebuilt: RebuildCounts | null }> {
+    options: { force?: boolean; verify?: boolean; reconcile?: boolean } = {},
+  ): Promise<{ catalog: Catalog; rebuilt: RebuildCounts | null; reconciled: ReconcileCounts | null }> {
     const dir = join(dataDir, 'index');
     const journal = new TagJournal(join(dataDir, 'tags'));
     const probe = await probeIndex(dir);
@@ -90,17 +95,48 @@ export class Catalog {
       await db.open();
     }
     const catalog = new Catalog(db, blobs, journal, log);
-    if (reason === null && !probe.fresh) return { catalog, rebuilt: null };
-
     try {
+      if (reason === null && !probe.fresh) {
+        if (options.reconcile === false) return { catalog, rebuilt: null, reconciled: null };
+        const counts = await reconcileIndex(catalog.#reconcileIndex(), blobs);
+        if (counts.added > 0 || counts.dropped > 0 || counts.refsRestored > 0) log.warn(counts, 'index reconciled with the blob files');
+        return { catalog, rebuilt: null, reconciled: counts };
+      }
       const counts = await catalog.#rebuild(options.verify ?? false);
       const fields = { reason: reason ?? 'index missing', verified: options.verify ?? false, ...counts };
       if (reason !== null || counts.blobs > 0 || counts.tags > 0) log.warn(fields, 'index rebuilt from blob files and tag journal');
-      return { catalog, rebuilt: counts };
+      return { catalog, rebuilt: counts, reconciled: null };
     } catch (err) {
       await catalog.close().catch(() => {});
       throw err;
     }
+  }
+
+  /** The index as the start-up reconcile reads and fixes it. */
+  #reconcileIndex(): ReconcileIndex {
+    const db = this.#db;
+    return {
+      async *blobs() {
+        for await (const [k, value] of db.iterator({ gte: `blob${SEP}`, lt: `blob\x01` })) {
+          if (isBlobRecord(value)) yield { digest: k.slice(5), manifest: value.mediaType !== null };
+        }
+      },
+      async *refs() {
+        for await (const k of db.keys({ gte: `refs${SEP}`, lt: `refs\x01` })) yield k.slice(5);
+      },
+      add: async (entries) => {
+        await db.batch(
+          entries.flatMap(({ digest, record, refs }) => [
+            { type: 'put' as const, key: blobKey(digest), value: record },
+            refs === null ? { type: 'del' as const, key: refsKey(digest) } : { type: 'put' as const, key: refsKey(digest), value: refs },
+          ]),
+        );
+      },
+      drop: async (digests) => {
+        await db.batch(digests.flatMap((d) => [{ type: 'del' as const, key: blobKey(d) }, { type: 'del' as const, key: refsKey(d) }]));
+      },
+      setRefs: (digest, refs) => db.put(refsKey(digest), refs),
+    };
   }
 
   async #rebuild(verify: boolean): Promise<RebuildCounts> {
