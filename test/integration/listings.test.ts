@@ -1,5 +1,9 @@
 // tags/list and referrers answers kept in the index: served stale when the origin answers
-// 5xx or 429 (as when it cannot be reached), passed through as errors when nothing is kept.
+// 5xx or 429 (as when it cannot be reached), passed through as errors when nothing is kept;
+// bounded in number and bytes, and counted in the cached-bytes figure.
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { Level } from 'level';
 import t from 'tap';
 import { OriginRegistry } from '../helpers/origin-registry.js';
 import { makeImage } from '../helpers/images.js';
@@ -63,4 +67,49 @@ t.test('listings on 5xx/429 with nothing kept: the error reaches the client, 429
     }
   }
   origin.clearFaults();
+});
+
+t.test('2,000 distinct tags/list queries: at most 1,000 kept, their bytes in the cache figure, a dropped one simply asked again', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [100], seed: 'listings-cap' });
+  for (const tag of ['a', 'b', 'c']) origin.putImage('proj/app', tag, image);
+  const cove = await startTestCove(t, origin.url, { COVE_UPSTREAM_TIMEOUT: '1s' }, { keepData: true });
+  t.teardown(() => rmSync(cove.dataDir, { recursive: true, force: true }));
+  const url = (n: number) => `${cove.url}/v2/proj/app/tags/list?n=${n}`;
+  for (let n = 1; n <= 2000; n++) {
+    const r = await fetchAll(url(n));
+    if (r.status !== 200) t.fail(`n=${n}: ${r.status}`);
+  }
+  t.equal(origin.count({ kind: 'tags' }), 2000);
+
+  // The newest is kept (stale on a 502); the oldest was dropped: the error, as for one never asked.
+  origin.setFault({ kind: 'tags' }, { type: 'status', status: 502 });
+  t.equal((await fetchAll(url(2000))).headers['cache-status'], 'cove; hit; detail=stale', 'the newest listing is kept');
+  t.equal((await fetchAll(url(1))).status, 502, 'the oldest listing was dropped');
+  origin.clearFaults();
+  const asked = origin.count({ kind: 'tags' });
+  const again = await fetchAll(url(1));
+  t.equal(again.status, 200, 'a dropped listing is simply asked again');
+  t.equal(again.headers['cache-status'], 'cove; fwd=bypass');
+  t.equal(origin.count({ kind: 'tags' }), asked + 1);
+  const health = (await (await fetch(`${cove.url}/healthz`)).json()) as { cache: { bytes: number } };
+  await cove.stop();
+
+  const db = new Level<string, unknown>(join(cove.dataDir, 'index'), { valueEncoding: 'json' });
+  await db.open();
+  let count = 0;
+  let bytes = 0;
+  let hasFirst = false;
+  for await (const [k, v] of db.iterator({ gte: 'list\0', lt: 'list\x01' })) {
+    count++;
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(JSON.stringify(v));
+    if (k.endsWith('\0n=1&last=')) hasFirst = true;
+  }
+  await db.close();
+  t.ok(count <= 1000, `${count} listings in the index, at most 1,000`);
+  t.ok(hasFirst, 'the one asked again is kept again');
+  // No blob was pulled: the whole figure is listings.
+  t.ok(bytes > 0);
+  t.equal(health.cache.bytes, bytes, 'the cached-bytes figure is the bytes of the listings in the index');
 });
