@@ -124,13 +124,18 @@ export class Catalog {
   #reconcileIndex(): ReconcileIndex {
     const db = this.#db;
     return {
-      async *blobs() {
+      async records() {
+        const withRefs = new Set<string>();
+        for await (const k of db.keys({ gte: `refs${SEP}`, lt: `refs\x01` })) withRefs.add(k.slice(5));
+        const digests = new Set<string>();
+        const manifestsWithoutRefs: string[] = [];
         for await (const [k, value] of db.iterator({ gte: `blob${SEP}`, lt: `blob\x01` })) {
-          if (isBlobRecord(value)) yield { digest: k.slice(5), manifest: value.mediaType !== null };
+          if (!isBlobRecord(value)) continue;
+          const digest = k.slice(5);
+          digests.add(digest);
+          if (value.mediaType !== null && !withRefs.has(digest)) manifestsWithoutRefs.push(digest);
         }
-      },
-      async *refs() {
-        for await (const k of db.keys({ gte: `refs${SEP}`, lt: `refs\x01` })) yield k.slice(5);
+        return { digests, manifestsWithoutRefs };
       },
       add: async (entries) => {
         await db.batch(

@@ -11,10 +11,8 @@ import type { BlobRecord } from './records.js';
 
 /** The index as the reconcile sees it (the catalog's database). */
 export interface ReconcileIndex {
-  /** Every blob record's digest, and whether it is a manifest (media type set). */
-  blobs(): AsyncIterable<{ digest: string; manifest: boolean }>;
-  /** Digests that have manifest references recorded. */
-  refs(): AsyncIterable<string>;
+  /** Digests of every blob record, and of those that are manifests without references recorded. */
+  records(): Promise<{ digests: Set<string>; manifestsWithoutRefs: string[] }>;
   /** Records blobs found on disk; `refs` are a manifest's references, null for other blobs. */
   add(entries: Array<{ digest: string; record: BlobRecord; refs: string[] | null }>): Promise<void>;
   /** Forgets blobs (records and references) whose files are gone. */
@@ -41,36 +39,28 @@ const BATCH = 1000;
 
 export async function reconcileIndex(index: ReconcileIndex, blobs: BlobStore): Promise<ReconcileCounts> {
   const counts: ReconcileCounts = { files: 0, added: 0, addedBytes: 0, dropped: 0, refsRestored: 0 };
-  const hasRefs = new Set<string>();
-  for await (const digest of index.refs()) hasRefs.add(digest);
-  // Digests with a record and no file seen yet; what is left after the walk lost its file.
-  const unseen = new Set<string>();
-  const manifestsWithoutRefs = new Set<string>();
-  for await (const { digest, manifest } of index.blobs()) {
-    unseen.add(digest);
-    if (manifest && !hasRefs.has(digest)) manifestsWithoutRefs.add(digest);
-  }
-  hasRefs.clear();
+  // The index and the directories are read at once: both wait on the disk, not on each other.
+  const [{ digests: unseen, manifestsWithoutRefs }, files] = await Promise.all([index.records(), blobs.digests()]);
+  counts.files = files.length;
 
   let pending: Array<{ digest: string; record: BlobRecord; refs: string[] | null }> = [];
-  const flush = async () => {
-    if (pending.length > 0) await index.add(pending);
-    pending = [];
-  };
-  for await (const digest of blobs.digests()) {
-    counts.files++;
+  for (const digest of files) {
+    // What is left in `unseen` after the walk is a record without its file.
     if (unseen.delete(digest)) continue;
     const stat = await statFile(blobs.pathOf(digest));
     if (!stat) continue; // not a regular file, or gone since the walk saw it
     const manifest = await sniffManifest(blobs.pathOf(digest), stat.size);
     // Its commit time is the best guess of its last use, as in a rebuild. Pins live in
-    // pins.json, not in records, so an unpinned record loses nothing.
+    // pins.json, not in records, so `pinned: false` loses nothing.
     pending.push({ digest, record: { size: stat.size, mediaType: manifest?.mediaType ?? null, lastAccess: Math.round(stat.mtimeMs), pinned: false }, refs: manifest?.refs ?? null });
     counts.added++;
     counts.addedBytes += stat.size;
-    if (pending.length >= BATCH) await flush();
+    if (pending.length >= BATCH) {
+      await index.add(pending);
+      pending = [];
+    }
   }
-  await flush();
+  if (pending.length > 0) await index.add(pending);
 
   // A record whose file the walk did not see is checked once more before it goes.
   const gone: string[] = [];

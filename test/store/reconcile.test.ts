@@ -151,6 +151,20 @@ t.test('record present, file gone: the record goes, the figure is the bytes on d
   t.same(new Set(filesOnDisk(dir).keys()), new Set([a.manifest, a.config, a.layers[1]!]), 'the pinned image stays; nothing else was left');
 });
 
+t.test("manifest record kept, its references lost: read back, so a pin still protects the image's layers", async (t) => {
+  const { dir, store, a } = await seed(t);
+  const db = new Level<string, unknown>(join(dir, 'index'), { valueEncoding: 'json' });
+  await db.open();
+  await db.del(`refs\0${a.manifest}`);
+  await db.close();
+  const { log, lines } = captureLog();
+  const { catalog, evictor } = await reopen(t, dir, store, log);
+  t.same(await catalog.manifestRefs(a.manifest), [a.config, ...a.layers]);
+  t.match(lines.find((l) => l.msg === 'index reconciled with the blob files'), { added: 0, dropped: 0, refsRestored: 1 });
+  await evictor.run();
+  for (const d of [a.manifest, a.config, ...a.layers]) t.ok(await store.stat(d), `${d.slice(7, 15)} of the pinned image kept`);
+});
+
 t.test('index and files agree: the reconcile changes nothing and logs nothing', async (t) => {
   const { dir, store } = await seed(t);
   const before = filesOnDisk(dir);
