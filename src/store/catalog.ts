@@ -314,9 +314,9 @@ export class Catalog {
     return this.#listings.list();
   }
 
-  /** Drops kept listings (keys from listListings); answers the bytes freed. */
-  dropListings(keys: readonly string[]): Promise<number> {
-    return this.#listings.drop(keys);
+  /** Drops kept listings as listListings gave them (unless answered again since); answers the bytes freed. */
+  dropListings(listings: readonly ShelvedListing[]): Promise<number> {
+    return this.#listings.drop(listings);
   }
 
   /** Flushes pending touches and closes the index. Idempotent. */

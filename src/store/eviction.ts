@@ -179,7 +179,7 @@ export class Evictor {
       ...listings.map((listing) => ({ at: listing.fetchedAt, listing })),
     ].sort((a, b) => a.at - b.at);
     const removed = new Set<string>();
-    const listingsRemoved: string[] = [];
+    const listingsRemoved: ShelvedListing[] = [];
     const startBytes = bytes;
     for (const candidate of candidates) {
       const idle = idleBefore !== null && candidate.at < idleBefore;
@@ -187,7 +187,7 @@ export class Evictor {
       const needSpace = (sizeDriven && cap !== null && bytes > cap) || diskFull;
       if (!idle && !needSpace) continue;
       if ('listing' in candidate) {
-        listingsRemoved.push(candidate.listing.key);
+        listingsRemoved.push(candidate.listing);
         bytes -= candidate.listing.bytes;
         continue;
       }

@@ -111,10 +111,13 @@ export class ListingShelf {
     return [...this.#shelf].map(([key, e]) => ({ key, bytes: e.bytes, fetchedAt: e.fetchedAt }));
   }
 
-  /** Drops listings by index key (as list() gives them); answers the bytes freed. */
-  drop(keys: readonly string[]): Promise<number> {
+  /**
+   * Drops listings as list() gave them; one answered again since (newer fetchedAt) stays, since
+   * the plan that chose it saw an older answer. Answers the bytes freed.
+   */
+  drop(listings: readonly ShelvedListing[]): Promise<number> {
     return this.#serial(async () => {
-      const present = keys.filter((k) => this.#shelf.has(k));
+      const present = listings.filter((l) => this.#shelf.get(l.key)?.fetchedAt === l.fetchedAt).map((l) => l.key);
       const before = this.#bytes;
       await this.#remove(present);
       return before - this.#bytes;
