@@ -1,6 +1,7 @@
 // tags/list and referrers: answered by the upstream and passed through, with the upstream's
 // repository path in names and Link headers turned back into the name the client asked for. The
-// last good answer is kept in the index and served, marked stale, while the upstream is away.
+// last good answer is kept in the index (bounded: store/listings.ts) and served, marked stale,
+// while the upstream is away or answers 5xx or 429.
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { Resolver } from '../resolve/resolver.js';
