@@ -253,11 +253,11 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
     rounds++;
     const schedule: string[] = [];
     for (let i = between(0, 4); i > 0; i--) {
-      const target = random() < 0.8 ? { digest: pick(blobs).digest } : { kind: 'manifest' as const };
+      const digest = random() < 0.8 ? pick(blobs).digest : null;
       const fault = pick(faults)();
       const times = between(1, 3);
-      origin.setFault(target, fault, times);
-      schedule.push(`${JSON.stringify(fault)} x${times} on ${'digest' in target ? target.digest.slice(7, 19) : 'manifests'}`);
+      origin.setFault(digest ? { digest } : { kind: 'manifest' }, fault, times);
+      schedule.push(`${JSON.stringify(fault)} x${times} on ${digest ? digest.slice(7, 19) : 'manifests'}`);
     }
     const load = Array.from({ length: between(4, 14) }, () => pick(clients)());
     requests += load.length;
