@@ -244,7 +244,7 @@ export class RegistryTier implements Tier {
     const res = await client.request({ method: 'GET', path, headers: { ...this.#headers(target), accept: 'application/json, */*' }, repo: target.repo, signal });
     const body = await this.#read(client, res, PASSTHROUGH_LIMIT, path);
     const headers: Record<string, string> = {};
-    for (const name of ['content-type', 'link']) {
+    for (const name of ['content-type', 'link', 'retry-after']) {
       const v = res.headers[name];
       if (v !== undefined) headers[name] = v;
     }
