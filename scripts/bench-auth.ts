@@ -15,18 +15,11 @@ import { loadConfig } from '../src/config.js';
 import { startCove, type Cove } from '../src/main.js';
 import { OriginRegistry } from '../test/helpers/origin-registry.js';
 import { makeImage } from '../test/helpers/images.js';
+import { positiveIntArg } from './args.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ACCEPT = 'application/vnd.docker.distribution.manifest.v2+json';
 const BLOCK = 50;
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const n = Number(process.argv[i + 1]);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${name} takes a positive integer, got ${JSON.stringify(process.argv[i + 1])}`);
-  return n;
-}
 
 /** One GET on a kept-alive connection; resolves with status and elapsed ms once the body is read. */
 function get(agent: Agent, url: string, headers: Record<string, string>): Promise<{ status: number; ms: number }> {
@@ -47,7 +40,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.99)]!;
 
 async function main(): Promise<void> {
-  const requests = arg('requests', 4000);
+  const requests = positiveIntArg('requests', 4000);
   const origin = await OriginRegistry.start({
     auth: 'bearer',
     users: { robot: { password: 'robot-secret', prefixes: ['*'] }, reader: { password: 'reader-secret', prefixes: ['team/'] } },
