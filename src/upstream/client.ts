@@ -181,12 +181,12 @@ export class UpstreamClient {
   }
 
   /**
-   * One GET (or HEAD) sent as a client of Cove would send it: with the `authorization` given (the
+   * One GET sent as a client of Cove would send it: with the `authorization` given (the
    * client's own Basic credentials, a token the origin issued to it, or none), never the robot's,
    * and no redirects. For the origin's own URLs or a token realm that realmAllowed() accepts;
    * anything else is refused before it is sent. Answers status, headers and a small body.
    */
-  async askAs(url: URL, authorization: string | null, signal?: AbortSignal, method: 'GET' | 'HEAD' = 'GET'): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
+  async askAs(url: URL, authorization: string | null, signal?: AbortSignal): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
     if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
     if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`);
     const own = url.origin === this.baseUrl.origin;
@@ -196,10 +196,9 @@ export class UpstreamClient {
     if (own) this.#breaker.check();
     const headers: Record<string, string> = { accept: 'application/json', 'accept-encoding': 'identity', 'user-agent': this.#userAgent };
     if (authorization !== null) headers.authorization = authorization;
-    const res = await this.#send(url, method, headers, own ? this.#dispatcher : this.#foreignFor(url), signal);
+    const res = await this.#send(url, 'GET', headers, own ? this.#dispatcher : this.#foreignFor(url), signal);
     try {
-      const body = method === 'HEAD' ? Buffer.alloc(0) : await readSmall(res.body, SMALL_BODY_LIMIT);
-      if (method === 'HEAD') discard(res);
+      const body = await readSmall(res.body, SMALL_BODY_LIMIT);
       return { status: res.statusCode, headers: flatHeaders(res.headers), body };
     } catch (err) {
       dropBody(res.body);
