@@ -83,13 +83,21 @@ while [ $# -gt 0 ]; do
 done
 if [ "$purge" = 1 ] && [ "$mode" != uninstall ]; then die "--purge goes with --uninstall"; fi
 case $npm_ci in 0 | 1) ;; *) die "COVE_NPM_CI must be 0 or 1, not '$npm_ci'" ;; esac
-if [ -n "$upstream" ]; then
-  case $upstream in
-    http://?* | https://?*) ;;
-    *) die "--upstream must be an http:// or https:// URL, not '$upstream'" ;;
-  esac
-  case $upstream in *[[:space:]\'\"\\]*) die "--upstream must not contain spaces, quotes or backslashes" ;; esac
+# A URL in the strict form COVE_UPSTREAM takes: scheme, host (name, IPv4 or [IPv6]), optional
+# port and path. Anything else is refused before it can reach a file: no quotes, no separators.
+readonly URL_PATTERN='^https?://([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$'
+if [ -n "$upstream" ] && ! [[ $upstream =~ $URL_PATTERN ]]; then
+  die "--upstream must be an http:// or https:// URL (host[:port][/path], no query, quotes or spaces), not '$upstream'"
 fi
+
+# Copies FILE to OUT with every line equal to OLD replaced by NEW. A plain string comparison:
+# nothing given on the command line or in the environment ever becomes part of a sed program.
+replace_line() { # FILE OLD NEW OUT
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    if [ "$line" = "$2" ]; then printf '%s\n' "$3"; else printf '%s\n' "$line"; fi
+  done <"$1" >"$4"
+}
 
 # DESTDIR: empty (or /) means the real system.
 destdir=${DESTDIR:-}
@@ -185,6 +193,8 @@ fi
 node=${COVE_NODE:-$(command -v node || true)}
 [ -n "$node" ] || die "node is not installed: Cove needs Node.js >= 20.18 (e.g. from NodeSource), or set COVE_NODE=/path/to/node"
 case $node in /*) ;; *) die "COVE_NODE must be an absolute path, not '$node'" ;; esac
+# It goes into the unit's ExecStart line: a plain path only, nothing the unit file would parse.
+[[ $node =~ ^/[A-Za-z0-9._/+-]+$ ]] || die "COVE_NODE must be a plain path (letters, digits, . _ / + -), not '$node'"
 [ -x "$node" ] || die "$node is not an executable"
 node_version=$("$node" -p 'process.versions.node' 2>/dev/null) || die "$node does not run"
 [[ $node_version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "$node does not look like Node.js (it printed '$node_version' for its version)"
@@ -295,7 +305,7 @@ else
   mkdir -p "$etc_dir"
   chmod 0755 "$etc_dir"
   if [ -n "$upstream" ]; then
-    sed "s|^$PLACEHOLDER_UPSTREAM\$|COVE_UPSTREAM=$upstream|" "$SRC/systemd/cove.env.example" >"$env_tmp"
+    replace_line "$SRC/systemd/cove.env.example" "$PLACEHOLDER_UPSTREAM" "COVE_UPSTREAM=$upstream" "$env_tmp"
   else
     cp "$SRC/systemd/cove.env.example" "$env_tmp"
   fi
@@ -304,8 +314,8 @@ else
 fi
 
 # The unit, pointed at the node checked above.
-sed "s|^ExecStart=/usr/bin/node |ExecStart=$node |" "$SRC/systemd/cove.service" >"$unit_tmp"
-grep -q "^ExecStart=$node $PREFIX/dist/src/cli.js serve\$" "$unit_tmp" || die "systemd/cove.service has no 'ExecStart=/usr/bin/node $PREFIX/dist/src/cli.js serve' line to adapt"
+replace_line "$SRC/systemd/cove.service" "ExecStart=/usr/bin/node $PREFIX/dist/src/cli.js serve" "ExecStart=$node $PREFIX/dist/src/cli.js serve" "$unit_tmp"
+grep -qxF "ExecStart=$node $PREFIX/dist/src/cli.js serve" "$unit_tmp" || die "systemd/cove.service has no 'ExecStart=/usr/bin/node $PREFIX/dist/src/cli.js serve' line to adapt"
 updated_files=0
 install_file "$unit_tmp" "$unit_path" 0644
 unit_changed=$updated_files

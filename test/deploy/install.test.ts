@@ -214,6 +214,11 @@ t.test('refusals: clear message, non-zero exit, nothing written', async (t) => {
     { name: 'unknown argument', args: ['--frobnicate'], message: /unknown argument: --frobnicate/ },
     { name: '--purge without --uninstall', args: ['--purge'], message: /--purge goes with --uninstall/ },
     { name: 'bad --upstream', args: ['--upstream', 'harbor.example.com'], message: /--upstream must be an http/ },
+    // Regression: a '|' ended the sed program and its 'e' flag ran the line as a root command.
+    { name: '--upstream that would end a sed program', args: ['--upstream', 'http://x|e'], message: /--upstream must be an http/ },
+    { name: '--upstream with a command substitution', args: ['--upstream', 'https://h/$(touch /tmp/cove-pwned)'], message: /--upstream must be an http/ },
+    { name: '--upstream with a newline', args: ['--upstream', 'https://h\nCOVE_CLIENT_AUTH=open'], message: /--upstream must be an http/ },
+    { name: 'COVE_NODE that would rewrite the unit', args: ['--skip-npm'], env: { COVE_NODE: '/usr/bin/node\nUser=root' }, message: /COVE_NODE must be a plain path/ },
     { name: 'bad COVE_NPM_CI', args: [], env: { COVE_NPM_CI: 'yes' }, message: /COVE_NPM_CI must be 0 or 1/ },
     {
       name: 'old node',
