@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     const guarded = await start('passthrough');
     // A client's token, as docker holds it after its first 401.
     const basic = `Basic ${Buffer.from('reader:reader-secret').toString('base64')}`;
-    const tokenRes = await fetch(`${guarded.url}/_cove/token?service=cove:origin&scope=repository:team/app:pull`, { headers: { authorization: basic } });
+    const tokenRes = await fetch(`${guarded.url}/_cove/token?service=cove&scope=repository:team/app:pull`, { headers: { authorization: basic } });
     const token = ((await tokenRes.json()) as { token: string }).token;
     const paths = ['/v2/team/app/manifests/1', `/v2/team/app/blobs/${image.configDigest}`, ...image.layers.map((l) => `/v2/team/app/blobs/${l.digest}`)];
     const runs = { open: { cove: open, headers: { accept: ACCEPT } as Record<string, string>, ms: [] as number[] }, passthrough: { cove: guarded, headers: { accept: ACCEPT, authorization: `Bearer ${token}` }, ms: [] as number[] } };

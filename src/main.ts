@@ -124,7 +124,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     onStored: (n) => evictor.added(n),
     onFetchedFor: (target, digest) => catalog.putRepoManifest(target.upstream, target.repo, digest),
   });
-  const clientAuth = config.clientAuth.mode === 'passthrough' ? await openClientAuth(config, clients, counters, log, nodeId) : null;
+  const routes = new RouteMap(config);
+  const clientAuth = config.clientAuth.mode === 'passthrough' ? await openClientAuth(config, clients, routes, counters, log, nodeId) : null;
   const repoScope = clientAuth ? new RepoScope(catalog, resolver) : null;
   const started = Date.now();
   const upstreams = () => Object.fromEntries([...clients.values(), ...parentClients].map((c) => [c.name, c.breaker]));
@@ -150,13 +151,11 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     images: () => listImages(catalog, pins),
   });
 
-  const routes = new RouteMap(config);
   const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
   const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmDeps, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
   const handler = createHandler({
     clientAuth,
     repoScope,
-    defaultUpstream: config.upstreams[0]!.name,
     routes,
     manifests,
     blobs,
@@ -279,12 +278,22 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
 }
 
 /** Pull authorization for clients: the token key and decisions in the data directory, one origin judge per upstream. */
-async function openClientAuth(config: Config, clients: Map<string, UpstreamClient>, counters: Counters, log: Logger, nodeId: string): Promise<ClientAuth> {
+async function openClientAuth(config: Config, clients: Map<string, UpstreamClient>, routes: RouteMap, counters: Counters, log: Logger, nodeId: string): Promise<ClientAuth> {
   const signer = await TokenSigner.forDataDir(config.dataDir, `cove:${nodeId}`);
   const book = await DecisionBook.open(config.dataDir, log);
   const checks = new Map([...clients].map(([name, client]) => [name, new OriginCheck(client)]));
   log.info({ ttlMs: config.clientAuth.ttlMs, graceMs: config.clientAuth.graceMs, decisions: book.size }, 'client auth: passthrough (each client pulls what the origin lets it)');
-  return new ClientAuth({ signer, book, checks, defaultUpstream: config.upstreams[0]!.name, ttlMs: config.clientAuth.ttlMs, graceMs: config.clientAuth.graceMs, counters, log });
+  return new ClientAuth({
+    signer,
+    book,
+    checks,
+    defaultUpstream: config.upstreams[0]!.name,
+    resolve: (name, ns, fromCove) => routes.resolve(name, ns, fromCove),
+    ttlMs: config.clientAuth.ttlMs,
+    graceMs: config.clientAuth.graceMs,
+    counters,
+    log,
+  });
 }
 
 /** Process memory in MiB, for /healthz: an edge host has little to spare. */

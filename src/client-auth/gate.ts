@@ -12,6 +12,7 @@ import { DecisionBook } from './decisions.js';
 import type { OriginCheck } from './origin-check.js';
 import { usernameOf } from './origin-check.js';
 import { grantsPull, type Access, type TokenSigner } from './token.js';
+import { isValidName } from '../oci/reference.js';
 
 /** The path of Cove's token endpoint (the realm of its challenges). */
 export const TOKEN_PATH = '/_cove/token';
@@ -25,6 +26,8 @@ export interface ClientAuthOptions {
   checks: Map<string, OriginCheck>;
   /** The upstream a request without one (docker login's /v2/) is about. */
   defaultUpstream: string;
+  /** Where a client's repository name goes (the route map: ns, default ns, a Cove's own names). */
+  resolve: (name: string, ns: string | null, fromCove: boolean) => { upstream: string; repo: string };
   ttlMs: number;
   graceMs: number;
   counters: Counters;
@@ -35,6 +38,19 @@ export interface ClientAuthOptions {
 /** Who a request is from, once allowed. */
 export interface Principal {
   subject: string;
+}
+
+/**
+ * A pull as the client names it — its own repository name, and what selects the route — and
+ * where it goes. Scopes and tokens speak the client's names (clients build scopes from their image
+ * names); decisions are the origin's, about the repository the name routes to.
+ */
+export interface PullRequestScope {
+  name: string;
+  ns: string | null;
+  fromCove: boolean;
+  upstream: string;
+  repo: string;
 }
 
 /** What one decision rested on, for the counters and the log. */
@@ -55,9 +71,11 @@ export class ClientAuth {
    * Allows a pull of `repo` at `upstream`, or throws: 401 with a challenge when the request
    * carries no usable credential, 403 when the origin does not let this client pull it.
    */
-  async authorize(req: Req, upstream: string, repo: string): Promise<Principal> {
+  async authorize(req: Req, pull: PullRequestScope): Promise<Principal> {
+    const { name, upstream, repo } = pull;
+    const service = serviceFor(pull.ns, pull.fromCove);
     const authorization = headerOf(req, 'authorization');
-    const challenge = this.challenge(req, upstream, repo);
+    const challenge = this.challenge(req, service, name);
     if (authorization === null) {
       this.#count({ allowed: false, subject: null, reason: 'no-credentials' });
       throw unauthorized('authentication required: log in with your origin (Harbor) credentials', challenge);
@@ -65,16 +83,16 @@ export class ClientAuth {
     if (/^bearer /i.test(authorization)) {
       const claims = this.#o.signer.verify(authorization.slice(7).trim(), this.#now());
       if (claims === null) throw unauthorized('the token is invalid or expired; ask the token endpoint again', challenge);
-      if (claims.aud !== serviceOf(upstream) || !grantsPull(claims.access, repo)) {
+      if (claims.aud !== service || !grantsPull(claims.access, name)) {
         // The client holds a token for other repositories: the challenge names this one.
-        throw unauthorized(`the token does not grant pulling ${repo}`, challenge);
+        throw unauthorized(`the token does not grant pulling ${name}`, challenge);
       }
       return { subject: claims.sub };
     }
     if (/^basic /i.test(authorization)) {
       const outcome = await this.#decide(authorization, upstream, repo);
       if (outcome.allowed) return { subject: outcome.subject };
-      if (outcome.reason === 'not-granted') throw denied(repo, outcome.subject ?? 'this client');
+      if (outcome.reason === 'not-granted') throw denied(name, outcome.subject ?? 'this client');
       throw unauthorized(refusal(outcome.reason), challenge);
     }
     throw unauthorized('unsupported Authorization scheme: use Basic or a Bearer token from the token endpoint', challenge);
@@ -84,9 +102,10 @@ export class ClientAuth {
    * GET /v2/ (what `docker login` tries): any credential the origin accepts. A client with none
    * is sent to the token endpoint.
    */
-  async authorizeAny(req: Req, upstream: string): Promise<Principal> {
+  async authorizeAny(req: Req): Promise<Principal> {
+    const upstream = this.#o.defaultUpstream;
     const authorization = headerOf(req, 'authorization');
-    const challenge = this.challenge(req, upstream, null);
+    const challenge = this.challenge(req, serviceFor(null, false), null);
     if (authorization !== null && /^bearer /i.test(authorization)) {
       const claims = this.#o.signer.verify(authorization.slice(7).trim(), this.#now());
       if (claims !== null) return { subject: claims.sub };
@@ -100,10 +119,10 @@ export class ClientAuth {
     throw unauthorized('authentication required: log in with your origin (Harbor) credentials', challenge);
   }
 
-  /** The `WWW-Authenticate` value that sends a client to the token endpoint for `repo` (or none). */
-  challenge(req: Req, upstream: string, repo: string | null): string {
-    const scope = repo === null ? '' : `,scope="repository:${repo}:pull"`;
-    return `Bearer realm="${realmOf(req)}",service="${serviceOf(upstream)}"${scope}`;
+  /** The `WWW-Authenticate` value that sends a client to the token endpoint for `name` (or none). */
+  challenge(req: Req, service: string, name: string | null): string {
+    const scope = name === null ? '' : `,scope="repository:${name}:pull"`;
+    return `Bearer realm="${realmOf(req)}",service="${service}"${scope}`;
   }
 
   /**
@@ -112,10 +131,11 @@ export class ClientAuth {
    * origin refuses the credential itself.
    */
   async token(req: Req, query: URLSearchParams): Promise<{ token: string; access_token: string; expires_in: number; issued_at: string }> {
-    const service = query.get('service') ?? serviceOf(this.#o.defaultUpstream);
-    const upstream = service.startsWith('cove:') ? service.slice(5) : '';
-    if (!this.#o.checks.has(upstream)) throw new OciError('UNAUTHORIZED', `unknown service ${JSON.stringify(service.slice(0, 80))}`);
-    const repos = scopesOf(query);
+    const service = query.get('service') ?? serviceFor(null, false);
+    const selector = parseService(service);
+    if (selector === null) throw new OciError('UNAUTHORIZED', `unknown service ${JSON.stringify(service.slice(0, 80))}`);
+    const names = scopesOf(query);
+    const upstream = this.#o.defaultUpstream;
     let authorization = headerOf(req, 'authorization');
     if (authorization !== null && !/^basic /i.test(authorization)) authorization = null;
     const access: Access[] = [];
@@ -123,14 +143,22 @@ export class ClientAuth {
     if (authorization !== null) {
       // The credential itself first: a wrong password is refused whatever the scope.
       const login = await this.#decide(authorization, upstream, '');
-      if (!login.allowed) throw unauthorized(refusal(login.reason), this.challenge(req, upstream, repos[0] ?? null));
+      if (!login.allowed) throw unauthorized(refusal(login.reason), this.challenge(req, service, names[0] ?? null));
       subject = login.subject;
     }
-    for (const repo of repos) {
-      const outcome = await this.#decide(authorization, upstream, repo);
-      if (outcome.allowed) access.push({ type: 'repository', name: repo, actions: ['pull'] });
+    for (const name of names) {
+      // The name as the client will pull it, routed as its pulls will be (ns from the service).
+      let target;
+      try {
+        target = this.#o.resolve(name, selector.ns, selector.fromCove);
+      } catch {
+        continue; // no route: nothing to grant
+      }
+      if (!this.#o.checks.has(target.upstream)) continue;
+      const outcome = await this.#decide(authorization, target.upstream, target.repo);
+      if (outcome.allowed) access.push({ type: 'repository', name, actions: ['pull'] });
     }
-    const issued = this.#o.signer.issue(subject, serviceOf(upstream), access, this.#now());
+    const issued = this.#o.signer.issue(subject, service, access, this.#now());
     return { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt };
   }
 
@@ -182,8 +210,18 @@ export class ClientAuth {
   }
 }
 
-export function serviceOf(upstream: string): string {
-  return `cove:${upstream}`;
+/**
+ * The service of Cove's challenges and tokens. It carries what routes a client's names — the
+ * request's `ns`, and whether another Cove sent it — so that the token endpoint, which sees only
+ * the names, routes them as the pulls will be routed.
+ */
+export function serviceFor(ns: string | null, fromCove: boolean): string {
+  return `cove${ns === null ? '' : `;ns=${ns}`}${fromCove ? ';via-cove' : ''}`;
+}
+
+function parseService(service: string): { ns: string | null; fromCove: boolean } | null {
+  const m = /^cove(?:;ns=([A-Za-z0-9.:[\]-]{1,255}))?(;via-cove)?$/.exec(service);
+  return m ? { ns: m[1] ?? null, fromCove: m[2] !== undefined } : null;
 }
 
 function refusal(reason: Exclude<Outcome, { allowed: true }>['reason']): string {
@@ -215,7 +253,7 @@ function scopesOf(query: URLSearchParams): string[] {
   for (const value of query.getAll('scope')) {
     for (const scope of value.split(' ')) {
       const m = /^repository:(.+):([a-z*,]+)$/.exec(scope);
-      if (!m || !m[2]!.split(',').some((a) => a === 'pull' || a === '*')) continue;
+      if (!m || !m[2]!.split(',').some((a) => a === 'pull' || a === '*') || !isValidName(m[1]!)) continue;
       if (!repos.includes(m[1]!)) repos.push(m[1]!);
       if (repos.length > MAX_SCOPES) throw new OciError('UNAUTHORIZED', `a token request may name at most ${MAX_SCOPES} repositories`);
     }

@@ -55,8 +55,6 @@ export interface HandlerDeps {
   clientAuth: ClientAuth | null;
   /** Which digests belong to which repository; asked only with client auth on. */
   repoScope: RepoScope | null;
-  /** The upstream that /v2/ and the token endpoint speak for when a request names none. */
-  defaultUpstream: string;
 }
 
 const STATUS_PAGE_BYTES = Buffer.from(STATUS_PAGE);
@@ -139,7 +137,7 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
       return;
     }
     case 'base':
-      if (deps.clientAuth !== null) facts.subject = (await deps.clientAuth.authorizeAny(req, deps.defaultUpstream)).subject;
+      if (deps.clientAuth !== null) facts.subject = (await deps.clientAuth.authorizeAny(req)).subject;
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
     case 'node':
@@ -158,7 +156,7 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
   facts.upstream = target.upstream;
   facts.repo = target.repo;
   facts.ns = target.ns;
-  if (deps.clientAuth !== null) await authorizePull(deps, req, facts, target, from.reach, endpoint);
+  if (deps.clientAuth !== null) await authorizePull(deps, req, facts, target, { reach: from.reach, fromCove: from.fromCove, ns }, endpoint);
   if (target.ns) res.setHeader('oci-namespace', target.ns);
   if (endpoint.kind === 'manifest' && endpoint.reference.kind === 'tag' && from.peer === null) {
     // A pull, for the status page's "most pulled": a client resolving a tag, answered with success.
@@ -182,13 +180,21 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
  * COVE_CLIENT_AUTH=passthrough: a client pulls only what the origin lets it, and a digest only
  * under a repository it belongs to. Sibling Coves pass on the keyed peer channel alone.
  */
-async function authorizePull(deps: HandlerDeps, req: Req, facts: RequestFacts, target: Target, reach: Reach, endpoint: PullEndpoint): Promise<void> {
+async function authorizePull(
+  deps: HandlerDeps,
+  req: Req,
+  facts: RequestFacts,
+  target: Target,
+  from: { reach: Reach; fromCove: boolean; ns: string | null },
+  endpoint: PullEndpoint,
+): Promise<void> {
+  const { reach, fromCove, ns } = from;
   if (reach !== 'all') {
     // originOf() checked the signature when a peer key is set; without one the header proves nothing.
     if (deps.peerKey === null) throw new OciError('UNAUTHORIZED', 'peer requests need COVE_PEER_KEY when client auth is on');
     return;
   }
-  facts.subject = (await deps.clientAuth!.authorize(req, target.upstream, target.repo)).subject;
+  facts.subject = (await deps.clientAuth!.authorize(req, { name: endpoint.name, ns, fromCove, upstream: target.upstream, repo: target.repo })).subject;
   if (endpoint.kind === 'blob') await deps.repoScope!.check(target, endpoint.digest, 'blob');
   else if (endpoint.kind === 'manifest' && endpoint.reference.kind === 'digest') await deps.repoScope!.check(target, endpoint.reference.digest, 'manifest');
   else if (endpoint.kind === 'referrers') await deps.repoScope!.check(target, endpoint.digest, 'manifest');

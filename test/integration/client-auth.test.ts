@@ -78,7 +78,7 @@ t.test('each reader pulls its own team\'s image; anonymous and the other reader 
 
   const anon = await fetchAll(`${cove.url}/v2/team-a/app/manifests/1`, { headers: { accept: ACCEPT } });
   t.equal(anon.status, 401, 'anonymous: 401');
-  t.match(anon.headers['www-authenticate'], /^Bearer realm="http:\/\/127\.0\.0\.1:\d+\/_cove\/token",service="cove:origin",scope="repository:team-a\/app:pull"$/);
+  t.match(anon.headers['www-authenticate'], /^Bearer realm="http:\/\/127\.0\.0\.1:\d+\/_cove\/token",service="cove",scope="repository:team-a\/app:pull"$/);
   t.equal(JSON.parse(anon.body.toString()).errors[0].code, 'UNAUTHORIZED');
   t.equal(origin.count({ kind: 'manifest' }), 0, 'nothing was fetched for an anonymous client');
 
@@ -225,4 +225,31 @@ t.test('the log names subject and repository, never a password or token', async 
   t.match(text, /"repo":"team-a\/app"/, 'and the repository');
   for (const secret of ['secret-a', 'robot-secret', Buffer.from('reader-a:secret-a').toString('base64')]) t.notMatch(text, secret, 'no credential in the log');
   t.notMatch(text, /Bearer [A-Za-z0-9_-]{20,}/, 'no token in the log');
+});
+
+t.test('routed names: scopes speak the client\'s names, decisions are about the routed repository', async (t) => {
+  const origin = await OriginRegistry.start({
+    auth: 'bearer',
+    users: { ...USERS, 'hub-reader': { password: 'secret-hub', prefixes: ['dockerhub/'] }, 'lib-reader': { password: 'secret-lib', prefixes: ['library/'] } },
+  });
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [40_000], seed: 'auth-routed' });
+  origin.putImage('dockerhub/library/app', '1', image);
+  // A dockerd registry-mirrors listener: no ns on the wire, the default ns routes docker.io names.
+  const mirror = await startGuarded(t, origin, { COVE_ROUTES: 'docker.io=dockerhub/', COVE_DEFAULT_NS: 'docker.io' });
+  const challenge = await fetchAll(`${mirror.url}/v2/library/app/manifests/1`, { headers: { accept: ACCEPT } });
+  t.match(challenge.headers['www-authenticate'], /scope="repository:library\/app:pull"/, 'the scope is the client\'s own name');
+  t.same(await pull(mirror, 'library/app', image, basic('hub-reader', 'secret-hub')), { status: 200, ok: true }, 'hub-reader pulls library/app (dockerhub/library/app at the origin)');
+  t.equal((await pull(mirror, 'library/app', image, basic('lib-reader', 'secret-lib'))).ok, false, 'a grant on the unrouted name opens nothing');
+  // containerd: ?ns=docker.io on every request; the service carries it to the token endpoint.
+  const plain = await startGuarded(t, origin, { COVE_ROUTES: 'docker.io=dockerhub/' });
+  const path = '/v2/library/app/manifests/1?ns=docker.io';
+  const first = await fetchAll(`${plain.url}${path}`, { headers: { accept: ACCEPT } });
+  t.match(first.headers['www-authenticate'], /service="cove;ns=docker\.io"/);
+  const { token } = await tokenFor(plain, path, basic('hub-reader', 'secret-hub'));
+  const m = await fetchAll(`${plain.url}${path}`, { headers: { accept: ACCEPT, authorization: `Bearer ${token!}` } });
+  t.equal(m.status, 200, 'containerd-style pull with ns');
+  t.equal(sha256(m.body), image.manifestDigest);
+  const noNs = await fetchAll(`${plain.url}/v2/library/app/manifests/1`, { headers: { accept: ACCEPT, authorization: `Bearer ${token!}` } });
+  t.equal(noNs.status, 401, 'a token for the ns route does not open the port-mode name');
 });
