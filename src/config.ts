@@ -75,6 +75,20 @@ export interface Config {
   prewarm: { refs: string[]; intervalMs: number; platforms: Platform[] };
   /** Token that opens the admin endpoints to other hosts (a Harbor webhook); loopback needs none. */
   adminToken: string | null;
+  /** Who may pull what: everyone (open) or what the origin lets each client pull (passthrough). */
+  clientAuth: ClientAuthConfig;
+}
+
+export const CLIENT_AUTH_MODES = ['open', 'passthrough'] as const;
+export type ClientAuthMode = (typeof CLIENT_AUTH_MODES)[number];
+
+/** Pull authorization for clients. */
+export interface ClientAuthConfig {
+  mode: ClientAuthMode;
+  /** How long a decision the origin made is reused without asking it again. */
+  ttlMs: number;
+  /** With the origin unreachable, decisions made before are honoured this long. */
+  graceMs: number;
 }
 
 /** Sibling Coves on the site's LAN. */
@@ -119,6 +133,9 @@ export const DEFAULTS = Object.freeze({
   peerTimeout: '1s',
   parentTimeout: '5s',
   prewarmInterval: '1h',
+  clientAuth: 'open',
+  clientAuthTtl: '5m',
+  clientAuthGrace: '24h',
 });
 
 /** Name of the single upstream configured by COVE_UPSTREAM. */
@@ -169,6 +186,9 @@ const SETTINGS = {
   prewarmInterval: { env: 'COVE_PREWARM_INTERVAL' },
   adminToken: { env: 'COVE_ADMIN_TOKEN' },
   adminTokenFile: { env: 'COVE_ADMIN_TOKEN_FILE' },
+  clientAuth: { env: 'COVE_CLIENT_AUTH' },
+  clientAuthTtl: { env: 'COVE_CLIENT_AUTH_TTL' },
+  clientAuthGrace: { env: 'COVE_CLIENT_AUTH_GRACE' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -239,7 +259,16 @@ export function loadConfig(options: LoadOptions = {}): Config {
       platforms: parsePlatformSetting(src.get('platforms')),
     },
     adminToken: secretOf(src, 'adminToken', 'adminTokenFile'),
+    clientAuth: {
+      mode: parseClientAuthMode(src.get('clientAuth')),
+      ttlMs: durationOf(src, 'clientAuthTtl', DEFAULTS.clientAuthTtl, 0),
+      graceMs: durationOf(src, 'clientAuthGrace', DEFAULTS.clientAuthGrace, 0),
+    },
   };
+  if (config.clientAuth.mode === 'passthrough' && config.peers.key === null && (config.peers.urls.length > 0 || config.peers.mdns)) {
+    // Without a key a peer request is a plain request marked by a header anyone can send.
+    throw new ConfigError('COVE_CLIENT_AUTH=passthrough with peers (COVE_PEERS or COVE_MDNS) needs COVE_PEER_KEY: peers are served only over the keyed peer channel');
+  }
   return deepFreeze(config);
 }
 
@@ -698,6 +727,13 @@ function parseLogLevel(raw: Raw): string {
   const level = str(raw).trim().toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(level)) fail(raw, `is not a log level (use ${LOG_LEVELS.join('|')})`);
   return level;
+}
+
+function parseClientAuthMode(raw: Raw | undefined): ClientAuthMode {
+  if (raw === undefined) return DEFAULTS.clientAuth;
+  const mode = str(raw).trim().toLowerCase();
+  if (!(CLIENT_AUTH_MODES as readonly string[]).includes(mode)) fail(raw, `is not a client auth mode (use ${CLIENT_AUTH_MODES.join(' or ')})`);
+  return mode as ClientAuthMode;
 }
 
 function parseNotFoundPolicy(raw: Raw | undefined): NotFoundPolicy {

@@ -2,6 +2,11 @@
 // Cove out: store and index, the tier chain (LAN peers, parents, origin), resolvers, the HTTP
 // listener, peer discovery; and a graceful stop.
 import type { Config } from './config.js';
+import { ClientAuth } from './client-auth/gate.js';
+import { DecisionBook } from './client-auth/decisions.js';
+import { OriginCheck } from './client-auth/origin-check.js';
+import { RepoScope } from './client-auth/repo-scope.js';
+import { TokenSigner } from './client-auth/token.js';
 import { createHandler } from './http/handler.js';
 import { createMetrics } from './http/metrics.js';
 import { checkReadiness } from './http/readiness.js';
@@ -117,7 +122,10 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     staleWhileRevalidate: config.staleWhileRevalidate,
     peerTags: peers ? (target, tag, accept) => peers.tier.tagFromPeers(target, tag, accept) : undefined,
     onStored: (n) => evictor.added(n),
+    onFetchedFor: (target, digest) => catalog.putRepoManifest(target.upstream, target.repo, digest),
   });
+  const clientAuth = config.clientAuth.mode === 'passthrough' ? await openClientAuth(config, clients, counters, log, nodeId) : null;
+  const repoScope = clientAuth ? new RepoScope(catalog, resolver) : null;
   const started = Date.now();
   const upstreams = () => Object.fromEntries([...clients.values(), ...parentClients].map((c) => [c.name, c.breaker]));
   const cache = () => ({ bytes: evictor.bytes, limit: config.cache.maxBytes, leased: leases.size });
@@ -146,6 +154,9 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
   const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmDeps, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
   const handler = createHandler({
+    clientAuth,
+    repoScope,
+    defaultUpstream: config.upstreams[0]!.name,
     routes,
     manifests,
     blobs,
@@ -258,12 +269,22 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
         await blobs.settled();
         await Promise.all([...clients.values(), ...parentClients].map((c) => c.close()));
         await peers?.client.close();
+        await clientAuth?.close();
         await catalog.close();
         log.info('stopped');
       })();
       return stopping;
     },
   };
+}
+
+/** Pull authorization for clients: the token key and decisions in the data directory, one origin judge per upstream. */
+async function openClientAuth(config: Config, clients: Map<string, UpstreamClient>, counters: Counters, log: Logger, nodeId: string): Promise<ClientAuth> {
+  const signer = await TokenSigner.forDataDir(config.dataDir, `cove:${nodeId}`);
+  const book = await DecisionBook.open(config.dataDir, log);
+  const checks = new Map([...clients].map(([name, client]) => [name, new OriginCheck(client)]));
+  log.info({ ttlMs: config.clientAuth.ttlMs, graceMs: config.clientAuth.graceMs, decisions: book.size }, 'client auth: passthrough (each client pulls what the origin lets it)');
+  return new ClientAuth({ signer, book, checks, defaultUpstream: config.upstreams[0]!.name, ttlMs: config.clientAuth.ttlMs, graceMs: config.clientAuth.graceMs, counters, log });
 }
 
 /** Process memory in MiB, for /healthz: an edge host has little to spare. */

@@ -25,6 +25,10 @@ export class Counters {
   /** Blobs and manifests removed by eviction, and their bytes. */
   evictions = 0;
   bytesEvicted = 0;
+  /** Client auth decisions (passthrough), by "allowed:<reason>" or "refused:<reason>". */
+  readonly clientAuth = new Map<string, number>();
+  /** Client auth decisions answered from the decision book within its TTL. */
+  clientAuthCacheHits = 0;
 
   add(map: Map<string, number>, key: string, n = 1): void {
     map.set(key, (map.get(key) ?? 0) + n);
@@ -45,6 +49,8 @@ export class Counters {
       diskFull: this.diskFull,
       evictions: this.evictions,
       bytesEvicted: this.bytesEvicted,
+      clientAuth: Object.fromEntries(this.clientAuth),
+      clientAuthCacheHits: this.clientAuthCacheHits,
     };
   }
 }

@@ -446,6 +446,24 @@ t.test('the example config loads cleanly', async (t) => {
   t.equal(loadConfig({ env: { COVE_CONFIG: example } }).upstreams[0]!.url, 'https://harbor.example.com', 'through COVE_CONFIG');
 });
 
+t.test('client auth: mode, decision TTL and grace', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  t.same(loadConfig({ env: base, flags: {} }).clientAuth, { mode: 'open', ttlMs: 300_000, graceMs: 86_400_000 });
+  const set = loadConfig({ env: { ...base, COVE_CLIENT_AUTH: 'Passthrough', COVE_CLIENT_AUTH_TTL: '30s', COVE_CLIENT_AUTH_GRACE: '2h' }, flags: {} });
+  t.same(set.clientAuth, { mode: 'passthrough', ttlMs: 30_000, graceMs: 7_200_000 });
+  t.throws(() => loadConfig({ env: { ...base, COVE_CLIENT_AUTH: 'ldap' }, flags: {} }), /COVE_CLIENT_AUTH: "ldap" is not a client auth mode \(use open or passthrough\)/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_CLIENT_AUTH_GRACE: 'soon' }, flags: {} }), /COVE_CLIENT_AUTH_GRACE/);
+  t.throws(
+    () => loadConfig({ env: { ...base, COVE_CLIENT_AUTH: 'passthrough', COVE_PEERS: 'http://127.0.0.1:5001' }, flags: {} }),
+    /passthrough with peers .* needs COVE_PEER_KEY/,
+    'peers without a key cannot be told from plain clients',
+  );
+  t.equal(
+    loadConfig({ env: { ...base, COVE_CLIENT_AUTH: 'passthrough', COVE_PEERS: 'http://127.0.0.1:5001', COVE_PEER_KEY: 'k'.repeat(32) }, flags: {} }).clientAuth.mode,
+    'passthrough',
+  );
+});
+
 t.test('offline mode and the upstream-404 policy', async (t) => {
   const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
   const defaults = loadConfig({ env: base, flags: {} });

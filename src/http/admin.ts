@@ -249,11 +249,17 @@ function requireAdmin(req: Req, token: string | null): void {
 export function adminRefusal(address: string | undefined, authorization: string | undefined, token: string | null): OciError | null {
   if (isLoopback(address)) return null;
   if (token === null) return new OciError('DENIED', 'admin endpoints answer only clients on this host (loopback), unless COVE_ADMIN_TOKEN is set');
+  if (hasAdminToken(authorization, token)) return null;
+  return new OciError('UNAUTHORIZED', 'admin endpoints need Authorization: Bearer <COVE_ADMIN_TOKEN> from other hosts');
+}
+
+/** Whether a request carries `Authorization: Bearer <COVE_ADMIN_TOKEN>` (never true without a token set). */
+export function hasAdminToken(authorization: string | undefined, token: string | null): boolean {
+  if (token === null) return false;
   const sent = /^Bearer\s+(.+)$/i.exec(String(authorization ?? '').trim())?.[1] ?? '';
   // Hashes have equal length, so the comparison takes the same time whatever was sent.
   const digest = (text: string) => createHash('sha256').update(text).digest();
-  if (timingSafeEqual(digest(sent), digest(token))) return null;
-  return new OciError('UNAUTHORIZED', 'admin endpoints need Authorization: Bearer <COVE_ADMIN_TOKEN> from other hosts');
+  return timingSafeEqual(digest(sent), digest(token));
 }
 
 function isLoopback(address: string | undefined): boolean {

@@ -2,10 +2,10 @@
 // Range support (206 + Content-Range, 416 for a range past the end).
 import { OciError } from '../errors.js';
 import { contentRange, parseRange, unsatisfiedRange } from '../oci/range.js';
-import type { BlobResolver } from '../resolve/blobs.js';
+import type { BlobResolver, OpenedLookup } from '../resolve/blobs.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Leases } from '../store/leases.js';
-import { FileSource, type ByteSource } from '../store/source.js';
+import type { ByteSource } from '../store/source.js';
 import type { Target } from '../tiers/tier.js';
 import { API_HEADERS, markCache, type Req, type RequestFacts, type Res } from './respond.js';
 import { sendBytes } from './send.js';
@@ -40,14 +40,23 @@ async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
     return;
   }
 
-  const found = await deps.blobs.lookup(target, digest);
+  const found = await deps.blobs.lookupOpen(target, digest);
+  try {
+    await sendFound(deps, req, res, facts, target, found, headers);
+  } finally {
+    // Closed by sendBytes once it ran; closed here when the request ended before (a 416).
+    if (found.kind === 'hit') await found.source.close();
+  }
+}
+
+async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, found: OpenedLookup, headers: Record<string, string>): Promise<void> {
   let size: number;
   let open: () => ByteSource;
   if (found.kind === 'hit') {
     markCache(res, facts, 'hit');
     facts.tier = 'local';
     size = found.size;
-    open = () => new FileSource(deps.store.pathOf(digest));
+    open = () => found.source;
   } else {
     const fill = found.fill;
     markCache(res, facts, found.joined ? 'joined' : 'miss');
@@ -70,16 +79,23 @@ async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
   const start = range ? range.start : 0;
   const end = range ? range.end : size - 1;
   const length = size === 0 ? 0 : end - start + 1;
+  const endExclusive = size === 0 ? 0 : end + 1;
+  if (range && found.kind === 'fill') {
+    // Lazy pullers read a layer's end first: a span need not wait for the whole blob to arrive.
+    const span = await deps.blobs.openSpan(target, found.fill, start, end);
+    if (span) {
+      markCache(res, facts, 'range-passthrough');
+      facts.tier = span.tier;
+      open = () => span.source;
+    }
+  }
   res.writeHead(range ? 206 : 200, {
     ...headers,
     'content-length': String(length),
     ...(range ? { 'content-range': contentRange(start, end, size) } : {}),
   });
-  if (length === 0) {
-    res.end();
-    return;
-  }
-  await sendBytes(open(), res, start, end + 1, facts, (n) => deps.onServed(facts.tier ?? 'local', n));
+  // Even an empty body goes through sendBytes: it ends only once the blob is verified.
+  await sendBytes(open(), res, start, endExclusive, facts, (n) => deps.onServed(facts.tier ?? 'local', n));
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

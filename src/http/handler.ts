@@ -10,7 +10,11 @@ import type { BlobStore } from '../store/blobs.js';
 import type { PeerTable } from '../peers/table.js';
 import type { Catalog } from '../store/catalog.js';
 import type { Leases } from '../store/leases.js';
-import { handleAdmin, type AdminDeps } from './admin.js';
+import type { Reach, Target } from '../tiers/tier.js';
+import type { ClientAuth } from '../client-auth/gate.js';
+import type { RepoScope } from '../client-auth/repo-scope.js';
+import { OciError } from '../errors.js';
+import { handleAdmin, hasAdminToken, type AdminDeps } from './admin.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
 import type { Metrics } from './metrics.js';
@@ -18,7 +22,7 @@ import type { Readiness } from './readiness.js';
 import { handlePassThrough } from './passthrough.js';
 import { originOf } from './peering.js';
 import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
-import { route } from './router.js';
+import { route, type Endpoint } from './router.js';
 import type { Status } from './status.js';
 import { STATUS_PAGE, STATUS_PAGE_HEADERS } from './status-page.js';
 
@@ -47,9 +51,17 @@ export interface HandlerDeps {
   metrics: Metrics;
   /** GET / and /_cove/status.json: the operator's status page and its data. */
   status: Status;
+  /** Pull authorization (COVE_CLIENT_AUTH=passthrough), or null when every client may pull (open). */
+  clientAuth: ClientAuth | null;
+  /** Which digests belong to which repository; asked only with client auth on. */
+  repoScope: RepoScope | null;
+  /** The upstream that /v2/ and the token endpoint speak for when a request names none. */
+  defaultUpstream: string;
 }
 
 const STATUS_PAGE_BYTES = Buffer.from(STATUS_PAGE);
+
+type PullEndpoint = Extract<Endpoint, { kind: 'manifest' | 'blob' | 'tags' | 'referrers' }>;
 
 /** Builds the request listener for the HTTP (or HTTP/2) server. */
 export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
@@ -73,6 +85,7 @@ export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
           upstream: facts.upstream,
           repo: facts.repo,
           peer: facts.peer,
+          subject: facts.subject,
           error: facts.error,
           complete: res.writableFinished,
           ua: req.headers['user-agent'],
@@ -113,10 +126,20 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
       else res.end(STATUS_PAGE_BYTES);
       facts.bytes = head ? 0 : STATUS_PAGE_BYTES.length;
       return;
-    case 'status':
-      facts.bytes = sendJson(res, 200, await deps.status.json(), { 'cache-control': 'no-store' }, head);
+    case 'status': {
+      // With client auth on, what is cached is nobody's business but the operator's.
+      const names = deps.clientAuth === null || hasAdminToken(req.headers.authorization, deps.admin.adminToken);
+      facts.bytes = sendJson(res, 200, await deps.status.json({ names }), { 'cache-control': 'no-store' }, head);
       return;
+    }
+    case 'token': {
+      if (deps.clientAuth === null) throw new OciError('NAME_UNKNOWN', 'no token endpoint: this Cove lets every client pull (COVE_CLIENT_AUTH=open)');
+      const body = await deps.clientAuth.token(req, endpoint.query);
+      facts.bytes = sendJson(res, 200, body, { 'cache-control': 'no-store' }, head);
+      return;
+    }
     case 'base':
+      if (deps.clientAuth !== null) facts.subject = (await deps.clientAuth.authorizeAny(req, deps.defaultUpstream)).subject;
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
     case 'node':
@@ -135,6 +158,7 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
   facts.upstream = target.upstream;
   facts.repo = target.repo;
   facts.ns = target.ns;
+  if (deps.clientAuth !== null) await authorizePull(deps, req, facts, target, from.reach, endpoint);
   if (target.ns) res.setHeader('oci-namespace', target.ns);
   if (endpoint.kind === 'manifest' && endpoint.reference.kind === 'tag' && from.peer === null) {
     // A pull, for the status page's "most pulled": a client resolving a tag, answered with success.
@@ -153,3 +177,19 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
   }
 }
 
+
+/**
+ * COVE_CLIENT_AUTH=passthrough: a client pulls only what the origin lets it, and a digest only
+ * under a repository it belongs to. Sibling Coves pass on the keyed peer channel alone.
+ */
+async function authorizePull(deps: HandlerDeps, req: Req, facts: RequestFacts, target: Target, reach: Reach, endpoint: PullEndpoint): Promise<void> {
+  if (reach !== 'all') {
+    // originOf() checked the signature when a peer key is set; without one the header proves nothing.
+    if (deps.peerKey === null) throw new OciError('UNAUTHORIZED', 'peer requests need COVE_PEER_KEY when client auth is on');
+    return;
+  }
+  facts.subject = (await deps.clientAuth!.authorize(req, target.upstream, target.repo)).subject;
+  if (endpoint.kind === 'blob') await deps.repoScope!.check(target, endpoint.digest, 'blob');
+  else if (endpoint.kind === 'manifest' && endpoint.reference.kind === 'digest') await deps.repoScope!.check(target, endpoint.reference.digest, 'manifest');
+  else if (endpoint.kind === 'referrers') await deps.repoScope!.check(target, endpoint.digest, 'manifest');
+}

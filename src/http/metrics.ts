@@ -76,6 +76,20 @@ export function createMetrics(src: MetricsSources): Metrics {
   total('cove_disk_full_total', 'Fills that found the disk full and passed their blob through without storing it.', () => c.diskFull);
   total('cove_evictions_total', 'Blobs and manifests removed by eviction.', () => c.evictions);
   total('cove_evicted_bytes_total', 'Bytes removed by eviction.', () => c.bytesEvicted);
+  new Counter({
+    name: 'cove_client_auth_decisions_total',
+    help: 'Client auth decisions (COVE_CLIENT_AUTH=passthrough), by result (allowed, refused) and reason (origin, cached, grace, no-credentials, refused-by-origin, not-granted, outside-grace, origin-unreachable).',
+    labelNames: ['result', 'reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [key, value] of c.clientAuth) {
+        const [result = '', reason = ''] = key.split(':');
+        this.inc({ result, reason }, value);
+      }
+    },
+  });
+  total('cove_client_auth_cache_hits_total', 'Client auth decisions answered from the decision book within COVE_CLIENT_AUTH_TTL.', () => c.clientAuthCacheHits);
 
   const upstreamGauge = (name: string, help: string, read: (b: BreakerSnapshot) => number) =>
     new Gauge({

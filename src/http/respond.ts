@@ -18,6 +18,8 @@ export interface RequestFacts {
   ns?: string | null;
   /** The asking peer's node id, for requests from sibling Coves. */
   peer?: string;
+  /** Who the client is, as the origin named it (COVE_CLIENT_AUTH=passthrough). */
+  subject?: string;
   bytes: number;
   error?: string;
 }
@@ -34,6 +36,8 @@ const CACHE_STATUS: Record<string, string> = {
   joined: 'cove; fwd=miss; stored; detail=joined',
   'vary-miss': 'cove; fwd=vary-miss; stored',
   upstream: 'cove; fwd=miss',
+  /** A Range on a blob still arriving, answered at once from the tier (or the fill's file) and not stored itself. */
+  'range-passthrough': 'cove; fwd=miss; detail=range-passthrough',
   bypass: 'cove; fwd=bypass',
 };
 

@@ -15,6 +15,7 @@ export type Endpoint =
   | { kind: 'node' }
   | { kind: 'status-page' }
   | { kind: 'status' }
+  | { kind: 'token'; query: URLSearchParams }
   | { kind: 'admin'; action: AdminAction }
   | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
   | { kind: 'blob'; name: string; digest: string }
@@ -66,6 +67,10 @@ export function route(method: string, target: string): RoutedRequest {
   if (path === '/_cove/node') return { endpoint: { kind: 'node' }, ns: null };
   if (path === '/' || path === '/_cove/' || path === '/_cove') return { endpoint: { kind: 'status-page' }, ns: null };
   if (path === '/_cove/status.json') return { endpoint: { kind: 'status' }, ns: null };
+  if (path === '/_cove/token') {
+    if (method !== 'GET' && method !== 'HEAD') throw new OciError('UNSUPPORTED', 'the token endpoint answers GET', { headers: { allow: 'GET' } });
+    return { endpoint: { kind: 'token', query: q }, ns: null };
+  }
   if (path === '/_cove/peers') return { endpoint: { kind: 'admin', action: { kind: 'peers' } }, ns: null };
   if (path.startsWith('/admin/')) return { endpoint: { kind: 'admin', action: adminAction(method, path, q) }, ns };
   if (!path.startsWith('/v2/') && path !== '/v2') {

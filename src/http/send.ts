@@ -20,7 +20,8 @@ function release(buf: Buffer): void {
 }
 
 /**
- * Writes bytes [start, endExclusive) and ends the response. A source failure breaks the response
+ * Writes bytes [start, endExclusive) and ends the response once the source is verified (an empty
+ * range too). A source failure breaks the response
  * (the client sees a reset, never a short body that looks whole); a client that goes away stops
  * only this sender (see CLIENT_DISCONNECT_POLICY in resolve/fill.ts).
  */
@@ -58,6 +59,8 @@ export async function sendBytes(
       i ^= 1;
     }
     await Promise.all(inFlight);
+    // The end of the response says "complete": only once the blob checked out, whatever the length.
+    if (!gone) await source.verified();
     if (gone) reusable = false;
     else res.end();
   } catch (err) {

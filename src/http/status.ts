@@ -102,7 +102,12 @@ export class Status {
     return out.slice(-HISTORY_MINUTES);
   }
 
-  async json(): Promise<Record<string, unknown>> {
+  /**
+   * The page's data. Without `names` (client auth on, no admin token) no repository name, tag or
+   * digest is in it: the images section gives only counts and sizes.
+   */
+  async json(options: { names?: boolean } = {}): Promise<Record<string, unknown>> {
+    const names = options.names ?? true;
     const c = this.#src.counters;
     const requests = Object.fromEntries(c.requests);
     const count = (results: string[]) => results.reduce((n, r) => n + (c.requests.get(r) ?? 0), 0);
@@ -158,12 +163,14 @@ export class Status {
               served: p.served ?? 0,
             })),
       cache: { ...this.#src.cache(), activeFills: this.#src.activeFills(), fills: c.fills, evictions: c.evictions, bytesEvicted: c.bytesEvicted },
-      images: {
-        count: rows.length,
-        largest: [...rows].sort((a, b) => b.size - a.size).slice(0, TOP).map(image),
-        // Pulls counted since start (a manifest request by tag answered 2xx, not from a sibling Cove).
-        mostPulled: [...this.#pulls.values()].sort((a, b) => b.pulls - a.pulls || b.last - a.last).slice(0, TOP),
-      },
+      images: names
+        ? {
+            count: rows.length,
+            largest: [...rows].sort((a, b) => b.size - a.size).slice(0, TOP).map(image),
+            // Pulls counted since start (a manifest request by tag answered 2xx, not from a sibling Cove).
+            mostPulled: [...this.#pulls.values()].sort((a, b) => b.pulls - a.pulls || b.last - a.last).slice(0, TOP),
+          }
+        : { count: rows.length, largest: [], mostPulled: [], hidden: 'repository names need the admin token (COVE_CLIENT_AUTH=passthrough)' },
     };
   }
 

@@ -9,12 +9,15 @@ import { ALL_MANIFEST_ACCEPT, isIndexMediaType } from '../oci/mediatypes.js';
 import { ImageRefError, parseRef, type ParsedRef } from '../oci/image-ref.js';
 import { parseDigest } from '../oci/reference.js';
 import type { BlobResolver } from '../resolve/blobs.js';
+import { FILL_DISK_FULL } from '../resolve/pass-window.js';
 import type { ManifestAnswer, ManifestResolver } from '../resolve/manifests.js';
 import type { RouteMap, RoutedTarget } from '../routes.js';
 import { formatPlatform, matches, platformFrom, type Platform } from './platforms.js';
 
 export type { Platform } from './platforms.js';
 
+/** What a prewarm says of a blob the full disk kept out of the store. */
+export const NOT_STORED_DISK_FULL = 'not stored: the disk is full';
 /** Blobs fetched at once by one prewarm call (an edge uplink is narrow; pulls go on beside it). */
 export const PREWARM_DEFAULT_CONCURRENCY = 3;
 /** Most references one call takes. */
@@ -371,9 +374,12 @@ async function fetchBlob(target: RoutedTarget, blob: BlobRef, deps: PrewarmDeps,
     if (found.kind === 'hit') return { outcome: 'cached', size: found.size };
     // The fill belongs to the cache: aborting stops the waiting, not the fill.
     await untilAborted(found.fill.done, signal);
+    // Clients were reading when the disk filled: they got the blob, the store did not.
+    if (found.fill.state === 'passed') return { outcome: 'failed', size: 0, error: NOT_STORED_DISK_FULL };
     return { outcome: found.joined ? 'joined' : 'fetched', size: found.fill.size ?? blob.size };
   } catch (err) {
     if (isAbort(err)) throw err;
+    if (err instanceof CoveError && err.code === FILL_DISK_FULL) return { outcome: 'failed', size: 0, error: NOT_STORED_DISK_FULL };
     return { outcome: 'failed', size: 0, error: messageOf(err) };
   }
 }

@@ -2,15 +2,15 @@
 // arrive, hashed on the way, and renamed into place only once digest and length are right.
 // Every client of the blob — the first one and any that join later — reads the growing temp
 // file, so a cold blob crosses the uplink once however many clients want it.
-import { open, type FileHandle } from 'node:fs/promises';
-import { DigestVerifier } from '../oci/digest.js';
+import { finished, type Readable } from 'node:stream';
 import { CoveError, DigestMismatchError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { finished, type Readable } from 'node:stream';
 import type { BlobStore } from '../store/blobs.js';
-import { FileSource, type ByteSource } from '../store/source.js';
+import type { ByteSource } from '../store/source.js';
 import type { BlobWriter } from '../store/writer.js';
 import type { BlobBody, Target } from '../tiers/tier.js';
+import { FillReader, type FillView } from './fill-reader.js';
+import { FILL_DISK_FULL, PassWindow } from './pass-window.js';
 import type { Resolver } from './resolver.js';
 
 /**
@@ -23,17 +23,19 @@ export const CLIENT_DISCONNECT_POLICY = 'fill-completes' as const;
 /** How far the temp file may fall behind the network before the fill waits for the disk. */
 const FILL_WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
 
-/** How many times a fill opens the blob in all (first try plus resumes from the next byte). */
-export const FILL_MAX_ATTEMPTS = 4;
-
 /**
- * Named decision: when the disk fills up mid-blob (ENOSPC), the fill turns into a pass-through.
- * Its clients keep receiving the blob — the part already in the temp file from there, the rest
- * from memory as it arrives, never more than PASS_WINDOW_BYTES ahead of the slowest of them — and
- * the blob is verified but not stored. The partial file is removed once no client needs it.
+ * How many times in a row a fill may open the blob without gaining FILL_MIN_PROGRESS_BYTES: an
+ * attempt that brought bytes is not a failure (the next one resumes after them), one that brought
+ * nothing is.
  */
-export const DISK_FULL_POLICY = 'pass-through' as const;
-const PASS_WINDOW_BYTES = 4 * 1024 * 1024;
+export const FILL_MAX_FUTILE_ATTEMPTS = 4;
+/** What an attempt must add to the temp file to count as progress. */
+export const FILL_MIN_PROGRESS_BYTES = 64 * 1024;
+/**
+ * How many times a fill opens the blob in all, progress or not: an upstream that cuts every
+ * response after a few hundred KB still delivers tens of MB, and nothing loops for ever.
+ */
+export const FILL_MAX_ATTEMPTS = 256;
 
 /** What a fill needs from the rest of Cove. */
 export interface FillOptions {
@@ -44,8 +46,11 @@ export interface FillOptions {
   log: Logger;
   /** Aborted on shutdown only (see CLIENT_DISCONNECT_POLICY). */
   signal: AbortSignal;
-  /** Called once the blob is committed to the store, before readers see it as complete. */
-  onCommitted: (size: number, tier: string) => Promise<void>;
+  /**
+   * Called once the blob is committed to the store, before readers see it as complete; `added`
+   * is false when another writer (a manifest stored by digest, an import) had put it there first.
+   */
+  onCommitted: (size: number, tier: string, added: boolean) => Promise<void>;
   /** Called when bytes arrive from a tier, for byte counters. */
   onBytes?: (tier: string, bytes: number) => void;
   /** Called when the disk filled up and the fill turned into a pass-through (see DISK_FULL_POLICY). */
@@ -55,25 +60,7 @@ export interface FillOptions {
 /** 'passed': every byte went to the clients and checked out, but the blob was not stored. */
 type State = 'opening' | 'filling' | 'committed' | 'passed' | 'failed';
 
-/** The in-memory tail of a pass-through fill. */
-interface PassWindow {
-  /** Bytes [0, base) are in the temp file. */
-  base: number;
-  /** Offset of chunks[0]; bytes before it (and at or past base) were dropped once read. */
-  start: number;
-  chunks: Buffer[];
-  /** Offset after the last chunk. */
-  end: number;
-  verifier: DigestVerifier;
-  /** The temp file was removed. */
-  fileReleased: boolean;
-  /** Resumes the paused body once readers caught up. */
-  resume: (() => void) | null;
-  /** The last reader left: nobody is left to pass the blob to. */
-  abandoned: boolean;
-}
-
-export class Fill {
+export class Fill implements FillView {
   readonly digest: string;
   /** Total size once the first tier answered (null while unknown or if the tier never said). */
   size: number | null = null;
@@ -88,7 +75,7 @@ export class Fill {
   #waiters: Array<() => void> = [];
   #pass: PassWindow | null = null;
   /** Readers of this fill and the next byte each one needs (pass-through drops what all have read). */
-  readonly #readers = new Map<FillSource, number>();
+  readonly #readers = new Map<FillReader, number>();
   readonly #opts: FillOptions;
   /** Resolves when the size is known and bytes are flowing; rejects when no tier has the blob. */
   readonly started: Promise<void>;
@@ -143,7 +130,15 @@ export class Fill {
    * body of bytes that turn out wrong: on failure the read rejects instead.
    */
   openSource(): ByteSource {
-    return new FillSource(this);
+    return new FillReader(this);
+  }
+
+  /**
+   * A source for a span the temp file holds already, served before the blob is verified (a
+   * client's Range on a blob still arriving; see resolve/span.ts).
+   */
+  openEarlySpan(): ByteSource {
+    return new FillReader(this, false);
   }
 
   /** Path of the temp file while filling; the store path once committed. */
@@ -172,8 +167,9 @@ export class Fill {
     const { digest, target, resolver, log, signal } = this.#opts;
     let tierIndex = 0;
     let lastError: unknown = null;
+    let futile = 0;
     try {
-      while (this.attempts < FILL_MAX_ATTEMPTS) {
+      while (futile < FILL_MAX_FUTILE_ATTEMPTS && this.attempts < FILL_MAX_ATTEMPTS) {
         signal.throwIfAborted();
         this.attempts++;
         const offset = this.written;
@@ -185,6 +181,7 @@ export class Fill {
           // mid-blob it is one more failed attempt.
           if (offset === 0 && this.#writer === null) throw err;
           lastError = err;
+          futile++;
           continue;
         }
         if (!found) {
@@ -192,6 +189,7 @@ export class Fill {
             throw new OciError('BLOB_UNKNOWN', `blob ${digest} is not known upstream`, { detail: { digest } });
           }
           lastError = new CoveError('FILL_RESUME_FAILED', `no tier could resume ${digest} at byte ${offset}`);
+          futile++;
           continue;
         }
         tierIndex = resolver.tiers.indexOf(found.tier);
@@ -205,13 +203,18 @@ export class Fill {
           body.body.destroy();
           if (err instanceof DigestMismatchError) body.condemn?.(err.message);
           if (err instanceof DigestMismatchError || signal.aborted) throw err;
-          if (err instanceof CoveError && err.code === 'FILL_ABANDONED') throw err;
+          if (err instanceof CoveError && err.code === FILL_DISK_FULL) throw err;
           if (isDiskFull(err) && this.#pass === null && this.#writer !== null) {
-            await this.#enterPassThrough();
+            const pass = await this.#enterPassThrough();
+            // Nobody to pass the blob to (its clients left, or a prewarm started it): fetching
+            // the rest to keep nothing would hold the upstream and the window for no one.
+            if (pass.abandoned) throw new CoveError(FILL_DISK_FULL, `the disk is full and no client is reading ${digest}: not stored`, { cause: err });
             this.attempts--; // the disk failed, not the transfer
             continue;
           }
           lastError = err;
+          // The bytes in the temp file were hashed in order: the next attempt goes on after them.
+          futile = this.written - offset >= FILL_MIN_PROGRESS_BYTES ? 0 : futile + 1;
           log.warn({ digest, tier: this.tier, written: this.written, err: describe(err) }, 'blob transfer broke; resuming');
         }
       }
@@ -300,26 +303,20 @@ export class Fill {
    * the temp file are hashed once more (the writer's hash is gone with it), the rest arrives
    * into memory, and eviction is asked to make room for the next blob.
    */
-  async #enterPassThrough(): Promise<void> {
+  async #enterPassThrough(): Promise<PassWindow> {
     const writer = this.#writer!;
-    const base = writer.written;
-    const verifier = new DigestVerifier(this.digest);
-    const handle = await open(writer.tempPath, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(1024 * 1024);
-      for (let pos = 0; pos < base; ) {
-        const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, base - pos), pos);
-        if (bytesRead === 0) throw new CoveError('FILL_SHORT', `temp file of ${this.digest} ended at ${pos} of ${base} bytes`);
-        verifier.update(buf.subarray(0, bytesRead));
-        pos += bytesRead;
-      }
-    } finally {
-      await handle.close();
-    }
-    this.#pass = { base, start: base, chunks: [], end: base, verifier, fileReleased: false, resume: null, abandoned: false };
-    this.#opts.log.warn({ digest: this.digest, bytesInFile: base, size: this.size }, 'disk full: passing the blob through to its clients without storing it');
-    this.#opts.onDiskFull?.(this.digest, base);
+    const pass = await PassWindow.after(writer.tempPath, writer.written, this.digest);
+    this.#pass = pass;
+    // A fill nobody reads (a prewarm, or its clients left before the disk filled) has no one
+    // to pass to; readerAt() never runs for it, so it is marked here.
+    pass.abandoned = this.#readers.size === 0;
+    this.#opts.log.warn(
+      { digest: this.digest, bytesInFile: pass.base, size: this.size, readers: this.#readers.size },
+      pass.abandoned ? 'disk full and no client reading: the blob is not stored' : 'disk full: passing the blob through to its clients without storing it',
+    );
+    this.#opts.onDiskFull?.(this.digest, pass.base);
     this.#trim();
+    return pass;
   }
 
   /** A pass-through's bytes: hashed and kept in memory until every reader has them. */
@@ -331,7 +328,7 @@ export class Fill {
         if (this.#readers.size === 0 && pass.abandoned) {
           settled = true;
           body.destroy();
-          reject(new CoveError('FILL_ABANDONED', `every client of ${this.digest} left while it was passed through; it is not stored`));
+          reject(new CoveError(FILL_DISK_FULL, `every client of ${this.digest} left while it was passed through (disk full): not stored`));
           return;
         }
         if (this.size !== null && pass.end + chunk.length > this.size) {
@@ -340,14 +337,12 @@ export class Fill {
           reject(new DigestMismatchError(`more than the expected ${this.size} bytes for ${this.digest}`));
           return;
         }
-        pass.verifier.update(chunk);
-        pass.chunks.push(chunk);
-        pass.end += chunk.length;
+        const full = pass.append(chunk);
         this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
         this.#notify();
-        if (pass.end - pass.start >= PASS_WINDOW_BYTES) {
+        if (full) {
           body.pause();
-          pass.resume = () => body.resume();
+          pass.pausedUntilRoom(() => body.resume());
         }
       });
       finished(body, (err) => {
@@ -361,22 +356,7 @@ export class Fill {
 
   /** Bytes of a pass-through's memory window into `buf`; 0 when `pos` is not in it. */
   readWindow(buf: Buffer, pos: number, endExclusive: number): number {
-    const pass = this.#pass;
-    if (!pass || pos < pass.start) return 0;
-    let offset = pass.start;
-    let copied = 0;
-    for (const chunk of pass.chunks) {
-      const chunkEnd = offset + chunk.length;
-      if (chunkEnd > pos + copied && offset < endExclusive) {
-        const from = pos + copied - offset;
-        const to = Math.min(chunk.length, endExclusive - offset);
-        const n = chunk.copy(buf, copied, from, Math.min(to, from + buf.length - copied));
-        copied += n;
-        if (copied >= buf.length || pos + copied >= endExclusive) break;
-      }
-      offset = chunkEnd;
-    }
-    return copied;
+    return this.#pass?.read(buf, pos, endExclusive) ?? 0;
   }
 
   /** Where a pass-through's bytes start in memory (bytes below it come from the temp file). */
@@ -385,7 +365,7 @@ export class Fill {
   }
 
   /** A reader now needs bytes from `pos` on (null: the reader is done). */
-  readerAt(reader: FillSource, pos: number | null): void {
+  readerAt(reader: FillReader, pos: number | null): void {
     if (pos === null) this.#readers.delete(reader);
     else this.#readers.set(reader, pos);
     const pass = this.#pass;
@@ -393,8 +373,7 @@ export class Fill {
     if (this.#readers.size === 0 && this.#state === 'filling') {
       // A pass-through serves only its clients: with none left, stop (see the body's data handler).
       pass.abandoned = true;
-      pass.resume?.();
-      pass.resume = null;
+      pass.resumeNow();
     }
     this.#trim();
   }
@@ -405,17 +384,10 @@ export class Fill {
     if (!pass) return;
     const finished = this.#state === 'passed' || this.#state === 'failed';
     const lowest = this.#readers.size === 0 ? (finished ? Infinity : pass.start) : Math.min(...this.#readers.values());
-    while (pass.chunks.length > 0 && pass.start + pass.chunks[0]!.length <= lowest) {
-      pass.start += pass.chunks.shift()!.length;
-    }
+    pass.dropBelow(lowest);
     if (!pass.fileReleased && (lowest >= pass.base || finished)) {
       pass.fileReleased = true;
       void this.#writer?.abort().catch(() => {});
-    }
-    if (pass.resume && pass.end - pass.start < PASS_WINDOW_BYTES / 2) {
-      const resume = pass.resume;
-      pass.resume = null;
-      resume();
     }
   }
 
@@ -423,7 +395,7 @@ export class Fill {
     if (this.#pass) {
       const pass = this.#pass;
       if (this.size !== null && pass.end !== this.size) throw new DigestMismatchError(`expected ${this.size} bytes for ${this.digest}, got ${pass.end}`);
-      const { ok, actual } = pass.verifier.finish();
+      const { ok, actual } = pass.finish();
       if (!ok) throw new DigestMismatchError(`expected ${this.digest}, got ${actual} (${pass.end} bytes)`);
       this.size = pass.end;
       this.#verified = true;
@@ -433,13 +405,13 @@ export class Fill {
       return;
     }
     const writer = this.#writer!;
-    await writer.commit(() => {
+    const added = await writer.commit(() => {
       // The digest checked out: readers may pass the last byte now, while fsync and rename run.
       this.#verified = true;
       this.#notify();
     });
     this.size = writer.written;
-    await this.#opts.onCommitted(this.size, this.tier ?? 'unknown');
+    await this.#opts.onCommitted(this.size, this.tier ?? 'unknown', added);
     this.#state = 'committed';
     this.#notify();
   }
@@ -447,60 +419,12 @@ export class Fill {
   async #fail(err: Error): Promise<void> {
     this.#error = err;
     this.#state = 'failed';
-    if (this.#pass) this.#pass.chunks = [];
+    this.#pass?.clear();
     if (this.#writer) await this.#writer.abort().catch(() => {});
     this.#notify();
     if (err instanceof DigestMismatchError) {
       this.#opts.log.error({ digest: this.digest, tier: this.tier, err: err.message }, 'digest mismatch: blob discarded');
     }
-  }
-}
-
-/** Reads a fill's growing file, waiting for bytes and never passing unverified ends. */
-class FillSource implements ByteSource {
-  readonly #fill: Fill;
-  readonly #file: FileSource;
-
-  constructor(fill: Fill) {
-    this.#fill = fill;
-    this.#file = new FileSource(() => this.#openFile(), fill.digest);
-    fill.readerAt(this, 0);
-  }
-
-  async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
-    const fill = this.#fill;
-    for (;;) {
-      if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
-      if (pos >= endExclusive) return 0;
-      // Until the blob is verified, the reader's own last byte stays back.
-      const limit = fill.verified ? endExclusive : Math.min(fill.written, endExclusive - 1);
-      if (pos < limit) {
-        const base = fill.passBase;
-        const n =
-          base !== null && pos >= base
-            ? fill.readWindow(buf, pos, limit)
-            : await this.#file.readAt(buf, pos, base !== null ? Math.min(limit, base) : limit);
-        if (n === 0) throw new CoveError('FILL_PASSED', `bytes from ${pos} of ${fill.digest} are no longer held`);
-        fill.readerAt(this, pos + n);
-        return n;
-      }
-      await fill.nextChange();
-    }
-  }
-
-  async #openFile(): Promise<FileHandle> {
-    try {
-      return await open(this.#fill.currentPath(), 'r');
-    } catch (err) {
-      // The fill committed between choosing the temp path and opening it: the rename moved it.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return open(this.#fill.storePath(), 'r');
-      throw err;
-    }
-  }
-
-  close(): Promise<void> {
-    this.#fill.readerAt(this, null);
-    return this.#file.close();
   }
 }
 

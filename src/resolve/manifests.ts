@@ -59,6 +59,8 @@ export interface ManifestResolverOptions {
   peerTags?: (target: Target, tag: string, accept: readonly string[]) => Promise<PeerTagAnswer | null>;
   /** Told of every manifest newly written to the store (eviction keeps count). */
   onStored?: (bytes: number) => void;
+  /** Told of every manifest fetched under a repository's name (which repository holds what). */
+  onFetchedFor?: (target: Target, digest: string) => Promise<void>;
   now?: () => number;
 }
 
@@ -91,6 +93,7 @@ export class ManifestResolver {
       throw new DigestMismatchError(`manifest fetched as ${expected} hashes to ${actual}`);
     }
     await this.#store(expected, fetched.manifest);
+    await this.#o.onFetchedFor?.(target, expected);
     return { bytes: fetched.manifest.bytes, digest: expected, mediaType: fetched.manifest.mediaType, cache: 'miss', tier: fetched.tier };
   }
 
@@ -131,6 +134,7 @@ export class ManifestResolver {
     if (!fetched) throw manifestUnknown(target, tag);
     const { manifest } = fetched;
     await this.#store(manifest.digest, manifest);
+    await this.#o.onFetchedFor?.(target, manifest.digest);
     await this.#putTag(answerKey(base, accept, manifest.mediaType), manifest, manifest.stale === true);
     if (manifest.stale) this.#o.counters.staleServed++;
     return { ...manifest, cache: manifest.stale ? 'stale' : own && !ownAdmitted ? 'vary-miss' : 'miss', tier: fetched.tier };

@@ -266,6 +266,22 @@ export class Catalog {
     await this.#db.put(listingKey(key), listing);
   }
 
+  /**
+   * Notes that a manifest was fetched under a repository's name (by tag or by digest), so that
+   * the repository's digests can be told apart from other repositories' (client-auth/repo-scope).
+   */
+  async putRepoManifest(upstream: string, repo: string, digest: string): Promise<void> {
+    await this.#db.put(repoManifestKey(upstream, repo, digest), 1);
+  }
+
+  /** The manifests fetched under a repository's name. */
+  async repoManifests(upstream: string, repo: string): Promise<string[]> {
+    const prefix = repoManifestKey(upstream, repo, '');
+    const out: string[] = [];
+    for await (const k of this.#db.keys({ gte: prefix, lt: `${prefix.slice(0, -1)}\x01` })) out.push(k.slice(prefix.length));
+    return out;
+  }
+
   /** Flushes pending touches and closes the index. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -395,4 +411,8 @@ export interface Listing {
 
 function listingKey(key: ListingKey): string {
   return ['list', key.upstream, key.repo, key.kind, key.query].join(SEP);
+}
+
+function repoManifestKey(upstream: string, repo: string, digest: string): string {
+  return ['repoman', upstream, repo, digest].join(SEP);
 }

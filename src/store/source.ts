@@ -1,5 +1,5 @@
 // A ByteSource is what the HTTP layer sends a blob body from: a committed blob file, or the
-// growing temp file of a fill (src/resolve/fill.ts). Reads go into buffers the caller owns and
+// growing temp file of a fill (src/resolve/fill-reader.ts). Reads go into buffers the caller owns and
 // reuses, so serving a blob allocates nothing per chunk.
 import { open, type FileHandle } from 'node:fs/promises';
 import { CoveError } from '../errors.js';
@@ -11,6 +11,12 @@ export interface ByteSource {
    * when the source failed.
    */
   readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number>;
+  /**
+   * Resolves once the whole blob is known good (its digest checked out); rejects when it proved
+   * wrong. A response ends only after this, whatever its length: a zero-length body has no last
+   * byte to hold back.
+   */
+  verified(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -26,6 +32,13 @@ export class FileSource implements ByteSource {
     this.#name = name;
   }
 
+  /** A source over a file opened already; close() closes the handle, read or not. */
+  static of(handle: FileHandle, name: string): FileSource {
+    const source = new FileSource(() => Promise.resolve(handle), name);
+    source.#handle = Promise.resolve(handle);
+    return source;
+  }
+
   async readAt(buf: Buffer, pos: number, endExclusive: number): Promise<number> {
     const want = Math.min(buf.length, endExclusive - pos);
     if (want <= 0) return 0;
@@ -33,6 +46,11 @@ export class FileSource implements ByteSource {
     const { bytesRead } = await (await this.#handle).read(buf, 0, want, pos);
     if (bytesRead === 0) throw new CoveError('BLOB_SHORT', `${this.#name} ends before byte ${pos}`);
     return bytesRead;
+  }
+
+  /** A stored blob was verified before it was renamed into the store. */
+  verified(): Promise<void> {
+    return Promise.resolve();
   }
 
   async close(): Promise<void> {

@@ -83,6 +83,26 @@ export class PeerTier implements Tier {
     return null;
   }
 
+  /** A span from a peer that holds the blob; owners are not asked to fetch for a span. */
+  async openBlobSpan(target: Target, digest: string, start: number, end: number, signal?: AbortSignal): Promise<BlobBody | null> {
+    if (this.#table.live().length === 0) return null;
+    const holder = await this.#holder(target, digest, signal);
+    if (!holder) return null;
+    const res = await this.#ask(holder.peer, 'GET', `/v2/${target.repo}/blobs/${digest}`, 'local', { range: `bytes=${start}-${end}` }, signal);
+    if (res === null) return null;
+    const range = res.status === 206 ? parseContentRange(res.headers['content-range']) : null;
+    const length = Number(res.headers['content-length']);
+    if (!range || range.start !== start || range.end !== end || (Number.isSafeInteger(length) && length !== end - start + 1)) {
+      discard(res);
+      // A Cove answers a Range with the exact span; anything else from a peer is a fault.
+      if (res.status !== 404) this.#table.markDown(holder.peer.id, `answered bytes=${start}-${end} of ${digest} with ${res.status} ${res.headers['content-range'] ?? ''}`);
+      return null;
+    }
+    this.#table.recordHit(holder.peer.id);
+    res.body.once('error', (err: Error) => this.#table.markDown(holder.peer.id, `span of ${digest} broke: ${err.message}`));
+    return { size: range.total, offset: start, body: res.body, source: `peer:${holder.peer.id}` };
+  }
+
   async listTags(): Promise<PassThroughResponse | null> {
     return null;
   }

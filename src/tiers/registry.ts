@@ -201,6 +201,31 @@ export class RegistryTier implements Tier {
     return { size, offset: 0, body: res.body };
   }
 
+  async openBlobSpan(target: Target, digest: string, start: number, end: number, signal?: AbortSignal): Promise<BlobBody | null> {
+    const client = this.#client(target);
+    const headers = { ...this.#headers(target), range: `bytes=${start}-${end}` };
+    const res = await client.request({ method: 'GET', path: `/v2/${target.repo}/blobs/${digest}`, headers, repo: target.repo, signal, followRedirects: true });
+    if (!this.#ok(client, res, [200, 206], `blob ${digest}`)) return null;
+    if (res.status === 200) {
+      // The Range was ignored: the span is not worth a whole second copy of the blob.
+      res.body.on('error', () => undefined);
+      res.body.destroy();
+      return null;
+    }
+    const range = parseContentRange(res.headers['content-range']);
+    const length = contentLength(res.headers);
+    if (!range || range.start !== start || range.end !== end || (length !== null && length !== end - start + 1)) {
+      res.body.on('error', () => undefined);
+      res.body.destroy();
+      throw new UpstreamStatusError(
+        client.name,
+        206,
+        `upstream ${client.name} answered bytes=${start}-${end} of ${digest} with Content-Range ${res.headers['content-range'] ?? '(none)'} and Content-Length ${res.headers['content-length'] ?? '(none)'}`,
+      );
+    }
+    return { size: range.total, offset: start, body: res.body };
+  }
+
   async listTags(target: Target, query: { n?: number; last?: string }, signal?: AbortSignal): Promise<PassThroughResponse> {
     const params = new URLSearchParams();
     if (query.n !== undefined) params.set('n', String(query.n));

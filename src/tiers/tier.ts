@@ -77,6 +77,12 @@ export interface Tier {
   headBlob(target: Target, digest: string, signal?: AbortSignal): Promise<{ size: number } | null>;
   /** Open a blob from byte `offset` (a Range request when offset > 0). */
   openBlob(target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null>;
+  /**
+   * Open exactly bytes [start, end] of a blob (a client's Range, answered before the blob is
+   * here). The body yields end - start + 1 bytes from `start`, checked against Content-Range;
+   * null when the tier lacks the blob or does not answer ranges (it ignored the Range header).
+   */
+  openBlobSpan(target: Target, digest: string, start: number, end: number, signal?: AbortSignal): Promise<BlobBody | null>;
   /** GET /v2/<repo>/tags/list with the client's n and last, passed through (null: not asked here). */
   listTags(target: Target, query: { n?: number; last?: string }, signal?: AbortSignal): Promise<PassThroughResponse | null>;
   /** GET /v2/<repo>/referrers/<digest>, passed through (null: not asked here). */

@@ -5,8 +5,8 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { request as undiciRequest, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config.js';
-import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
-import { UpstreamAuth, type AuthAttempt } from './auth.js';
+import { UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
+import { realmAllowed, UpstreamAuth, type AuthAttempt } from './auth.js';
 import { Breaker, type BreakerSnapshot } from './breaker.js';
 import { dropBody, readSmall } from '../http-util.js';
 import { parseRetryAfter } from './retry-after.js';
@@ -178,6 +178,34 @@ export class UpstreamClient {
     const flat = flatHeaders(res.headers);
     if (res.statusCode === 429) this.#breaker.holdOff(Number(parseRetryAfter(flat['retry-after']) ?? 0));
     return { status: res.statusCode, headers: flat, body: res.body, url: current.toString() };
+  }
+
+  /**
+   * One GET (or HEAD) sent as a client of Cove would send it: with the `authorization` given (the
+   * client's own Basic credentials, a token the origin issued to it, or none), never the robot's,
+   * and no redirects. For the origin's own URLs or a token realm that realmAllowed() accepts;
+   * anything else is refused before it is sent. Answers status, headers and a small body.
+   */
+  async askAs(url: URL, authorization: string | null, signal?: AbortSignal, method: 'GET' | 'HEAD' = 'GET'): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
+    if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
+    if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`);
+    const own = url.origin === this.baseUrl.origin;
+    if (!own && !realmAllowed(url, this.baseUrl)) {
+      throw new UpstreamAuthError(this.name, 401, `upstream ${this.name} named ${url.origin}, which is not on its host or domain; client credentials are not sent there`);
+    }
+    if (own) this.#breaker.check();
+    const headers: Record<string, string> = { accept: 'application/json', 'accept-encoding': 'identity', 'user-agent': this.#userAgent };
+    if (authorization !== null) headers.authorization = authorization;
+    const res = await this.#send(url, method, headers, own ? this.#dispatcher : this.#foreignFor(url), signal);
+    try {
+      const body = method === 'HEAD' ? Buffer.alloc(0) : await readSmall(res.body, SMALL_BODY_LIMIT);
+      if (method === 'HEAD') discard(res);
+      return { status: res.statusCode, headers: flatHeaders(res.headers), body };
+    } catch (err) {
+      dropBody(res.body);
+      if (signal?.aborted) throw err;
+      throw new UpstreamUnavailableError(this.name, `upstream ${this.name} at ${url.origin}: ${describe(err)}`, { cause: err });
+    }
   }
 
   /** Closes every connection this client holds. */

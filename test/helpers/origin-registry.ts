@@ -35,7 +35,17 @@ export type Fault =
   | { type: 'wrong-bytes' }
   | { type: 'stall'; afterBytes?: number }
   | { type: 'blackhole' }
-  | { type: 'head-404' };
+  | { type: 'head-404' }
+  /** 200 with Content-Length 0 and an empty body, whatever the blob is. */
+  | { type: 'zero-length' }
+  /** Content-Length says `contentLength`; the body is the real one (longer or shorter), then the connection closes. */
+  | { type: 'length-lie'; contentLength: number }
+  /** Every response is cut after `afterBytes` body bytes; Range is honoured, so resumes advance. */
+  | { type: 'cut-every'; afterBytes: number }
+  /** No Content-Length (chunked), optionally slow: the size is known only at the end. */
+  | { type: 'no-length'; bytesPerSecond?: number }
+  /** Range headers are ignored: always 200 with the whole blob. */
+  | { type: 'ignore-range' };
 
 export interface FaultMatch {
   digest?: string;
@@ -52,6 +62,13 @@ export interface OriginOptions {
   redirectBlobs?: boolean;
   /** Lifetime of issued bearer tokens, seconds. */
   tokenExpiresIn?: number;
+  /**
+   * Bearer mode with several accounts, as Harbor projects grant them: each user may pull the
+   * repositories under its prefixes ("*": all). Tokens are JWT-shaped with an `access` claim.
+   * Without credentials a token grants `anonymousPrefixes` (none by default).
+   */
+  users?: Record<string, { password: string; prefixes: string[] }>;
+  anonymousPrefixes?: string[];
 }
 
 interface StoredManifest {
@@ -71,7 +88,7 @@ interface ActiveFault {
   remaining: number;
 }
 
-const BODY_FAULTS = new Set(['slow', 'truncate', 'wrong-bytes', 'stall']);
+const BODY_FAULTS = new Set(['slow', 'truncate', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length']);
 
 function sha256(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -117,8 +134,14 @@ export class OriginRegistry {
   blobBytesServed = 0;
   readonly blobBytesByDigest = new Map<string, number>();
   redirectAuthHeadersSeen = 0;
+  /** Tokens issued to the accounts of `users` (token service requests that succeeded). */
+  tokenRequests = 0;
 
-  readonly #options: Required<Omit<OriginOptions, 'username' | 'password'>> & { username: string | null; password: string | null };
+  readonly #options: Required<Omit<OriginOptions, 'username' | 'password' | 'users'>> & {
+    username: string | null;
+    password: string | null;
+    users: OriginOptions['users'] | null;
+  };
   readonly #repos = new Map<string, Repo>();
   readonly #faults: ActiveFault[] = [];
   /** Issued bearer tokens: the repositories each may pull, and when it expires (ms). */
@@ -136,6 +159,8 @@ export class OriginRegistry {
       password: options.password ?? null,
       redirectBlobs: options.redirectBlobs ?? false,
       tokenExpiresIn: options.tokenExpiresIn ?? 300,
+      users: options.users ?? null,
+      anonymousPrefixes: options.anonymousPrefixes ?? [],
     };
     this.#main = new Listener((req, res) => this.#handle(req, res, false));
     this.#storage = this.#options.redirectBlobs ? new Listener((req, res) => this.#handle(req, res, true)) : null;
@@ -382,6 +407,7 @@ export class OriginRegistry {
     }
     // Harbor also takes Basic credentials directly on /v2/.
     if (rec.kind === 'base' && username !== null && given === basic(username, password)) return true;
+    if (rec.kind === 'base' && this.#options.users && Object.entries(this.#options.users).some(([u, a]) => given === basic(u, a.password))) return true;
     const token = /^Bearer (.+)$/.exec(given)?.[1];
     const issued = token ? this.#tokens.get(token) : undefined;
     if (issued && issued.expiresAt > Date.now() && (rec.repo === null || issued.repos.has(rec.repo))) return true;
@@ -393,7 +419,11 @@ export class OriginRegistry {
   }
 
   #serveToken(url: URL, req: IncomingMessage, res: ServerResponse): void {
-    const { username, password, tokenExpiresIn } = this.#options;
+    const { username, password, tokenExpiresIn, users } = this.#options;
+    if (users) {
+      this.#serveUserToken(url, req, res, users);
+      return;
+    }
     if (username !== null && header(req, 'authorization') !== basic(username, password)) {
       sendJson(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password', detail: null }] });
       return;
@@ -409,6 +439,33 @@ export class OriginRegistry {
     const token = randomBytes(16).toString('hex');
     this.#tokens.set(token, { repos, expiresAt: Date.now() + tokenExpiresIn * 1000 });
     sendJson(res, 200, { token, expires_in: tokenExpiresIn, issued_at: new Date().toISOString(), scope: url.searchParams.get('scope') });
+  }
+
+  /** A token for one of several accounts, granting pull on the asked repositories under its prefixes. */
+  #serveUserToken(url: URL, req: IncomingMessage, res: ServerResponse, users: NonNullable<OriginOptions['users']>): void {
+    const given = header(req, 'authorization');
+    let sub = '';
+    let prefixes = this.#options.anonymousPrefixes;
+    if (given) {
+      const user = Object.entries(users).find(([name, account]) => given === basic(name, account.password));
+      if (!user) {
+        sendJson(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password', detail: null }] });
+        return;
+      }
+      [sub, { prefixes }] = user;
+    }
+    const repos = new Set<string>();
+    for (const scope of url.searchParams.getAll('scope').flatMap((s) => s.split(' '))) {
+      const m = /^repository:(.+):([a-z*,]+)$/.exec(scope);
+      if (!m || !m[2]!.split(',').includes('pull')) continue;
+      if (prefixes.some((p) => p === '*' || m[1]!.startsWith(p))) repos.add(m[1]!);
+    }
+    const b64u = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const claims = { sub, access: [...repos].map((name) => ({ type: 'repository', name, actions: ['pull'] })) };
+    const token = `${b64u({ alg: 'RS256', typ: 'JWT' })}.${b64u(claims)}.${randomBytes(16).toString('base64url')}`;
+    this.#tokens.set(token, { repos, expiresAt: Date.now() + this.#options.tokenExpiresIn * 1000 });
+    this.tokenRequests++;
+    sendJson(res, 200, { token, expires_in: this.#options.tokenExpiresIn, issued_at: new Date().toISOString() });
   }
 
   #serveManifest(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse): void {
@@ -491,7 +548,8 @@ export class OriginRegistry {
   }
 
   #sendBlob(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse, bytes: Buffer): void {
-    const range = parseRange(header(req, 'range'), bytes.length);
+    const ignoreRange = this.#takeFault(rec, (f) => f.type === 'ignore-range') !== null;
+    const range = ignoreRange ? null : parseRange(header(req, 'range'), bytes.length);
     if (range === 'unsatisfiable') {
       sendError(res, 416, 'RANGE_INVALID', 'range not satisfiable', { 'content-range': `bytes */${bytes.length}` });
       return;
@@ -519,7 +577,59 @@ export class OriginRegistry {
       body = Buffer.from(original);
       for (let i = 0; i < body.length; i += 4096) body[i] = body[i]! ^ 0xff;
     }
+    if (fault?.type === 'zero-length') {
+      res.writeHead(status, { ...headers, 'content-length': '0' });
+      res.end();
+      return;
+    }
+    if (fault?.type === 'length-lie' || fault?.type === 'no-length') {
+      // Raw bytes on the socket: node:http would not send a body that disagrees with its length.
+      const socket = res.socket!;
+      const lines = [`HTTP/1.1 ${status} OK`];
+      for (const [name, value] of Object.entries(headers)) if (name !== 'content-length') lines.push(`${name}: ${value}`);
+      lines.push(fault.type === 'length-lie' ? `content-length: ${fault.contentLength}` : 'transfer-encoding: chunked', 'connection: close');
+      rec.status = status;
+      socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (fault.type === 'length-lie') {
+        count(body.length);
+        // Shorter than declared: the connection stays open, as a server that lost track would leave it.
+        if (body.length < fault.contentLength) socket.write(body);
+        else socket.end(body);
+        return;
+      }
+      const slice = fault.bytesPerSecond ? Math.max(1, Math.floor(fault.bytesPerSecond / 20)) : body.length;
+      let offset = 0;
+      const tick = () => {
+        if (socket.destroyed) return;
+        const chunk = body.subarray(offset, offset + slice);
+        offset += chunk.length;
+        count(chunk.length);
+        if (chunk.length > 0) socket.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
+        if (offset >= body.length) {
+          socket.end('0\r\n\r\n');
+          return;
+        }
+        const timer = setTimeout(() => {
+          this.#timers.delete(timer);
+          tick();
+        }, 50);
+        this.#timers.add(timer);
+      };
+      tick();
+      return;
+    }
     res.writeHead(status, headers);
+    if (fault?.type === 'cut-every') {
+      const cut = Math.min(fault.afterBytes, body.length);
+      count(cut);
+      res.flushHeaders();
+      res.write(body.subarray(0, cut), () => {
+        // A body that fits is sent whole: the cut is for responses longer than afterBytes.
+        if (cut < body.length) res.socket?.destroy();
+        else res.end();
+      });
+      return;
+    }
     if (!fault || fault.type === 'wrong-bytes') {
       count(body.length);
       res.end(body);

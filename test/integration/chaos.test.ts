@@ -10,7 +10,7 @@
 // Seeded and reproducible: the seed is printed; COVE_CHAOS_SEED=<seed> replays a run, and
 // COVE_CHAOS_MS sets how long it runs (default about 40 s).
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { request, type IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
@@ -93,9 +93,15 @@ function storeContents(dataDir: string): { blobs: Map<string, number>; wrong: st
   for (const shard of readdirSync(root)) {
     for (const hex of readdirSync(join(root, shard))) {
       const path = join(root, shard, hex);
-      const bytes = readFileSync(path);
+      let bytes: Buffer;
+      try {
+        bytes = readFileSync(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // evicted while we walked
+        throw err;
+      }
       if (sha256(bytes) !== `sha256:${hex}`) wrong.push(hex);
-      blobs.set(`sha256:${hex}`, statSync(path).size);
+      blobs.set(`sha256:${hex}`, bytes.length);
     }
   }
   const temps = readdirSync(join(dataDir, 'blobs', 'tmp'));
