@@ -35,7 +35,7 @@ import {
 } from './real.js';
 import { TokenServer, jwtClaims } from './token-server.js';
 
-// Ten tests of up to ~2 minutes each; tap's per-file default (300 s) is too short for all.
+// Fourteen tests of up to ~2 minutes each; tap's per-file default (300 s) is too short for all.
 t.setTimeout(20 * 60_000);
 
 const ROBOT = { username: 'robot', password: 'robot-secret' };
@@ -383,9 +383,170 @@ t.test("blob scoping: reader-a's token cannot read team-b/app's cached layer thr
     t.ok(viaBasic.status === 404 || refused(viaBasic.status), `the same with reader-a's Basic credentials: 404/401/403 (got ${viaBasic.status})`);
     t.not(viaBasic.sha256, d.digest, `... not the ${what}'s bytes`);
   }
+  // A manifest is content-addressed too: team-b's, by digest, under team-a/app would name its layers.
+  const foreignManifest = await coveGet(cove, `/v2/team-a/app/manifests/${w.img.teamB.manifestDigest}`, bearer);
+  t.ok(
+    foreignManifest.status === 404 || refused(foreignManifest.status),
+    `team-b's manifest by digest through team-a/app with reader-a's token: 404/401/403 (got ${foreignManifest.status} ${foreignManifest.body.toString().slice(0, 160)})`,
+  );
+  t.not(foreignManifest.sha256, w.img.teamB.manifestDigest, "... not team-b's manifest bytes");
+  const ownManifest = await coveGet(cove, `/v2/team-a/app/manifests/${w.img.teamA.manifestDigest}`, bearer);
+  t.equal(ownManifest.sha256, w.img.teamA.manifestDigest, "control: team-a's own manifest by digest is served");
+
   const direct = await coveGet(cove, `/v2/team-b/app/blobs/${w.img.teamB.layers[0]!.digest}`, bearer);
   t.ok(refused(direct.status), `reader-a's team-a token on team-b/app's own path: 401/403 (got ${direct.status})`);
   t.not(direct.sha256, w.img.teamB.layers[0]!.digest, '... not the bytes');
+});
+
+t.test("other ways in: another repository's scope, tags lists, tampered and unsigned tokens", async (t) => {
+  if (!requireTools(t, BASE_TOOLS)) return;
+  const cleanup = Cleanup.forTest(t);
+  const w = await world(cleanup);
+  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  await pullOk(t, `${cove.hostPort}/team-b/app:1`, join(w.work, 'b'), w.img.teamB, creds(B), 'reader-b caches team-b/app');
+
+  t.equal((await coveGet(cove, '/v2/', undefined, 'HEAD')).status, 401, 'anonymous HEAD /v2/: 401');
+  t.equal((await coveGet(cove, '/v2/team-b/app/tags/list')).status, 401, 'anonymous tags list of team-b/app: 401');
+  const tok = await coveToken(cove, 'repository:team-a/app:pull', creds(A));
+  t.equal(tok.status, 200, 'reader-a has a Cove token for team-a/app');
+  if (!tok.token) return;
+  const wrongScope = await coveGet(cove, '/v2/team-b/app/manifests/1', `Bearer ${tok.token}`);
+  t.ok(refused(wrongScope.status), `reader-a's team-a token on team-b/app's manifest: 401/403 (got ${wrongScope.status})`);
+  t.not(wrongScope.sha256, w.img.teamB.manifestDigest, "... not team-b's manifest");
+  const tags = await coveGet(cove, '/v2/team-b/app/tags/list', `Bearer ${tok.token}`);
+  t.ok(refused(tags.status), `reader-a's token on team-b/app's tags list: 401/403 (got ${tags.status} ${tags.body.toString().slice(0, 120)})`);
+  const asked = await coveToken(cove, 'repository:team-b/app:pull', creds(A));
+  t.equal(asked.status, 200, "reader-a may ask for team-b's scope (valid credentials) ...");
+  if (asked.token) {
+    const m = await coveGet(cove, '/v2/team-b/app/manifests/1', `Bearer ${asked.token}`);
+    t.ok(refused(m.status), `... but that token does not read team-b/app (got ${m.status})`);
+  }
+
+  // Cove's token with its claims rewritten to name team-b, the signature kept.
+  const [h, p, sig] = tok.token.split('.');
+  t.ok(h && p && sig !== undefined, "Cove's token is a JWT (header.payload.signature)");
+  if (h && p && sig !== undefined) {
+    const claims = Buffer.from(p, 'base64url').toString('utf8');
+    t.match(claims, 'team-a/app', "Cove's token names what it grants");
+    const forged = Buffer.from(claims.replaceAll('team-a/app', 'team-b/app')).toString('base64url');
+    const tampered = await coveGet(cove, '/v2/team-b/app/manifests/1', `Bearer ${h}.${forged}.${sig}`);
+    t.equal(tampered.status, 401, `a token whose claims were rewritten to team-b/app: 401 (got ${tampered.status})`);
+    t.not(tampered.sha256, w.img.teamB.manifestDigest, "... not team-b's manifest");
+    const none = Buffer.from(JSON.stringify({ typ: 'JWT', alg: 'none' })).toString('base64url');
+    const unsigned = await coveGet(cove, '/v2/team-b/app/manifests/1', `Bearer ${none}.${forged}.`);
+    t.equal(unsigned.status, 401, `an unsigned (alg none) token naming team-b/app: 401 (got ${unsigned.status})`);
+    const garbage = await coveGet(cove, '/v2/team-a/app/manifests/1', 'Bearer not-a-token');
+    t.equal(garbage.status, 401, `a malformed Bearer token: 401 (got ${garbage.status})`);
+  }
+});
+
+t.test('decisions expire after COVE_CLIENT_AUTH_TTL: a revoked grant and a changed password take effect', async (t) => {
+  if (!requireTools(t, BASE_TOOLS)) return;
+  const cleanup = Cleanup.forTest(t);
+  const w = await world(cleanup);
+  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_CLIENT_AUTH_TTL: '1s' });
+  const refA = `${cove.hostPort}/team-a/app:1`;
+  const refB = `${cove.hostPort}/team-b/app:1`;
+  await pullOk(t, refA, join(w.work, 'a'), w.img.teamA, creds(A), 'reader-a before the change');
+  await pullOk(t, refB, join(w.work, 'b'), w.img.teamB, creds(B), 'reader-b before the change');
+
+  // At the origin (Harbor): reader-a removed from team-a, reader-b's password changed.
+  const newB = 'reader-b-new-secret';
+  w.tokens.setUser(A.username, { password: A.password, prefixes: [] });
+  w.tokens.setUser(B.username, { password: newB, prefixes: ['team-b/'] });
+  await sleep(1500); // past the TTL
+  w.tokens.markNow();
+  await pullRefused(t, refA, join(w.work, 'a-revoked'), creds(A), 'reader-a after its grant was revoked');
+  t.ok(w.tokens.since().some((r) => r.user === A.username), "past the TTL Cove asked the origin's token service again about reader-a");
+  await pullRefused(t, refB, join(w.work, 'b-old'), creds(B), "reader-b's old password");
+  const old = await coveToken(cove, 'repository:team-b/app:pull', creds(B));
+  t.equal(old.status, 401, `Cove's token endpoint answers reader-b's old password with 401 (got ${old.status})`);
+  await pullOk(t, refB, join(w.work, 'b-new'), w.img.teamB, `${B.username}:${newB}`, "reader-b's new password");
+});
+
+t.test('routes: through a docker.io mirror route (docker.io=dockerhub/) the grant that counts is the origin repository\'s', async (t) => {
+  if (!requireTools(t, BASE_TOOLS)) return;
+  const cleanup = Cleanup.forTest(t);
+  const w = await world(cleanup);
+  await pushImage(w.img.pub, w.origin, 'dockerhub/library/app:1', ROBOT);
+  // Harbor: a proxy project dockerhub/ some users may read, and a project called library/ that
+  // holds nothing of this image.
+  const HUB = { username: 'hub-reader', password: 'hub-secret' };
+  const LIB = { username: 'lib-reader', password: 'lib-secret' };
+  w.tokens.setUser(HUB.username, { password: HUB.password, prefixes: ['dockerhub/'] });
+  w.tokens.setUser(LIB.username, { password: LIB.password, prefixes: ['library/'] });
+  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_ROUTES: 'docker.io=dockerhub/', COVE_DEFAULT_NS: 'docker.io' });
+  // A client pulling docker.io/library/app:1 from the mirror names library/app.
+  const ref = `${cove.hostPort}/library/app:1`;
+
+  const anon = await coveGet(cove, '/v2/library/app/manifests/1');
+  t.equal(anon.status, 401, 'anonymous GET /v2/library/app/manifests/1: 401');
+  t.comment(`challenge: ${String(anon.headers['www-authenticate'])}`);
+
+  w.tokens.markNow();
+  await pullOk(t, ref, join(w.work, 'hub'), w.img.pub, creds(HUB), 'hub-reader (pull on dockerhub/ at the origin) pulls library/app:1');
+  t.comment(`scopes Cove asked the origin about: ${JSON.stringify(w.tokens.since().map((r) => [r.user, r.scopes]))}`);
+  await pullRefused(t, ref, join(w.work, 'lib'), creds(LIB), 'lib-reader (pull on library/ at the origin, not dockerhub/) pulls library/app:1');
+  await pullRefused(t, ref, join(w.work, 'a'), creds(A), 'reader-a pulls library/app:1');
+
+  // The scope a client computes from its own image name (docker and containers/image do), not
+  // the one in the challenge.
+  const tok = await coveToken(cove, 'repository:library/app:pull', creds(HUB));
+  t.equal(tok.status, 200, "hub-reader's token for repository:library/app:pull");
+  if (tok.token) {
+    const m = await coveGet(cove, '/v2/library/app/manifests/1', `Bearer ${tok.token}`);
+    t.equal(m.status, 200, `... reads /v2/library/app/manifests/1 (got ${m.status} ${m.body.toString().slice(0, 160)})`);
+  }
+  const libTok = await coveToken(cove, 'repository:library/app:pull', creds(LIB));
+  if (libTok.token) {
+    const m = await coveGet(cove, '/v2/library/app/manifests/1', `Bearer ${libTok.token}`);
+    t.ok(refused(m.status), `lib-reader's token for repository:library/app:pull does not read it: 401/403 (got ${m.status})`);
+  }
+});
+
+t.test('routes with real clients: ctr through a hosts.toml mirror (?ns=docker.io) and dockerd registry-mirrors, as hub-reader', async (t) => {
+  if (!requireTools(t, [...BASE_TOOLS, 'containerd', 'ctr', 'dockerd'])) return;
+  const cli = dockerCli();
+  if (cli === null && !requireTools(t, ['docker'])) return;
+  if (!requireRoot(t, 'containerd and dockerd')) return;
+  const cleanup = Cleanup.forTest(t);
+  const w = await world(cleanup);
+  await pushImage(w.img.pub, w.origin, 'dockerhub/library/app:1', ROBOT);
+  const HUB = { username: 'hub-reader', password: 'hub-secret' };
+  w.tokens.setUser(HUB.username, { password: HUB.password, prefixes: ['dockerhub/'] });
+  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_ROUTES: 'docker.io=dockerhub/', COVE_DEFAULT_NS: 'docker.io' });
+  const containerd = await startContainerd(cleanup);
+
+  // containerd: docker.io's hosts.toml sends pulls to Cove (?ns=docker.io); the fallback server
+  // is a closed loopback port.
+  const hostsDir = join(w.work, 'certs.d');
+  mkdirSync(join(hostsDir, 'docker.io'), { recursive: true });
+  writeFileSync(join(hostsDir, 'docker.io', 'hosts.toml'), `server = "http://127.0.0.1:9"\n\n[host."http://${cove.hostPort}"]\n  capabilities = ["pull", "resolve"]\n`);
+  const ctr = await run(
+    'ctr',
+    ['-a', containerd.socket, '-n', 'cove-e2e-routes', 'image', 'pull', '--hosts-dir', hostsDir, '--snapshotter', 'native', '--user', creds(HUB), 'docker.io/library/app:1'],
+    { allowFail: true, timeoutMs: 120_000, env: { ...process.env, ...NO_INTERNET } },
+  );
+  t.equal(ctr.code, 0, `ctr image pull --user hub-reader docker.io/library/app:1 via the mirror works${ctr.code === 0 ? '' : `\n${ctr.stderr.trim()}`}`);
+
+  // dockerd: registry-mirrors; the docker.io credentials in the CLI's config go to the mirror.
+  const dockerd = await startDockerd(cleanup, containerd.socket, { 'registry-mirrors': [cove.url] });
+  const config = join(w.work, 'docker-config');
+  mkdirSync(config);
+  writeFileSync(join(config, 'config.json'), JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth: Buffer.from(creds(HUB)).toString('base64') } } }));
+  const pull = await run(cli!, ['-H', `unix://${join(dockerd.dir, 'docker.sock')}`, 'pull', '-q', 'app:1'], {
+    allowFail: true,
+    timeoutMs: 120_000,
+    env: { ...process.env, ...NO_INTERNET, DOCKER_CONFIG: config },
+  });
+  t.equal(pull.code, 0, `docker pull app:1 via registry-mirrors as hub-reader works${pull.code === 0 ? '' : `\n${pull.stderr.trim()}`}`);
+  const atCove = cove
+    .logLines()
+    .filter((l) => l.msg === 'request' && String(l.ua ?? '').startsWith('docker/'))
+    .map((l) => `${String(l.method)} ${String(l.path)} ${String(l.status)}`);
+  t.comment(`dockerd's requests at Cove: ${JSON.stringify(atCove)}`);
+  const asked = w.tokens.requests.filter((r) => r.user === HUB.username).map((r) => r.scopes.join(' ') || '(none)');
+  t.comment(`scopes Cove asked the origin about for hub-reader: ${JSON.stringify([...new Set(asked)])}`);
 });
 
 t.test('outage: cached decisions hold within the grace, across a restart; wrong passwords and reader-b stay out; after the grace reader-a is out too', async (t) => {

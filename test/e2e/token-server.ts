@@ -104,12 +104,16 @@ export class TokenServer {
   private mark = 0;
   private readonly kid: string;
 
+  private readonly opts: TokenServerOptions;
+
   private constructor(
-    private readonly opts: TokenServerOptions,
+    opts: TokenServerOptions,
     private readonly key: KeyObject,
     readonly certFile: string,
     public port: number,
   ) {
+    // A copy: setUser changes this server's users, never the caller's object.
+    this.opts = { ...opts, users: { ...opts.users } };
     this.kid = libtrustKeyId(createPublicKey(key));
   }
 
@@ -142,6 +146,12 @@ export class TokenServer {
   /** What startRegistry's `token` option takes. */
   registryAuth(): RegistryTokenAuth {
     return { realm: this.realm, service: this.service, issuer: this.issuer, rootCertBundle: this.certFile };
+  }
+
+  /** Adds, changes (a new password, other prefixes) or, with undefined, removes a user. */
+  setUser(name: string, user: TokenUser | undefined): void {
+    if (user) this.opts.users[name] = user;
+    else delete this.opts.users[name];
   }
 
   /** Remembers how many requests came so far; `since()` returns the ones after. */
