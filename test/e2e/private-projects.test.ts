@@ -11,7 +11,7 @@
 // test checks the harness alone (no Cove): the origin itself enforces those grants.
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   Cleanup,
@@ -21,6 +21,7 @@ import {
   httpGet,
   isBlobPath,
   pushImage,
+  readImage,
   requireRoot,
   requireTools,
   run,
@@ -35,7 +36,7 @@ import {
 } from './real.js';
 import { TokenServer, jwtClaims } from './token-server.js';
 
-// Fourteen tests of up to ~2 minutes each; tap's per-file default (300 s) is too short for all.
+// Fifteen tests of up to ~2 minutes each; tap's per-file default (300 s) is too short for all.
 t.setTimeout(20 * 60_000);
 
 const ROBOT = { username: 'robot', password: 'robot-secret' };
@@ -451,6 +452,7 @@ t.test('decisions expire after COVE_CLIENT_AUTH_TTL: a revoked grant and a chang
   await pullOk(t, refB, join(w.work, 'b'), w.img.teamB, creds(B), 'reader-b before the change');
 
   // At the origin (Harbor): reader-a removed from team-a, reader-b's password changed.
+  const before = await coveToken(cove, 'repository:team-a/app:pull', creds(A));
   const newB = 'reader-b-new-secret';
   w.tokens.setUser(A.username, { password: A.password, prefixes: [] });
   w.tokens.setUser(B.username, { password: newB, prefixes: ['team-b/'] });
@@ -458,6 +460,12 @@ t.test('decisions expire after COVE_CLIENT_AUTH_TTL: a revoked grant and a chang
   w.tokens.markNow();
   await pullRefused(t, refA, join(w.work, 'a-revoked'), creds(A), 'reader-a after its grant was revoked');
   t.ok(w.tokens.since().some((r) => r.user === A.username), "past the TTL Cove asked the origin's token service again about reader-a");
+  if (before.token) {
+    // Not asserted: a token Cove issued before the revocation lives its own lifetime (expires_in),
+    // which may be longer than COVE_CLIENT_AUTH_TTL. Shown so the choice is visible.
+    const old = await coveGet(cove, '/v2/team-a/app/manifests/1', `Bearer ${before.token}`);
+    t.comment(`reader-a's token issued before the revocation (expires_in ${String((JSON.parse(before.body) as { expires_in?: number }).expires_in)}), used past the 1 s TTL: ${old.status}`);
+  }
   await pullRefused(t, refB, join(w.work, 'b-old'), creds(B), "reader-b's old password");
   const old = await coveToken(cove, 'repository:team-b/app:pull', creds(B));
   t.equal(old.status, 401, `Cove's token endpoint answers reader-b's old password with 401 (got ${old.status})`);
@@ -549,6 +557,71 @@ t.test('routes with real clients: ctr through a hosts.toml mirror (?ns=docker.io
   t.comment(`scopes Cove asked the origin about for hub-reader: ${JSON.stringify([...new Set(asked)])}`);
 });
 
+/** An OCI index `multi` in `layout`: linux/amd64 and linux/arm64 children built with umoci. */
+async function buildMultiArch(layout: string): Promise<{ indexDigest: string; children: TestImage[] }> {
+  const amd64 = await buildImage(layout, 'multi-amd64', [150_000], 'private-projects-multi');
+  await buildImage(layout, 'multi-arm64', [120_000], 'private-projects-multi');
+  await run('umoci', ['config', '--image', `${layout}:multi-arm64`, '--architecture', 'arm64']);
+  await run('umoci', ['gc', '--layout', layout]);
+  const arm64 = readImage(layout, 'multi-arm64');
+  const index = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [
+        { mediaType: amd64.manifestMediaType, digest: amd64.manifestDigest, size: sizeOf(layout, amd64.manifestDigest), platform: { architecture: 'amd64', os: 'linux' } },
+        { mediaType: arm64.manifestMediaType, digest: arm64.manifestDigest, size: sizeOf(layout, arm64.manifestDigest), platform: { architecture: 'arm64', os: 'linux' } },
+      ],
+    }),
+  );
+  const indexDigest = `sha256:${createHash('sha256').update(index).digest('hex')}`;
+  writeFileSync(join(layout, 'blobs', 'sha256', indexDigest.slice(7)), index);
+  const top = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: unknown[] };
+  top.manifests.push({
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    digest: indexDigest,
+    size: index.length,
+    annotations: { 'org.opencontainers.image.ref.name': 'multi' },
+  });
+  writeFileSync(join(layout, 'index.json'), JSON.stringify(top));
+  return { indexDigest, children: [amd64, arm64] };
+}
+const sizeOf = (layout: string, digest: string) => statSync(join(layout, 'blobs', 'sha256', digest.slice(7))).size;
+
+t.test('a multi-arch index in team-a: reader-a pulls it (--all: both children and their blobs), reader-b does not', async (t) => {
+  if (!requireTools(t, BASE_TOOLS)) return;
+  const cleanup = Cleanup.forTest(t);
+  const w = await world(cleanup);
+  const multi = await buildMultiArch(join(w.work, 'multi-layout'));
+  await run('skopeo', ['copy', '-q', '--all', '--dest-tls-verify=false', '--dest-creds', creds(ROBOT), `oci:${join(w.work, 'multi-layout')}:multi`, `docker://${w.origin.hostPort}/team-a/multi:1`], {
+    timeoutMs: 120_000,
+  });
+  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const ref = `docker://${cove.hostPort}/team-a/multi:1`;
+  const copy = (out: string, c: string, all: boolean) =>
+    run('skopeo', ['copy', '-q', ...(all ? ['--all'] : []), '--src-tls-verify=false', '--src-creds', c, ref, `dir:${out}`], { allowFail: true, timeoutMs: 90_000 });
+
+  const b = await copy(join(w.work, 'b'), creds(B), true);
+  t.not(b.code, 0, 'reader-b: skopeo copy --all exits non-zero');
+  t.match(b.stderr, AUTH_REFUSAL, '... for an authorization reason');
+
+  const all = await copy(join(w.work, 'all'), creds(A), true);
+  t.equal(all.code, 0, `reader-a: skopeo copy --all works${all.code === 0 ? '' : `\n${all.stderr.trim()}`}`);
+  if (all.code === 0) {
+    t.equal(sha256File(join(w.work, 'all', 'manifest.json')), multi.indexDigest, 'the index, byte for byte');
+    for (const child of multi.children) {
+      for (const d of [child.config, ...child.layers]) {
+        const f = join(w.work, 'all', d.digest.slice(7));
+        t.ok(existsSync(f) && sha256File(f) === d.digest, `${child.tag}: ${d.digest.slice(0, 19)} copied and verified`);
+      }
+    }
+  }
+  // The host platform's child alone, as a pull does it: index by tag, child by digest, its blobs.
+  const one = await copy(join(w.work, 'one'), creds(A), false);
+  t.equal(one.code, 0, `reader-a: skopeo copy (one platform) works${one.code === 0 ? '' : `\n${one.stderr.trim()}`}`);
+  if (one.code === 0) sameImage(t, join(w.work, 'one'), multi.children[0]!, 'reader-a, linux/amd64 child');
+});
+
 t.test('outage: cached decisions hold within the grace, across a restart; wrong passwords and reader-b stay out; after the grace reader-a is out too', async (t) => {
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
@@ -559,6 +632,8 @@ t.test('outage: cached decisions hold within the grace, across a restart; wrong 
   const ref = () => `${cove.hostPort}/team-a/app:1`;
   await pullOk(t, ref(), join(w.work, 'before'), w.img.teamA, creds(A), 'before the outage: reader-a');
   await pullRefused(t, ref(), join(w.work, 'before-b'), creds(B), 'before the outage: reader-b');
+  await pullOk(t, `${cove.hostPort}/team-b/app:1`, join(w.work, 'before-bb'), w.img.teamB, creds(B), 'before the outage: reader-b caches team-b/app');
+  const foreign = w.img.teamB.layers[0]!;
 
   await w.origin.stop();
   await w.tokens.stop();
@@ -573,6 +648,10 @@ t.test('outage: cached decisions hold within the grace, across a restart; wrong 
     const wrongBasic = await coveGet(cove, '/v2/team-a/app/manifests/1', basic(WRONG_A));
     t.not(wrongBasic.status, 200, `${phase}: a wrong password as Basic on the manifest is refused (got ${wrongBasic.status})`);
     await pullRefused(t, ref(), join(w.work, `out-b-${phase}`), creds(B), `${phase}: reader-b`);
+    // With nobody to confirm it, team-b's layer still does not belong to team-a/app.
+    const x = await coveGet(cove, `/v2/team-a/app/blobs/${foreign.digest}`, basic(creds(A)));
+    t.ok(x.status >= 400, `${phase}: team-b's cached layer through team-a/app as reader-a: an error (got ${x.status})`);
+    t.not(x.sha256, foreign.digest, `${phase}: ... not the layer bytes`);
   };
   await during('outage');
 
