@@ -164,13 +164,13 @@ function challenge(header: string | string[] | undefined): { scheme: string; par
  * Cove's challenge on /v2/, `scope` (none: the docker login case) and Basic `credentials` (none:
  * anonymous).
  */
-async function coveToken(cove: CoveProc, scope: string | null, credentials?: string): Promise<{ status: number; token: string | null; body: string; url: string }> {
+async function coveToken(cove: CoveProc, scope: string | string[] | null, credentials?: string): Promise<{ status: number; token: string | null; body: string; url: string }> {
   const ping = await httpGet(`${cove.url}/v2/`, { timeoutMs: 10_000 });
   const ch = challenge(ping.headers['www-authenticate']);
   if (!ch?.params.realm) throw new Error(`Cove's /v2/ answered ${ping.status} without a Bearer challenge (${String(ping.headers['www-authenticate'])})`);
   const url = new URL(ch.params.realm);
   if (ch.params.service) url.searchParams.set('service', ch.params.service);
-  if (scope) url.searchParams.set('scope', scope);
+  for (const sc of scope === null ? [] : Array.isArray(scope) ? scope : [scope]) url.searchParams.append('scope', sc);
   const r = await httpGet(url.href, { keep: true, timeoutMs: 20_000, headers: credentials ? { authorization: basic(credentials) } : {} });
   const body = r.body.toString('utf8');
   let token: string | null = null;
@@ -423,6 +423,18 @@ t.test("other ways in: another repository's scope, tags lists, tampered and unsi
     t.ok(refused(m.status), `... but that token does not read team-b/app (got ${m.status})`);
   }
 
+  // One token request naming both repositories: the token grants only what the origin grants.
+  const both = await coveToken(cove, ['repository:team-a/app:pull', 'repository:team-b/app:pull'], creds(A));
+  t.equal(both.status, 200, "reader-a's token request naming team-a/app and team-b/app: 200");
+  if (both.token) {
+    t.equal((await coveGet(cove, '/v2/team-a/app/manifests/1', `Bearer ${both.token}`)).status, 200, '... the token reads team-a/app');
+    const other = await coveGet(cove, '/v2/team-b/app/manifests/1', `Bearer ${both.token}`);
+    t.ok(refused(other.status), `... and not team-b/app (got ${other.status})`);
+  }
+  const dotted = await coveGet(cove, '/v2/team-a/app/../../team-b/app/manifests/1', `Bearer ${tok.token}`);
+  t.not(dotted.status, 200, `/v2/team-a/app/../../team-b/app/manifests/1 with reader-a's token is not served (got ${dotted.status})`);
+  t.not(dotted.sha256, w.img.teamB.manifestDigest, "... not team-b's manifest");
+
   // Cove's token with its claims rewritten to name team-b, the signature kept.
   const [h, p, sig] = tok.token.split('.');
   t.ok(h && p && sig !== undefined, "Cove's token is a JWT (header.payload.signature)");
@@ -670,11 +682,11 @@ t.test('outage: cached decisions hold within the grace, across a restart; wrong 
   t.not(bl.sha256, w.img.teamA.layers[0]!.digest, `past the grace: the layer bytes are not served (got ${bl.status})`);
 });
 
-t.test('a public project: anonymous pulls of public/app:1 through Cove work', async (t) => {
+t.test('a public project: anonymous pulls of public/app:1 through Cove work, also during an outage', async (t) => {
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_CLIENT_AUTH_TTL: '1s' });
   await pullOk(t, `${cove.hostPort}/public/app:1`, join(w.work, 'pub'), w.img.pub, undefined, 'anonymous public/app:1 (cold)');
   t.ok(
     w.tokens.requests.some((r) => r.user === null && r.scopes.includes('repository:public/app:pull') && r.access[0]?.actions.includes('pull')),
@@ -682,6 +694,12 @@ t.test('a public project: anonymous pulls of public/app:1 through Cove work', as
   );
   await pullOk(t, `${cove.hostPort}/public/app:1`, join(w.work, 'pub2'), w.img.pub, undefined, 'anonymous public/app:1 (cached)');
   await pullRefused(t, `${cove.hostPort}/team-a/app:1`, join(w.work, 'priv'), undefined, 'anonymous team-a/app:1 on the same Cove');
+
+  await w.origin.stop();
+  await w.tokens.stop();
+  await sleep(1500); // past COVE_CLIENT_AUTH_TTL: the grace decides
+  await pullOk(t, `${cove.hostPort}/public/app:1`, join(w.work, 'pub3'), w.img.pub, undefined, 'outage: anonymous public/app:1 (within the grace)');
+  await pullRefused(t, `${cove.hostPort}/team-a/app:1`, join(w.work, 'priv2'), undefined, 'outage: anonymous team-a/app:1', new RegExp(`${AUTH_REFUSAL.source}|\\b503\\b|unavailable`, 'i'));
 });
 
 for (const mode of [undefined, 'open'] as const) {
