@@ -6,9 +6,11 @@
 //   reader-b  pull on team-b/
 //   anonymous pull on public/ (a public project)
 // Real clients (skopeo, dockerd, ctr, podman) and raw HTTP check that a client gets from Cove what
-// the origin would give it and nothing more: cold and cached, blob by blob, while the origin and
-// its token service are down (within and after the grace), and across a restart of Cove. The first
-// test checks the harness alone (no Cove): the origin itself enforces those grants.
+// the origin would give it and nothing more: cold and cached, blob by blob (manifests by digest
+// too), with forged tokens, after the decision TTL (revoked grants, changed passwords), under a
+// docker.io route, for a multi-arch index, while the origin and its token service are down (within
+// and after the grace) and across a restart of Cove; and that open mode still lets anyone pull.
+// The first test checks the harness alone (no Cove): the origin itself enforces those grants.
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -484,7 +486,7 @@ t.test('decisions expire after COVE_CLIENT_AUTH_TTL: a revoked grant and a chang
   await pullOk(t, refB, join(w.work, 'b-new'), w.img.teamB, `${B.username}:${newB}`, "reader-b's new password");
 });
 
-t.test('routes: through a docker.io mirror route (docker.io=dockerhub/) the grant that counts is the origin repository\'s', async (t) => {
+t.test("routes: a routed name (library/app -> dockerhub/library/app) is judged by the grant on the origin repository, whatever scope the client asks", async (t) => {
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
