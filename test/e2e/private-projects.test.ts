@@ -341,6 +341,17 @@ t.test('passthrough: reader-a pulls team-a/app:1 through Cove; anonymous and rea
   const badLogin = await coveToken(cove, null, WRONG_A);
   t.equal(badLogin.status, 401, `docker login's token request with a wrong password: 401 (got ${badLogin.status})`);
 
+  // Private project names are not for anonymous eyes on the node's other endpoints either.
+  for (const path of ['/_cove/status.json', '/metrics', '/_cove/node', '/healthz', '/readyz']) {
+    const r = await coveGet(cove, path);
+    const text = r.body.toString('utf8');
+    t.notOk(text.includes('team-a'), `anonymous GET ${path} (${r.status}) names no private repository${text.includes('team-a') ? `: ...${text.slice(Math.max(0, text.indexOf('team-a') - 80), text.indexOf('team-a') + 80)}...` : ''}`);
+  }
+
+  // Not asserted: /admin/ trusts loopback clients (the operator); every request here is loopback.
+  const admin = await coveGet(cove, '/admin/images');
+  t.comment(`GET /admin/images from loopback without a token: ${admin.status}, names team-a: ${admin.body.toString().includes('team-a')}`);
+
   w.origin.markNow();
   w.tokens.markNow();
   await pullOk(t, ref, join(w.work, 'a-warm'), w.img.teamA, creds(A), 'cached: reader-a');
