@@ -1,10 +1,11 @@
 // tags/list and referrers: answered by the upstream and passed through, with the upstream's
 // repository path in names and Link headers turned back into the name the client asked for. The
-// last good answer is kept in the index and served, marked stale, while the upstream is away.
+// last good answer is kept in the index (bounded: store/listings.ts) and served, marked stale,
+// while the upstream is away or answers 5xx or 429.
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { Resolver } from '../resolve/resolver.js';
-import type { Catalog, ListingKey } from '../store/catalog.js';
+import type { Catalog, Listing, ListingKey } from '../store/catalog.js';
 import type { PassThroughResponse } from '../tiers/tier.js';
 import type { RoutedTarget } from '../routes.js';
 import type { Endpoint } from './router.js';
@@ -35,6 +36,7 @@ export async function handlePassThrough(
     query: endpoint.kind === 'tags' ? `n=${endpoint.n ?? ''}&last=${endpoint.last ?? ''}` : `${endpoint.digest}&${endpoint.artifactType ?? ''}`,
   };
   let upstream: PassThroughResponse;
+  let stale = false;
   try {
     const found = await deps.resolver.first<PassThroughResponse>(target, (tier) =>
       endpoint.kind === 'tags'
@@ -52,15 +54,20 @@ export async function handlePassThrough(
   } catch (err) {
     const kept = isUpstreamFailure(err) ? await deps.catalog.getListing(key) : null;
     if (!kept) throw err;
-    deps.counters.staleServed++;
-    deps.log.warn({ repo: target.repo, kind: endpoint.kind, err: (err as Error).message }, 'upstream unavailable: serving the last listing stale');
-    upstream = { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64') };
-    markCache(res, facts, 'stale');
-    facts.tier = 'local';
+    upstream = serveStale(deps, res, facts, target, endpoint, kept, (err as Error).message);
+    stale = true;
+  }
+  // Tiers pass listing answers through with their status, so a 5xx or 429 arrives here as an
+  // answer, not as an error: it means "unavailable" as much as a refused connection does.
+  if (!stale && isUnavailableStatus(upstream.status)) {
+    const kept = await deps.catalog.getListing(key);
+    if (kept) upstream = serveStale(deps, res, facts, target, endpoint, kept, `upstream answered ${upstream.status}`);
   }
   let body = upstream.body;
   const headers: Record<string, string> = { ...API_HEADERS, 'content-type': upstream.headers['content-type'] ?? 'application/json' };
   if (endpoint.kind === 'tags' && upstream.status === 200) body = renameTagList(body, endpoint.name);
+  // A client told to slow down must hear for how long (Docker and containerd back off by it).
+  if (upstream.status === 429) headers['retry-after'] = upstream.headers['retry-after'] ?? DEFAULT_RETRY_AFTER;
   const link = upstream.headers['link'];
   if (link) headers['link'] = rewriteLink(link, target.repo, endpoint.name, target.ns);
   headers['content-length'] = String(body.length);
@@ -71,6 +78,31 @@ export async function handlePassThrough(
   }
   facts.bytes = body.length;
   res.end(body);
+}
+
+/** Retry-After sent with a passed-through 429 whose upstream gave none (toOciResponse's too). */
+const DEFAULT_RETRY_AFTER = '60';
+
+/** Statuses that say "the upstream cannot answer now", as the serve-stale policy reads them. */
+function isUnavailableStatus(status: number): boolean {
+  return status >= 500 || status === 429;
+}
+
+/** The kept listing as the answer, marked stale and counted. */
+function serveStale(
+  deps: PassThroughDeps,
+  res: Res,
+  facts: RequestFacts,
+  target: RoutedTarget,
+  endpoint: PassEndpoint,
+  kept: Listing,
+  why: string,
+): PassThroughResponse {
+  deps.counters.staleServed++;
+  deps.log.warn({ repo: target.repo, kind: endpoint.kind, err: why }, 'upstream unavailable: serving the last listing stale');
+  markCache(res, facts, 'stale');
+  facts.tier = 'local';
+  return { status: kept.status, headers: { ...kept.headers }, body: Buffer.from(kept.body, 'base64') };
 }
 
 /** The tag list names the repository; the client knows it by its own name, not the upstream's. */

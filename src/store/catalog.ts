@@ -7,11 +7,14 @@ import { Level } from 'level';
 import type { Logger } from 'pino';
 import { CoveError } from '../errors.js';
 import type { BlobStore } from './blobs.js';
+import { reconcileIndex, type ReconcileCounts, type ReconcileIndex } from './reconcile.js';
 import { rebuildIndex, type RebuildCounts, type RebuildSink } from './reindex.js';
-import { isBlobRecord, isTagRecord, type BlobRecord, type TagKey, type TagRecord } from './records.js';
+import { DEFAULT_LISTING_LIMITS, ListingShelf, type ListingLimits, type ShelvedListing } from './listings.js';
+import { isBlobRecord, isTagRecord, type BlobRecord, type Listing, type ListingKey, type TagKey, type TagRecord } from './records.js';
 import { TagJournal } from './tag-journal.js';
 
-export type { BlobRecord, TagKey, TagRecord } from './records.js';
+export type { BlobRecord, Listing, ListingKey, TagKey, TagRecord } from './records.js';
+export { DEFAULT_LISTING_LIMITS, type ListingLimits, type ShelvedListing } from './listings.js';
 
 /** Bump when the key layout or record shapes change: an index of another version is rebuilt. */
 export const CATALOG_VERSION = 1;
@@ -48,6 +51,8 @@ export class Catalog {
   /** Tag writes go to the index and the journal; one at a time so both end in the same order. */
   #tagChain: Promise<void> = Promise.resolve();
   #closing: Promise<void> | null = null;
+  /** Kept listing answers; loaded once the index is ready (see openWith). */
+  #listings!: ListingShelf;
 
   private constructor(db: Db, blobs: BlobStore, journal: TagJournal, log: Logger) {
     this.#db = db;
@@ -59,22 +64,27 @@ export class Catalog {
   /**
    * Opens the index at `<data>/index/`. A missing index (fresh database while blob files exist)
    * or a broken one (it cannot be opened, or its version marker is absent or wrong) is set aside
-   * and rebuilt from the blob files and the tag journal, with a warning giving the counts.
+   * and rebuilt from the blob files and the tag journal, with a warning giving the counts. A
+   * usable index is reconciled with the blob files (store/reconcile.ts): files it lacks are
+   * recorded, records whose file is gone are dropped, with a warning giving the counts.
    */
-  static async open(dataDir: string, blobs: BlobStore, log: Logger): Promise<Catalog> {
-    return (await Catalog.openWith(dataDir, blobs, log)).catalog;
+  static async open(dataDir: string, blobs: BlobStore, log: Logger, options: { listingLimits?: ListingLimits } = {}): Promise<Catalog> {
+    return (await Catalog.openWith(dataDir, blobs, log, options)).catalog;
   }
 
   /**
-   * open() with choices for `cove reindex`: `force` rebuilds whatever state the index is in,
-   * `verify` re-hashes every blob during the rebuild. Returns the rebuild counts, if it rebuilt.
+   * open() with choices: `force` rebuilds whatever state the index is in and `verify` re-hashes
+   * every blob during the rebuild (`cove reindex`); `reconcile: false` skips the start-up
+   * comparison of a usable index with the blob files (the start-up benchmark's baseline).
+   * `listingLimits` bound the kept tags/list and referrers answers (DEFAULT_LISTING_LIMITS).
+   * Returns the rebuild counts, if it rebuilt, or the reconcile counts, if it reconciled.
    */
   static async openWith(
     dataDir: string,
     blobs: BlobStore,
     log: Logger,
-    options: { force?: boolean; verify?: boolean } = {},
-  ): Promise<{ catalog: Catalog; rebuilt: RebuildCounts | null }> {
+    options: { force?: boolean; verify?: boolean; reconcile?: boolean; listingLimits?: ListingLimits } = {},
+  ): Promise<{ catalog: Catalog; rebuilt: RebuildCounts | null; reconciled: ReconcileCounts | null }> {
     const dir = join(dataDir, 'index');
     const journal = new TagJournal(join(dataDir, 'tags'));
     const probe = await probeIndex(dir);
@@ -91,17 +101,56 @@ export class Catalog {
       await db.open();
     }
     const catalog = new Catalog(db, blobs, journal, log);
-    if (reason === null && !probe.fresh) return { catalog, rebuilt: null };
-
     try {
-      const counts = await catalog.#rebuild(options.verify ?? false);
-      const fields = { reason: reason ?? 'index missing', verified: options.verify ?? false, ...counts };
-      if (reason !== null || counts.blobs > 0 || counts.tags > 0) log.warn(fields, 'index rebuilt from blob files and tag journal');
-      return { catalog, rebuilt: counts };
+      let rebuilt: RebuildCounts | null = null;
+      let reconciled: ReconcileCounts | null = null;
+      if (reason !== null || probe.fresh) {
+        rebuilt = await catalog.#rebuild(options.verify ?? false);
+        const fields = { reason: reason ?? 'index missing', verified: options.verify ?? false, ...rebuilt };
+        if (reason !== null || rebuilt.blobs > 0 || rebuilt.tags > 0) log.warn(fields, 'index rebuilt from blob files and tag journal');
+      } else if (options.reconcile !== false) {
+        reconciled = await reconcileIndex(catalog.#reconcileIndex(), blobs);
+        const r = reconciled;
+        if (r.added > 0 || r.dropped > 0 || r.refsRestored > 0) log.warn(r, 'index reconciled with the blob files');
+      }
+      catalog.#listings = await ListingShelf.load(db, options.listingLimits ?? DEFAULT_LISTING_LIMITS);
+      return { catalog, rebuilt, reconciled };
     } catch (err) {
       await catalog.close().catch(() => {});
       throw err;
     }
+  }
+
+  /** The index as the start-up reconcile reads and fixes it. */
+  #reconcileIndex(): ReconcileIndex {
+    const db = this.#db;
+    return {
+      async records() {
+        const withRefs = new Set<string>();
+        for await (const k of db.keys({ gte: `refs${SEP}`, lt: `refs\x01` })) withRefs.add(k.slice(5));
+        const digests = new Set<string>();
+        const manifestsWithoutRefs: string[] = [];
+        for await (const [k, value] of db.iterator({ gte: `blob${SEP}`, lt: `blob\x01` })) {
+          if (!isBlobRecord(value)) continue;
+          const digest = k.slice(5);
+          digests.add(digest);
+          if (value.mediaType !== null && !withRefs.has(digest)) manifestsWithoutRefs.push(digest);
+        }
+        return { digests, manifestsWithoutRefs };
+      },
+      add: async (entries) => {
+        await db.batch(
+          entries.flatMap(({ digest, record, refs }) => [
+            { type: 'put' as const, key: blobKey(digest), value: record },
+            refs === null ? { type: 'del' as const, key: refsKey(digest) } : { type: 'put' as const, key: refsKey(digest), value: refs },
+          ]),
+        );
+      },
+      drop: async (digests) => {
+        await db.batch(digests.flatMap((d) => [{ type: 'del' as const, key: blobKey(d) }, { type: 'del' as const, key: refsKey(d) }]));
+      },
+      setRefs: (digest, refs) => db.put(refsKey(digest), refs),
+    };
   }
 
   async #rebuild(verify: boolean): Promise<RebuildCounts> {
@@ -257,13 +306,28 @@ export class Catalog {
   }
 
   /** The last upstream answer to a tags/list or referrers request, kept to serve during outages. */
-  async getListing(key: ListingKey): Promise<Listing | null> {
-    const value = (await this.#db.get(listingKey(key))) as Listing | undefined;
-    return value && typeof value.status === 'number' && typeof value.body === 'string' ? value : null;
+  getListing(key: ListingKey): Promise<Listing | null> {
+    return this.#listings.get(key);
   }
 
-  async putListing(key: ListingKey, listing: Listing): Promise<void> {
-    await this.#db.put(listingKey(key), listing);
+  /** Keeps a listing answer; the oldest ones go when the listing limits would be passed. */
+  putListing(key: ListingKey, listing: Listing): Promise<void> {
+    return this.#listings.put(key, listing);
+  }
+
+  /** Bytes the kept listings take in the index: part of the cached-bytes figure. */
+  get listingBytes(): number {
+    return this.#listings.bytes;
+  }
+
+  /** Every kept listing, oldest first, for eviction. */
+  listListings(): ShelvedListing[] {
+    return this.#listings.list();
+  }
+
+  /** Drops kept listings as listListings gave them (unless answered again since); answers the bytes freed. */
+  dropListings(listings: readonly ShelvedListing[]): Promise<number> {
+    return this.#listings.drop(listings);
   }
 
   /**
@@ -290,6 +354,7 @@ export class Catalog {
       await this.#flushTouches();
       await this.#tagChain;
       await this.#blobChain;
+      await this.#listings?.settled();
       await this.#db.close();
     })();
     return this.#closing;
@@ -389,28 +454,6 @@ function hasCode(err: unknown, code: string): boolean {
 
 function describe(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-}
-
-/** Identifies one listing request: which endpoint, of which repository, with which query. */
-export interface ListingKey {
-  upstream: string;
-  repo: string;
-  /** "tags" or "referrers". */
-  kind: string;
-  /** The query that shaped the answer (n/last, digest and artifactType). */
-  query: string;
-}
-
-/** A stored listing answer; `body` is base64. */
-export interface Listing {
-  status: number;
-  headers: Record<string, string>;
-  body: string;
-  fetchedAt: number;
-}
-
-function listingKey(key: ListingKey): string {
-  return ['list', key.upstream, key.repo, key.kind, key.query].join(SEP);
 }
 
 function repoManifestKey(upstream: string, repo: string, digest: string): string {

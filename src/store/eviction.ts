@@ -2,16 +2,17 @@
 // It works on images, not files: an image is a top-level manifest (one no other cached manifest
 // refers to) with everything it reaches (child manifests of an index, configs, layers). Images
 // go least recently pulled first; a blob goes only when no image that stays still refers to it.
-// Never evicted: pinned images, blobs being read (leases) and blobs being filled.
+// Never evicted: pinned images, blobs being read (leases) and blobs being filled. Kept listing
+// answers (tags/list, referrers) count towards the cap too, and go by age among the images.
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { BlobStore } from './blobs.js';
-import type { BlobRecord, Catalog, TagKey } from './catalog.js';
+import type { BlobRecord, Catalog, ShelvedListing, TagKey } from './catalog.js';
 import type { Leases } from './leases.js';
 import type { PinStore } from './pins.js';
 
 export interface EvictionLimits {
-  /** Byte cap of the cache (blobs and manifests), or null for none. */
+  /** Byte cap of the cache (blobs, manifests and kept listings), or null for none. */
   maxBytes: number | null;
   /** Eviction starts above this share of the cap… */
   highWater: number;
@@ -50,6 +51,8 @@ export interface EvictionReport {
   limit: number | null;
   evicted: Evicted[];
   tagsRemoved: Array<TagKey & { digest: string }>;
+  /** Kept tags/list and referrers answers dropped (a later request simply asks upstream again). */
+  listingsRemoved: number;
   /** Images kept because they are pinned, or because a blob of theirs is being read or filled. */
   keptPinned: number;
   keptInUse: number;
@@ -66,7 +69,7 @@ interface Image {
 export class Evictor {
   readonly #o: EvictionOptions;
   readonly #now: () => number;
-  /** Bytes in the store as last counted, plus what was added since. */
+  /** Bytes of blob files as last counted, plus what was added since (listings: see bytes). */
   #bytes = 0;
   #running: Promise<EvictionReport> | null = null;
   #timer: NodeJS.Timeout | null = null;
@@ -80,9 +83,9 @@ export class Evictor {
     return this.#o.limits;
   }
 
-  /** Bytes the cache holds now (as counted at start and kept up to date since). */
+  /** Bytes the cache holds now: blobs (counted at start, kept up to date since) and kept listings. */
   get bytes(): number {
-    return this.#bytes;
+    return this.#bytes + this.#o.catalog.listingBytes;
   }
 
   /** Counts the store and starts the idle sweep; an over-full cache is trimmed at once. */
@@ -129,7 +132,7 @@ export class Evictor {
   #over(mark: 'high' | 'low'): boolean {
     const { maxBytes, highWater, lowWater } = this.#o.limits;
     if (maxBytes === null) return false;
-    return this.#bytes > maxBytes * (mark === 'high' ? highWater : lowWater);
+    return this.bytes > maxBytes * (mark === 'high' ? highWater : lowWater);
   }
 
   /** The disk filled up: free at least `bytes`, least recently pulled images first, whatever the cap. */
@@ -145,8 +148,9 @@ export class Evictor {
     const refs = new Map<string, string[]>();
     for (const b of blobs) if (b.refs) refs.set(b.digest, b.refs.filter((d) => d !== b.digest));
     const tags = await catalog.listTags(undefined, undefined, { variants: true });
-    let bytes = blobs.reduce((n, b) => n + b.record.size, 0);
-    const report: EvictionReport = { dryRun, bytesBefore: bytes, bytesAfter: bytes, limit: limits.maxBytes, evicted: [], tagsRemoved: [], keptPinned: 0, keptInUse: 0 };
+    const listings = catalog.listListings();
+    let bytes = blobs.reduce((n, b) => n + b.record.size, 0) + listings.reduce((n, l) => n + l.bytes, 0);
+    const report: EvictionReport = { dryRun, bytesBefore: bytes, bytesAfter: bytes, limit: limits.maxBytes, evicted: [], tagsRemoved: [], listingsRemoved: 0, keptPinned: 0, keptInUse: 0 };
 
     // Images: manifests no other manifest refers to, and blobs nothing refers to (alone).
     const referenced = new Set<string>();
@@ -168,14 +172,26 @@ export class Evictor {
     const idleBefore = limits.maxIdleMs === null ? null : this.#now() - limits.maxIdleMs;
     const sizeDriven = limits.maxBytes !== null && (reason === 'requested' ? bytes > cap! : bytes > limits.maxBytes * limits.highWater);
 
-    images.sort((a, b) => a.lastAccess - b.lastAccess);
+    // Images and listings in one line, least recently pulled or fetched first: an old listing
+    // goes before a recent image, and costs only one upstream request when asked again.
+    const candidates: Array<{ at: number; image: Image } | { at: number; listing: ShelvedListing }> = [
+      ...images.map((image) => ({ at: image.lastAccess, image })),
+      ...listings.map((listing) => ({ at: listing.fetchedAt, listing })),
+    ].sort((a, b) => a.at - b.at);
     const removed = new Set<string>();
+    const listingsRemoved: ShelvedListing[] = [];
     const startBytes = bytes;
-    for (const image of images) {
-      const idle = idleBefore !== null && image.lastAccess < idleBefore;
+    for (const candidate of candidates) {
+      const idle = idleBefore !== null && candidate.at < idleBefore;
       const diskFull = startBytes - bytes < needBytes;
       const needSpace = (sizeDriven && cap !== null && bytes > cap) || diskFull;
       if (!idle && !needSpace) continue;
+      if ('listing' in candidate) {
+        listingsRemoved.push(candidate.listing);
+        bytes -= candidate.listing.bytes;
+        continue;
+      }
+      const image = candidate.image;
       if (pinned.has(image.root)) {
         report.keptPinned++;
         continue;
@@ -196,8 +212,9 @@ export class Evictor {
       }
     }
     report.tagsRemoved = tags.filter((t) => removed.has(t.record.digest)).map((t) => ({ ...t.key, digest: t.record.digest }));
+    report.listingsRemoved = listingsRemoved.length;
     report.bytesAfter = bytes;
-    if (dryRun || removed.size === 0) return report;
+    if (dryRun || (removed.size === 0 && listingsRemoved.length === 0)) return report;
 
     // Tags first, so no pull resolves to a manifest that is about to go; then manifests, then the rest.
     for (const tag of report.tagsRemoved) await catalog.deleteTag({ upstream: tag.upstream, repo: tag.repo, tag: tag.tag, ...(tag.accept === undefined ? {} : { accept: tag.accept }) });
@@ -215,10 +232,12 @@ export class Evictor {
       freed += e.size;
     }
     this.#bytes = Math.max(0, this.#bytes - freed);
+    // The shelf keeps its own account, which the bytes figure reads; nothing to subtract here.
+    const freedListings = await catalog.dropListings(listingsRemoved);
     this.#o.counters.evictions += report.evicted.length;
-    this.#o.counters.bytesEvicted += freed;
+    this.#o.counters.bytesEvicted += freed + freedListings;
     log.info(
-      { reason, evicted: report.evicted.length, freedBytes: freed, bytesBefore: report.bytesBefore, bytesAfter: report.bytesAfter, tags: report.tagsRemoved.length, keptPinned: report.keptPinned, keptInUse: report.keptInUse },
+      { reason, evicted: report.evicted.length, freedBytes: freed + freedListings, bytesBefore: report.bytesBefore, bytesAfter: report.bytesAfter, tags: report.tagsRemoved.length, listings: report.listingsRemoved, keptPinned: report.keptPinned, keptInUse: report.keptInUse },
       'eviction',
     );
     return report;

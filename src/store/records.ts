@@ -1,5 +1,6 @@
-// The shapes of what the index keeps about tags and blobs, and the checks that a stored value
-// has that shape. Shared by the catalog, the tag journal and the rebuild, below all three.
+// The shapes of what the index keeps about tags, blobs and listings, and the checks that a
+// stored value has that shape. Shared by the catalog, the tag journal, the rebuild and the
+// listing shelf, below all of them.
 
 /** Which tag of which repository on which upstream. */
 export interface TagKey {
@@ -58,5 +59,37 @@ export function isBlobRecord(value: unknown): value is BlobRecord {
     (r.mediaType === null || typeof r.mediaType === 'string') &&
     typeof r.lastAccess === 'number' &&
     typeof r.pinned === 'boolean'
+  );
+}
+
+/** Identifies one listing request: which endpoint, of which repository, with which query. */
+export interface ListingKey {
+  upstream: string;
+  repo: string;
+  /** "tags" or "referrers". */
+  kind: string;
+  /** The query that shaped the answer (n/last, digest and artifactType). */
+  query: string;
+}
+
+/** A stored listing answer (tags/list or referrers); `body` is base64. */
+export interface Listing {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  fetchedAt: number;
+}
+
+/** Whether a stored value has the shape of a Listing. */
+export function isListing(value: unknown): value is Listing {
+  if (!value || typeof value !== 'object') return false;
+  const r = value as Record<string, unknown>;
+  return (
+    typeof r.status === 'number' &&
+    typeof r.body === 'string' &&
+    typeof r.fetchedAt === 'number' &&
+    !!r.headers &&
+    typeof r.headers === 'object' &&
+    Object.values(r.headers).every((v) => typeof v === 'string')
   );
 }

@@ -2,15 +2,14 @@
 // references from the manifests among them, tags from the tag journal. Used automatically by
 // Catalog.open when the index is missing or broken, and by `cove reindex` (store/offline-reindex.ts).
 import { createReadStream } from 'node:fs';
-import { open, readFile, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { MANIFEST_MAX_BYTES, manifestReferences, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from './blobs.js';
+import { sniffManifest } from './manifest-sniff.js';
 import type { BlobRecord, TagKey, TagRecord } from './records.js';
 import type { TagJournal } from './tag-journal.js';
-
 
 /** Where a rebuild writes what it finds (the catalog's fresh database). */
 export interface RebuildSink {
@@ -91,26 +90,4 @@ async function hashFile(path: string, digest: string): Promise<string> {
   const hash = createHash(algorithm);
   for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
   return `${algorithm}:${hash.digest('hex')}`;
-}
-
-/** A small JSON blob that declares itself a manifest: its media type and references. */
-async function sniffManifest(path: string, size: number): Promise<{ mediaType: string; refs: string[] } | null> {
-  if (size < 2 || size > MANIFEST_MAX_BYTES) return null;
-  // Look at the first bytes before reading the whole file: layers (gzip, zstd, tar) never start with '{'.
-  let bytes: Buffer;
-  try {
-    const head = Buffer.alloc(Math.min(size, 64));
-    const handle = await open(path, 'r');
-    try {
-      await handle.read(head, 0, head.length, 0);
-    } finally {
-      await handle.close();
-    }
-    if (head.toString('latin1').trimStart()[0] !== '{') return null;
-    bytes = await readFile(path);
-  } catch {
-    return null; // gone since the walk found it, or unreadable: recorded as a plain blob
-  }
-  const mediaType = sniffMediaType(bytes);
-  return mediaType ? { mediaType, refs: manifestReferences(bytes) } : null;
 }

@@ -26,7 +26,7 @@ const WIDE = `${V2}, ${LIST}, ${OCI_MANIFEST}, ${OCI_INDEX}`;
 
 const SEED = Number(process.env.COVE_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const DURATION_MS = Number(process.env.COVE_CHAOS_MS ?? 40_000);
-const MAX_ROUNDS = 200;
+const MAX_ROUNDS = 2000;
 
 /** mulberry32: a small seeded generator, so a failing schedule can be replayed. */
 function rng(seed: number): () => number {
@@ -145,7 +145,7 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
 
   // A cap below the images' total keeps eviction busy, so rounds keep missing (and meeting faults)
   // and eviction runs against readers.
-  const cove = await startTestCove(t, origin.url, { COVE_TAG_TTL: '300ms', COVE_UPSTREAM_TIMEOUT: '1s', COVE_MAX_CACHE_BYTES: '5MiB' });
+  const cove = await startTestCove(t, origin.url, { COVE_TAG_TTL: '300ms', COVE_UPSTREAM_TIMEOUT: '1s', COVE_MAX_CACHE_BYTES: '3MiB' });
 
   // Cove must answer /v2/ throughout.
   let pingFailures = 0;
@@ -212,15 +212,16 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
       const start = between(0, size - 1);
       const kind = between(0, 2);
       const range = kind === 0 ? `bytes=${start}-` : kind === 1 ? `bytes=${start}-${between(start, size - 1)}` : `bytes=-${between(1, size)}`;
+      const what = `Range ${range} of ${blob.digest.slice(7, 19)} (${size} bytes)`;
       const r = await ask(`${cove.url}/v2/${blob.repo}/blobs/${blob.digest}`, { headers: { range } });
       if (r.status === 206) {
         const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(r.headers['content-range']));
-        check(`Range ${range}: Content-Range`, m !== null && Number(m[3]) === size, String(r.headers['content-range']));
-        if (m && r.complete) check(`Range ${range} of ${blob.digest.slice(7, 19)}`, r.body.equals(blob.bytes.subarray(Number(m[1]), Number(m[2]) + 1)));
+        check(`${what}: Content-Range`, m !== null && Number(m[3]) === size, String(r.headers['content-range']));
+        if (m && r.complete) check(what, r.body.equals(blob.bytes.subarray(Number(m[1]), Number(m[2]) + 1)));
       } else if (r.status === 200) {
-        if (r.complete) check(`Range ${range} answered 200`, sha256(r.body) === blob.digest);
-      } else if (r.status === -1) check(`Range ${range}`, false, 'hung');
-      else if (r.status !== 0) checkError(`Range ${range}`, r);
+        if (r.complete) check(`${what} answered 200`, sha256(r.body) === blob.digest);
+      } else if (r.status === -1) check(what, false, 'hung');
+      else if (r.status !== 0) checkError(what, r);
     },
     // a client that leaves mid-body
     async () => {
@@ -250,9 +251,13 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
   let requests = 0;
   while (Date.now() - started < DURATION_MS && rounds < MAX_ROUNDS) {
     rounds++;
+    const schedule: string[] = [];
     for (let i = between(0, 4); i > 0; i--) {
-      const target = random() < 0.8 ? { digest: pick(blobs).digest } : { kind: 'manifest' as const };
-      origin.setFault(target, pick(faults)(), between(1, 3));
+      const digest = random() < 0.8 ? pick(blobs).digest : null;
+      const fault = pick(faults)();
+      const times = between(1, 3);
+      origin.setFault(digest ? { digest } : { kind: 'manifest' }, fault, times);
+      schedule.push(`${JSON.stringify(fault)} x${times} on ${digest ? digest.slice(7, 19) : 'manifests'}`);
     }
     const load = Array.from({ length: between(4, 14) }, () => pick(clients)());
     requests += load.length;
@@ -278,7 +283,10 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
     check(`round ${rounds}: unverified blobs in the store`, store.wrong.length === 0, store.wrong.join(', '));
     check(`round ${rounds}: temp files left`, store.temps.length === 0, store.temps.join(', '));
     check(`round ${rounds}: cache bytes equal the blob files' bytes`, h.cache.bytes === fileBytes, `${h.cache.bytes} vs ${fileBytes}`);
-    if (problems.length > 0) break;
+    if (problems.length > 0) {
+      t.comment(`round ${rounds} faults: ${schedule.join('; ') || 'none'}`);
+      break;
+    }
   }
   pinging = false;
   await pinger;
