@@ -14,8 +14,10 @@
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import {
+  COVE_CLI,
   Cleanup,
   Registry,
   buildImage,
@@ -30,15 +32,18 @@ import {
   startContainerd,
   startCove,
   startDockerd,
+  startProc,
   startRegistry,
   tempDir,
   verifyDirCopy,
+  waitFor,
   type CoveProc,
   type TestImage,
 } from './real.js';
 import { TokenServer, jwtClaims } from './token-server.js';
+import { freePort } from '../helpers/process.js';
 
-// Fifteen tests of up to ~2 minutes each; tap's per-file default (300 s) is too short for all.
+// Sixteen tests of up to ~2 minutes each; tap's per-file default (300 s) is too short for all.
 t.setTimeout(20 * 60_000);
 
 const ROBOT = { username: 'robot', password: 'robot-secret' };
@@ -730,6 +735,61 @@ for (const mode of [undefined, 'open'] as const) {
     t.ok(asked.length > 0 && asked.every((r) => r.user === ROBOT.username), `only the robot asked the origin's token service (saw ${JSON.stringify([...new Set(asked.map((r) => r.user))])})`);
   });
 }
+
+/** GET over TLS to 127.0.0.1:`port` as `host` (certificate checked against `ca`); the challenge header kept. */
+function httpsGet(port: number, host: string, path: string, ca: Buffer): Promise<{ status: number; challenge: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port, path, servername: host, ca, timeout: 5000, headers: { host: `${host}:${port}` } }, (res) => {
+      res.resume();
+      resolve({ status: res.statusCode ?? 0, challenge: String(res.headers['www-authenticate'] ?? '') });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+t.test('TLS: a client that reached Cove over HTTPS is sent to an https token realm (its password never goes out in clear)', async (t) => {
+  if (!requireTools(t, BASE_TOOLS)) return;
+  const cleanup = Cleanup.forTest(t);
+  const w = await world(cleanup);
+  const HOST = 'cove.test';
+  const tls = join(w.work, 'tls');
+  await run(process.execPath, [COVE_CLI, 'cert', '--host', HOST, '--out', tls, '--days', '2'], { timeoutMs: 30_000 });
+  const ca = readFileSync(join(tls, 'ca.crt'));
+  const [port, plainPort] = [await freePort(), await freePort()];
+  const dir = tempDir(cleanup, 'cove-d-');
+  const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
+    logFile: join(dir, 'cove.log'),
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: dir,
+      COVE_LISTEN: `127.0.0.1:${port}`,
+      COVE_LISTEN_HTTP: `127.0.0.1:${plainPort}`,
+      COVE_DATA_DIR: join(dir, 'data'),
+      COVE_UPSTREAM: w.origin.url,
+      COVE_TLS_CERT: join(tls, 'server.crt'),
+      COVE_TLS_KEY: join(tls, 'server.key'),
+      COVE_LOG_LEVEL: 'info',
+      COVE_SHUTDOWN_GRACE: '2s',
+      ...PASSTHROUGH,
+    },
+    graceMs: 8000,
+  });
+  await waitFor(`Cove over TLS on 127.0.0.1:${port} (log: ${proc.logFile})`, async () => {
+    if (!proc.running) throw new Error(`Cove exited at start (code ${proc.exitCode}):\n${proc.tail()}`);
+    return httpsGet(port, HOST, '/healthz', ca).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+  });
+  const secure = await httpsGet(port, HOST, '/v2/team-a/app/manifests/1', ca);
+  t.equal(secure.status, 401, 'anonymous manifest GET over TLS: 401');
+  t.equal(challenge(secure.challenge)?.params.realm, `https://${HOST}:${port}/_cove/token`, `the realm is https (got ${secure.challenge})`);
+  const plain = await httpGet(`http://127.0.0.1:${plainPort}/v2/team-a/app/manifests/1`, { headers: { host: `${HOST}:${plainPort}` } });
+  t.equal(plain.status, 401, 'anonymous manifest GET on the plain-HTTP listener: 401');
+  t.equal(challenge(plain.headers['www-authenticate'])?.params.realm, `http://${HOST}:${plainPort}/_cove/token`, 'there the realm is the plain listener itself');
+});
 
 t.test('dockerd: docker login to Cove as reader-a, then pulls of team-a (works) and team-b (refused)', async (t) => {
   if (!requireTools(t, [...BASE_TOOLS, 'containerd', 'ctr', 'dockerd'])) return;
