@@ -20,6 +20,7 @@ import { Catalog } from '../src/store/catalog.js';
 import { Evictor } from '../src/store/eviction.js';
 import { Leases } from '../src/store/leases.js';
 import { PinStore } from '../src/store/pins.js';
+import { positiveIntArg } from './args.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = join(dirname(SELF), '..', '..');
@@ -42,14 +43,6 @@ interface Sample {
   blobs: number;
   bytes: number;
   added: number;
-}
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const n = Number(process.argv[i + 1]);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${name} takes a positive integer, got ${JSON.stringify(process.argv[i + 1])}`);
-  return n;
 }
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
@@ -141,8 +134,8 @@ const median = (xs: number[]) => {
 };
 
 async function main(): Promise<void> {
-  const count = arg('blobs', 100_000);
-  const runs = arg('runs', 5);
+  const count = positiveIntArg('blobs', 100_000);
+  const runs = positiveIntArg('runs', 5);
   const lose = Math.max(1, Math.round(count / 100));
   const dataDir = mkdtempSync(join(tmpdir(), 'cove-bench-startup-'));
   try {

@@ -11,6 +11,7 @@ import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { startCove } from './main.js';
 import { reindexDataDir } from './store/offline-reindex.js';
+import { guardUndiciPausedParser } from './undici-guard.js';
 import { createProgress } from './cli/progress.js';
 import { certCommand, DEFAULT_CERT_DIR, DEFAULT_SERVER_DAYS } from './cli/cert.js';
 import { clientConfig } from './cli/client-config.js';
@@ -413,6 +414,7 @@ async function callLocal(
 async function serve(flags: Record<string, string | boolean | undefined>): Promise<number> {
   const config = loadConfig({ flags });
   const cove = await startCove(config);
+  guardUndiciPausedParser(cove.log);
   await new Promise<void>((resolve) => {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {

@@ -3,6 +3,13 @@ import { createHash, type Hash } from 'node:crypto';
 import { parseDigest, type DigestAlgorithm } from './reference.js';
 
 /** The digest of a buffer, e.g. "sha256:…". */
+/** Whether `digest` names the empty blob (zero bytes) in its algorithm. */
+export function isEmptyDigest(digest: string): boolean {
+  const algorithm = digest.slice(0, digest.indexOf(':'));
+  if (algorithm !== 'sha256' && algorithm !== 'sha512') return false;
+  return digest === digestOf(Buffer.alloc(0), algorithm);
+}
+
 export function digestOf(bytes: Buffer, algorithm: DigestAlgorithm = 'sha256'): string {
   return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
 }

@@ -9,6 +9,7 @@ import { FileSource, type ByteSource } from '../store/source.js';
 import type { Target } from '../tiers/tier.js';
 import { Fill } from './fill.js';
 import type { Resolver } from './resolver.js';
+import { dropBody } from '../http-util.js';
 import { RANGE_PASSTHROUGH_MAX_BYTES, RANGE_WAIT_AHEAD_BYTES, SpanSource } from './span.js';
 
 /** Where a blob's bytes come from for one request. */
@@ -133,7 +134,7 @@ export class BlobResolver {
     }
     const body = found?.value;
     if (!found || !body || (body.size !== null && fill.size !== null && body.size !== fill.size)) {
-      body?.body.destroy();
+      if (body) dropBody(body.body);
       release();
       return null;
     }

@@ -4,6 +4,7 @@
 // file, so a cold blob crosses the uplink once however many clients want it.
 import { finished, type Readable } from 'node:stream';
 import { CoveError, DigestMismatchError, OciError } from '../errors.js';
+import { isEmptyDigest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { ByteSource } from '../store/source.js';
@@ -12,6 +13,7 @@ import type { BlobBody, Target } from '../tiers/tier.js';
 import { FillReader, type FillView } from './fill-reader.js';
 import { FILL_DISK_FULL, PassWindow } from './pass-window.js';
 import type { Resolver } from './resolver.js';
+import { dropBody } from '../http-util.js';
 
 /**
  * Named decision: a fill belongs to the cache, not to the client that started it. A client that
@@ -200,7 +202,7 @@ export class Fill implements FillView {
           await this.#commit();
           return;
         } catch (err) {
-          body.body.destroy();
+          dropBody(body.body);
           if (err instanceof DigestMismatchError) body.condemn?.(err.message);
           if (err instanceof DigestMismatchError || signal.aborted) throw err;
           if (err instanceof CoveError && err.code === FILL_DISK_FULL) throw err;
@@ -230,6 +232,9 @@ export class Fill implements FillView {
   /** Checks one tier's answer against what is known and streams its bytes into the temp file. */
   async #accept(body: BlobBody, offset: number, markStarted: () => void): Promise<void> {
     if (body.offset !== offset) throw new CoveError('FILL_BAD_OFFSET', `tier resumed at ${body.offset}, wanted ${offset}`);
+    // Only one blob per algorithm is empty: any other digest declared 0 bytes long is a lie that
+    // need not be read to be caught (and must not size a HEAD or a Range meanwhile).
+    if (body.size === 0 && !isEmptyDigest(this.digest)) throw new DigestMismatchError(`tier declares ${this.digest} empty`);
     if (this.size === null) this.size = body.size;
     else if (body.size !== null && body.size !== this.size) {
       throw new DigestMismatchError(`tier reports size ${body.size} for ${this.digest}, earlier ${this.size}`);
@@ -270,7 +275,7 @@ export class Fill implements FillView {
       const fail = (err: Error) => {
         if (settled) return;
         settled = true;
-        body.destroy();
+        dropBody(body);
         reject(err);
       };
       body.on('data', (chunk: Buffer) => {
@@ -327,13 +332,13 @@ export class Fill implements FillView {
         if (settled) return;
         if (this.#readers.size === 0 && pass.abandoned) {
           settled = true;
-          body.destroy();
+          dropBody(body);
           reject(new CoveError(FILL_DISK_FULL, `every client of ${this.digest} left while it was passed through (disk full): not stored`));
           return;
         }
         if (this.size !== null && pass.end + chunk.length > this.size) {
           settled = true;
-          body.destroy();
+          dropBody(body);
           reject(new DigestMismatchError(`more than the expected ${this.size} bytes for ${this.digest}`));
           return;
         }

@@ -7,6 +7,7 @@
 import type { Readable } from 'node:stream';
 import { CoveError } from '../errors.js';
 import type { ByteSource } from '../store/source.js';
+import { dropBody } from '../http-util.js';
 
 /**
  * A span that starts within this many bytes of the fill's progress is read from the fill: one
@@ -110,7 +111,7 @@ export class SpanSource implements ByteSource {
     if (this.#closed) return;
     this.#closed = true;
     // Releases the upstream connection when the client left before the span's end.
-    if (!this.#ended) this.#body.destroy();
+    if (!this.#ended) dropBody(this.#body);
     this.#onClose();
   }
 }

@@ -228,8 +228,10 @@ export class Evictor {
         continue;
       }
       await catalog.deleteBlob(e.digest);
-      await store.remove(e.digest);
-      freed += e.size;
+      // Only a file really removed leaves the figure: a record can outlive its file (a manifest
+      // recorded again by a request that raced an earlier eviction), and counting it would let
+      // the figure fall below the bytes on disk (found by the chaos test).
+      if (await store.remove(e.digest)) freed += e.size;
     }
     this.#bytes = Math.max(0, this.#bytes - freed);
     // The shelf keeps its own account, which the bytes figure reads; nothing to subtract here.

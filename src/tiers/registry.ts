@@ -4,7 +4,7 @@
 // policy can tell "unavailable" from "refused" from "absent".
 import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
 import { DigestMismatchError, OciError, UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
-import { digestOf } from '../oci/digest.js';
+import { digestOf, isEmptyDigest } from '../oci/digest.js';
 import { contentLength, dropBody, parseContentRange } from '../http-util.js';
 import { isSchema1MediaType, MANIFEST_MAX_BYTES, sniffMediaType } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
@@ -167,8 +167,9 @@ export class RegistryTier implements Tier {
     res.body.resume();
     if (!this.#ok(client, res, [200], `blob ${digest}`)) return null;
     const size = contentLength(res.headers);
-    // Without a length the HEAD says nothing useful; null sends the caller to a GET.
-    return size === null ? null : { size };
+    // Without a length the HEAD says nothing useful, and an empty length for a digest that is
+    // not the empty blob's is false: null sends the caller to a GET, which checks the bytes.
+    return size === null || (size === 0 && !isEmptyDigest(digest)) ? null : { size };
   }
 
   async openBlob(target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null> {
@@ -209,14 +210,14 @@ export class RegistryTier implements Tier {
     if (res.status === 200) {
       // The Range was ignored: the span is not worth a whole second copy of the blob.
       res.body.on('error', () => undefined);
-      res.body.destroy();
+      dropBody(res.body);
       return null;
     }
     const range = parseContentRange(res.headers['content-range']);
     const length = contentLength(res.headers);
     if (!range || range.start !== start || range.end !== end || (length !== null && length !== end - start + 1)) {
       res.body.on('error', () => undefined);
-      res.body.destroy();
+      dropBody(res.body);
       throw new UpstreamStatusError(
         client.name,
         206,
@@ -244,7 +245,7 @@ export class RegistryTier implements Tier {
     const res = await client.request({ method: 'GET', path, headers: { ...this.#headers(target), accept: 'application/json, */*' }, repo: target.repo, signal });
     const body = await this.#read(client, res, PASSTHROUGH_LIMIT, path);
     const headers: Record<string, string> = {};
-    for (const name of ['content-type', 'link']) {
+    for (const name of ['content-type', 'link', 'retry-after']) {
       const v = res.headers[name];
       if (v !== undefined) headers[name] = v;
     }

@@ -1,5 +1,6 @@
 // The chaos test: an in-process origin misbehaving on a random schedule (cut mid-body, stalls,
-// wrong bytes, 5xx, 429, slow drip, and the body faults of the fill's edge cases) against a
+// wrong bytes, 5xx, 429, slow drip, zero-length bodies, bodies without a length, cuts after every
+// few hundred KB, Range ignored) against a
 // random mix of clients (GET, HEAD, Range, disconnects mid-body, bursts on one blob, narrow and
 // wide Accept), checked after every round:
 //   - every 200/206 body a client read to its end is exactly right, or its connection broke;
@@ -144,8 +145,9 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
   for (const image of [amd, arm]) for (const layer of image.layers) blobs.push({ repo: 'proj/multi', digest: layer.digest, bytes: layer.bytes });
 
   // A cap below the images' total keeps eviction busy, so rounds keep missing (and meeting faults)
-  // and eviction runs against readers.
-  const cove = await startTestCove(t, origin.url, { COVE_TAG_TTL: '300ms', COVE_UPSTREAM_TIMEOUT: '1s', COVE_MAX_CACHE_BYTES: '3MiB' });
+  // and eviction runs against readers. A stalled body is given up after 2 s (the default 30 s
+  // would outlast the clients' 20 s patience, which here means "hung").
+  const cove = await startTestCove(t, origin.url, { COVE_TAG_TTL: '300ms', COVE_UPSTREAM_TIMEOUT: '1s', COVE_UPSTREAM_BODY_TIMEOUT: '2s', COVE_MAX_CACHE_BYTES: '3MiB' });
 
   // Cove must answer /v2/ throughout.
   let pingFailures = 0;
@@ -165,6 +167,12 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
     () => ({ type: 'wrong-bytes' }),
     () => ({ type: 'stall', afterBytes: between(0, 300_000) }),
     () => ({ type: 'slow', bytesPerSecond: between(2_000_000, 8_000_000) }),
+    () => ({ type: 'zero-length' }),
+    () => ({ type: 'cut-every', afterBytes: between(50_000, 400_000) }),
+    () => ({ type: 'no-length', bytesPerSecond: between(2_000_000, 8_000_000) }),
+    () => ({ type: 'ignore-range' }),
+    // Not here: 'length-lie', whose close can meet undici's paused-parser assertion (#5360). Cove
+    // runs in this test's process, without the guard `cove serve` installs (test/undici-guard.test.ts).
   ];
 
   const problems: string[] = [];

@@ -4,7 +4,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import t from 'tap';
+import { loadConfig } from '../../src/config.js';
+import { startCove } from '../../src/main.js';
 import { OriginRegistry } from '../helpers/origin-registry.js';
 import { makeImage, type Image } from '../helpers/images.js';
 import { fetchAll, sha256, type FetchResult } from '../helpers/http.js';
@@ -189,4 +192,37 @@ t.test('other surfaces: status without names, peers only on the keyed channel', 
   const peer = await fetchAll(`${cove.url}/v2/team-a/app/blobs/${a.layers[0]!.digest}`, { headers: { 'cove-peer': 'local' } });
   t.equal(peer.status, 401, 'a Cove-Peer header without the site key opens nothing');
   t.not(sha256(peer.body), a.layers[0]!.digest);
+});
+
+t.test('a parent Cove between the edge and the origin: the edge reads what the parent granted', async (t) => {
+  const { origin, a, b } = await originWithTeams();
+  t.teardown(() => origin.close());
+  const parent = await startGuarded(t, origin);
+  // The edge's upstream is the parent; its robot is the origin's robot, checked by the parent.
+  const edge = await startTestCove(t, parent.url, { COVE_CLIENT_AUTH: 'passthrough', COVE_UPSTREAM_USERNAME: 'robot', COVE_UPSTREAM_PASSWORD: 'robot-secret', COVE_TAG_TTL: '1h' });
+  t.same(await pull(edge, 'team-a/app', a, basic('reader-a', 'secret-a')), { status: 200, ok: true }, 'reader-a pulls through edge and parent');
+  t.equal((await pull(edge, 'team-b/app', b, basic('reader-a', 'secret-a'))).ok, false, 'reader-a gets nothing of team-b through the edge');
+  t.equal((await tokenFor(edge, '/v2/team-a/app/manifests/1', basic('reader-a', 'wrong'))).status, 401, 'a wrong password is refused at the edge');
+});
+
+t.test('the log names subject and repository, never a password or token', async (t) => {
+  const { origin, a } = await originWithTeams();
+  t.teardown(() => origin.close());
+  const lines: string[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  const dataDir = mkdtempSync(join(tmpdir(), 'cove-auth-log-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const config = loadConfig({
+    env: { COVE_LISTEN: '127.0.0.1:0', COVE_DATA_DIR: dataDir, COVE_UPSTREAM: origin.url, COVE_CLIENT_AUTH: 'passthrough', COVE_UPSTREAM_USERNAME: 'robot', COVE_UPSTREAM_PASSWORD: 'robot-secret' },
+  });
+  const cove = await startCove(config, { log });
+  t.teardown(() => cove.stop());
+  const pulled = await pull(Object.assign(cove, { dataDir, fillsDone: async () => {} }), 'team-a/app', a, basic('reader-a', 'secret-a'));
+  t.same(pulled, { status: 200, ok: true });
+  const text = lines.join('');
+  t.match(text, /"msg":"client auth decision"/);
+  t.match(text, /"subject":"reader-a"/, 'the subject is named');
+  t.match(text, /"repo":"team-a\/app"/, 'and the repository');
+  for (const secret of ['secret-a', 'robot-secret', Buffer.from('reader-a:secret-a').toString('base64')]) t.notMatch(text, secret, 'no credential in the log');
+  t.notMatch(text, /Bearer [A-Za-z0-9_-]{20,}/, 'no token in the log');
 });

@@ -41,6 +41,23 @@ t.test('a tier answering 200 Content-Length: 0 for a non-empty blob never gives 
   t.equal(await outcome(url), `complete 200 ${layer.digest}`, 'the next request fetches the real blob');
 });
 
+t.test('a Range past a tier\'s false zero length is not refused with 416 (found by the chaos test)', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [100_000], seed: 'zero-length-range' });
+  origin.putImage('proj/zero', '1', image);
+  const layer = image.layers[0]!;
+  origin.setFault({ digest: layer.digest }, { type: 'zero-length' }, 1);
+  const cove = await startTestCove(t, origin.url);
+  const url = `${cove.url}/v2/proj/zero/blobs/${layer.digest}`;
+  const first = await fetchAll(url, { headers: { range: 'bytes=10-99' } }).catch(() => null);
+  t.not(first?.status, 416, 'the tier\'s word on the size is not enough for a 416');
+  await cove.fillsDone();
+  const next = await fetchAll(url, { headers: { range: 'bytes=10-99' } });
+  t.equal(next.status, 206);
+  t.ok(next.body.equals(layer.bytes.subarray(10, 100)), 'the span of the real blob');
+});
+
 t.test('an empty blob whose digest is right is still served as a complete empty 200', async (t) => {
   const origin = await OriginRegistry.start();
   t.teardown(() => origin.close());

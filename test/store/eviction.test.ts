@@ -121,3 +121,25 @@ t.test('an index goes with its children; a child shared by two indexes stays', a
   t.ok(await s.store.stat(arm), 'the child the new index still needs stayed');
   t.ok(await s.store.stat(newIndex));
 });
+
+t.test('regression: a record whose file is already gone does not lower the cached-bytes figure (found by the chaos test)', async (t) => {
+  const s = await setup(t, { maxIdleMs: 14 * DAY });
+  const kept = await s.image('kept', NOW, [await s.put(Buffer.alloc(2000, 'k'), NOW)]);
+  const ghostBytes = Buffer.from('{"manifest":"ghost"}');
+  const ghost = await s.put(ghostBytes, NOW - 30 * DAY, 'application/vnd.oci.image.manifest.v1+json', []);
+  await s.evictor.start();
+  const onDisk = async () => {
+    let n = 0;
+    for await (const b of s.store.list()) n += b.size;
+    return n;
+  };
+  await s.evictor.run();
+  t.equal(await s.store.stat(ghost), null, 'the idle manifest went');
+  t.equal(s.evictor.bytes, await onDisk(), 'figure = bytes on disk');
+  // A request that raced that eviction records the manifest again, without its file.
+  await s.catalog.putBlob(ghost, { size: ghostBytes.length, mediaType: 'application/vnd.oci.image.manifest.v1+json', lastAccess: NOW - 30 * DAY, pinned: false });
+  const report = await s.evictor.run();
+  t.ok(report.evicted.some((e) => e.digest === ghost), 'the stale record is cleared');
+  t.equal(s.evictor.bytes, await onDisk(), 'and the figure still equals the bytes on disk');
+  t.ok(await s.store.stat(kept.manifest));
+});
