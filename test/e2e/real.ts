@@ -364,11 +364,20 @@ export class Registry {
   }
 }
 
-/** Starts docker-registry (optionally with htpasswd auth, or in proxy mode) and waits for /v2/. */
+/**
+ * Starts docker-registry (optionally with htpasswd auth, with bearer-token auth against a token
+ * server such as token-server.ts, or in proxy mode) and waits for /v2/.
+ */
 export async function startRegistry(
   cleanup: Cleanup,
-  opts: { auth?: { username: string; password: string }; proxyRemote?: string; name?: string } = {},
+  opts: {
+    auth?: { username: string; password: string };
+    token?: { realm: string; service: string; issuer: string; rootCertBundle: string };
+    proxyRemote?: string;
+    name?: string;
+  } = {},
 ): Promise<Registry> {
+  if (opts.auth && opts.token) throw new Error('startRegistry: auth (htpasswd) and token are exclusive');
   const dir = tempDir(cleanup, 'cove-reg-');
   const port = await freePort();
   const name = opts.name ?? (opts.proxyRemote ? 'proxy' : 'origin');
@@ -389,6 +398,10 @@ export async function startRegistry(
     const htpasswd = await run('htpasswd', ['-Bbn', opts.auth.username, opts.auth.password]);
     writeFileSync(join(dir, 'htpasswd'), htpasswd.stdout.split('\n').filter(Boolean).join('\n') + '\n');
     lines.push('auth:', '  htpasswd:', '    realm: basic-realm', `    path: ${join(dir, 'htpasswd')}`);
+  }
+  if (opts.token) {
+    const tk = opts.token;
+    lines.push('auth:', '  token:', `    realm: ${tk.realm}`, `    service: ${tk.service}`, `    issuer: ${tk.issuer}`, `    rootcertbundle: ${tk.rootCertBundle}`);
   }
   if (opts.proxyRemote) lines.push('proxy:', `  remoteurl: ${opts.proxyRemote}`);
   writeFileSync(join(dir, 'config.yml'), lines.join('\n') + '\n');
@@ -489,10 +502,14 @@ function blobPath(layoutDir: string, digest: string): string {
   return join(layoutDir, 'blobs', alg!, hex!);
 }
 
-/** Pushes an image from its OCI layout to `registry` as `repo:tag` with skopeo. */
-export async function pushImage(image: TestImage, registry: Registry, repoTag: string): Promise<void> {
-  const creds = registry.auth ? ['--dest-creds', `${registry.auth.username}:${registry.auth.password}`] : [];
-  await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', ...creds, `oci:${image.layout}:${image.tag}`, `docker://${registry.hostPort}/${repoTag}`], {
+/**
+ * Pushes an image from its OCI layout to `registry` as `repo:tag` with skopeo, with `creds` when
+ * given (a token-auth registry: a user the token server grants push), else the registry's htpasswd ones.
+ */
+export async function pushImage(image: TestImage, registry: Registry, repoTag: string, creds?: { username: string; password: string }): Promise<void> {
+  const as = creds ?? registry.auth;
+  const credArgs = as ? ['--dest-creds', `${as.username}:${as.password}`] : [];
+  await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', ...credArgs, `oci:${image.layout}:${image.tag}`, `docker://${registry.hostPort}/${repoTag}`], {
     timeoutMs: 300_000,
   });
 }
@@ -566,17 +583,18 @@ export class CoveProc {
 /**
  * Starts Cove in front of `upstream` with extra COVE_* env; waits for /healthz; stopped on cleanup.
  * `opts.port` listens on a port chosen beforehand (a site's nodes must know each other's URLs up
- * front); without it a free port is picked.
+ * front); without it a free port is picked. `opts.dataDir` reuses the data dir of a Cove stopped
+ * before (a restart: pass its `dataDir` and `port`); without it the data dir is new.
  */
 export async function startCove(
   cleanup: Cleanup,
   upstream: string,
   env: Record<string, string> = {},
-  opts: { port?: number } = {},
+  opts: { port?: number; dataDir?: string } = {},
 ): Promise<CoveProc> {
   if (!existsSync(COVE_CLI)) throw new Error(`${COVE_CLI} is missing: run npx tsc -p . first`);
   const dir = tempDir(cleanup, 'cove-d-');
-  const dataDir = join(dir, 'data');
+  const dataDir = opts.dataDir ?? join(dir, 'data');
   const port = opts.port ?? (await freePort());
   // Node flags as systemd/cove.service and `npm start` run Cove.
   const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
