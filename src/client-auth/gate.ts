@@ -11,7 +11,7 @@ import type { Req } from '../http/respond.js';
 import { DecisionBook } from './decisions.js';
 import type { OriginCheck } from './origin-check.js';
 import { usernameOf } from './origin-check.js';
-import { grantsPull, type Access, type TokenSigner } from './token.js';
+import { grantsPull, MIN_TOKEN_LIFETIME_S, TOKEN_LIFETIME_S, type Access, type TokenSigner } from './token.js';
 import { isValidName } from '../oci/reference.js';
 
 /** The path of Cove's token endpoint (the realm of its challenges). */
@@ -158,7 +158,9 @@ export class ClientAuth {
       const outcome = await this.#decide(authorization, target.upstream, target.repo);
       if (outcome.allowed) access.push({ type: 'repository', name, actions: ['pull'] });
     }
-    const issued = this.#o.signer.issue(subject, service, access, this.#now());
+    // A token outlives no decision by much: as long as the TTL, within the spec's usual bounds.
+    const lifetime = Math.min(TOKEN_LIFETIME_S, Math.max(MIN_TOKEN_LIFETIME_S, Math.round(this.#o.ttlMs / 1000)));
+    const issued = this.#o.signer.issue(subject, service, access, this.#now(), lifetime);
     return { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt };
   }
 

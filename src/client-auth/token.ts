@@ -26,8 +26,13 @@ export interface TokenClaims {
   access: Access[];
 }
 
-/** Lifetime of an issued token, seconds: short, so a revoked account stops pulling soon. */
+/**
+ * Lifetime of an issued token, seconds, at most: short, so a revoked account stops pulling soon.
+ * The gate issues tokens no longer than the decision TTL, and never under MIN_TOKEN_LIFETIME_S
+ * (the registry token spec's default; clients refresh tokens that expire sooner constantly).
+ */
 export const TOKEN_LIFETIME_S = 300;
+export const MIN_TOKEN_LIFETIME_S = 60;
 /** Clocks of clients and Cove may differ a little; nbf is set this far back. */
 const SKEW_S = 30;
 const KEY_FILE = 'client-auth.key';
@@ -73,11 +78,11 @@ export class TokenSigner {
     return authorization === null ? 'anonymous' : createHmac('sha256', this.#key).update(`credential\0${authorization}`).digest('hex');
   }
 
-  issue(sub: string, aud: string, access: Access[], now = Date.now()): { token: string; expiresIn: number; issuedAt: string } {
+  issue(sub: string, aud: string, access: Access[], now = Date.now(), lifetimeS = TOKEN_LIFETIME_S): { token: string; expiresIn: number; issuedAt: string } {
     const iat = Math.floor(now / 1000);
-    const claims: TokenClaims = { iss: this.issuer, sub, aud, iat, nbf: iat - SKEW_S, exp: iat + TOKEN_LIFETIME_S, access };
+    const claims: TokenClaims = { iss: this.issuer, sub, aud, iat, nbf: iat - SKEW_S, exp: iat + lifetimeS, access };
     const body = `${HEADER}.${b64u(JSON.stringify(claims))}`;
-    return { token: `${body}.${this.#sign(body)}`, expiresIn: TOKEN_LIFETIME_S, issuedAt: new Date(iat * 1000).toISOString() };
+    return { token: `${body}.${this.#sign(body)}`, expiresIn: lifetimeS, issuedAt: new Date(iat * 1000).toISOString() };
   }
 
   /** The claims of a token this Cove signed and that is valid now, else null. */
