@@ -68,8 +68,9 @@ export class ClientAuth {
   }
 
   /**
-   * Allows a pull of `repo` at `upstream`, or throws: 401 with a challenge when the request
-   * carries no usable credential, 403 when the origin does not let this client pull it.
+   * Allows a pull of the client's `name` (routed to `repo` at `upstream`), or throws: 401 with a
+   * challenge when the request carries no usable credential, 403 when the origin does not let
+   * this client pull it.
    */
   async authorize(req: Req, pull: PullRequestScope): Promise<Principal> {
     const { name, upstream, repo } = pull;
