@@ -30,6 +30,11 @@ export interface UpstreamConfig {
   bodyTimeoutMs: number;
   /** Proxy settings from HTTPS_PROXY / HTTP_PROXY / NO_PROXY. */
   proxy: { httpProxy: string | null; httpsProxy: string | null; noProxy: string | null };
+  /**
+   * Origins (scheme://host[:port]) besides the upstream's own whose token realms may be
+   * followed and sent credentials (e.g. a registry whose token service has its own host).
+   */
+  tokenRealms: string[];
 }
 
 /** Maps requests selected by `?ns=<match>` (or the default ns) to an upstream and a repo prefix. */
@@ -154,6 +159,7 @@ const SETTINGS = {
   passwordFile: { env: 'COVE_UPSTREAM_PASSWORD_FILE' },
   ca: { env: 'COVE_UPSTREAM_CA' },
   insecure: { env: 'COVE_UPSTREAM_INSECURE' },
+  tokenRealms: { env: 'COVE_UPSTREAM_TOKEN_REALMS' },
   upstreamTimeout: { env: 'COVE_UPSTREAM_TIMEOUT', flag: 'upstream-timeout' },
   upstreamBodyTimeout: { env: 'COVE_UPSTREAM_BODY_TIMEOUT' },
   tagTtl: { env: 'COVE_TAG_TTL', flag: 'tag-ttl' },
@@ -373,6 +379,7 @@ function buildUpstream(src: Sources): UpstreamConfig {
       httpProxy: proxyUrl(src, 'HTTP_PROXY', 'http_proxy'),
       noProxy: src.env('NO_PROXY') ?? src.env('no_proxy') ?? null,
     },
+    tokenRealms: parseUrlList(src.get('tokenRealms'), 'https://auth.example.com').map((url) => new URL(url).origin),
   };
 }
 

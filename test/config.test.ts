@@ -67,6 +67,7 @@ t.test('defaults', async (t) => {
       timeoutMs: 10_000,
       bodyTimeoutMs: 30_000,
       proxy: { httpProxy: null, httpsProxy: null, noProxy: null },
+      tokenRealms: [],
     },
   ]);
   t.same(c.routes, []);
@@ -444,6 +445,16 @@ t.test('the example config loads cleanly', async (t) => {
   t.equal(c.tagTtlMs, 300_000);
   t.ok(c.routes.some((r) => r.match === 'docker.io' && r.libraryPrefix), 'a docker.io route');
   t.equal(loadConfig({ env: { COVE_CONFIG: example } }).upstreams[0]!.url, 'https://harbor.example.com', 'through COVE_CONFIG');
+});
+
+t.test('token realms besides the upstream\'s own origin', async (t) => {
+  const base = { COVE_UPSTREAM: 'https://harbor.example.com' };
+  t.same(loadConfig({ env: { ...base, COVE_UPSTREAM_TOKEN_REALMS: 'https://auth.example.com, https://auth2.example.com:8443' }, flags: {} }).upstreams[0]!.tokenRealms, [
+    'https://auth.example.com',
+    'https://auth2.example.com:8443',
+  ]);
+  t.throws(() => loadConfig({ env: { ...base, COVE_UPSTREAM_TOKEN_REALMS: 'auth.example.com' }, flags: {} }), /COVE_UPSTREAM_TOKEN_REALMS/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_UPSTREAM_TOKEN_REALMS: 'https://auth.example.com/token' }, flags: {} }), /COVE_UPSTREAM_TOKEN_REALMS entry: .* no path/, 'an origin, not a realm URL');
 });
 
 t.test('client auth: mode, decision TTL and grace', async (t) => {

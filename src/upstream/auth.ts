@@ -3,7 +3,6 @@
 // the credentials. The scheme is remembered so later requests authenticate up front. Harbor answers
 // an expired or insufficient token with a *Basic* challenge: the token is dropped and re-fetched
 // from the remembered realm rather than treated as "use Basic".
-import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 import { findChallenge, parseChallenges } from './challenge.js';
@@ -18,8 +17,10 @@ export type AuthGet = (url: URL, headers: Record<string, string>, signal?: Abort
 export interface UpstreamAuthOptions {
   /** Upstream name, for errors and logs. */
   upstream: string;
-  /** The upstream's base URL; token realms must live on its host or registrable domain. */
+  /** The upstream's base URL; token realms must live on its origin or in `tokenRealms`. */
   baseUrl: URL;
+  /** Other origins whose token realms may be followed (COVE_UPSTREAM_TOKEN_REALMS). */
+  tokenRealms?: readonly string[];
   username: string | null;
   password: string | null;
   /** Performs the token request (body read with a limit by the caller). */
@@ -47,22 +48,16 @@ function bareHost(hostname: string): string {
 }
 
 /**
- * Whether a token realm may be followed (and sent the upstream's credentials): same host as the
- * upstream, or the same registrable domain (approximated by the last two labels). IP addresses,
- * loopback included, must be equal exactly.
+ * Whether a token realm may be followed (and sent credentials): on the upstream's own origin —
+ * scheme, host and port alike — or on one of the origins listed in `allowed`
+ * (COVE_UPSTREAM_TOKEN_REALMS). Another port on the same host, or a "related" domain, is another
+ * service and never gets the upstream's credentials. Never plain HTTP when the upstream is TLS.
  */
-export function realmAllowed(realm: URL, upstream: URL): boolean {
+export function realmAllowed(realm: URL, upstream: URL, allowed: readonly string[] = []): boolean {
   if (realm.protocol !== 'https:' && realm.protocol !== 'http:') return false;
-  // Never send credentials in clear text when the upstream itself is reached over TLS.
   if (upstream.protocol === 'https:' && realm.protocol !== 'https:') return false;
-  const a = bareHost(realm.hostname);
-  const b = bareHost(upstream.hostname);
-  if (a === b) return true;
-  if (isIP(a) !== 0 || isIP(b) !== 0) return false;
-  const la = a.split('.');
-  const lb = b.split('.');
-  if (la.length < 2 || lb.length < 2) return false;
-  return la.slice(-2).join('.') === lb.slice(-2).join('.');
+  const origin = (u: URL) => `${u.protocol}//${bareHost(u.hostname)}${u.port === '' ? '' : `:${u.port}`}`;
+  return origin(realm) === origin(upstream) || allowed.some((a) => origin(new URL(a)) === origin(realm));
 }
 
 export class UpstreamAuth {
@@ -126,11 +121,11 @@ export class UpstreamAuth {
       } catch {
         throw new UpstreamAuthError(name, 401, `upstream ${name} sent a Bearer challenge with an invalid realm ${JSON.stringify(realmText)}`);
       }
-      if (!realmAllowed(realm, this.#o.baseUrl)) {
+      if (!realmAllowed(realm, this.#o.baseUrl, this.#o.tokenRealms)) {
         throw new UpstreamAuthError(
           name,
           401,
-          `upstream ${name} (${this.#o.baseUrl.host}) named token realm ${realmText}, which is not on its host or domain; refusing to follow it`,
+          `upstream ${name} (${this.#o.baseUrl.origin}) named token realm ${realmText}, which is not on its own origin; refusing to follow it (list that origin in COVE_UPSTREAM_TOKEN_REALMS if it is the registry's token service)`,
         );
       }
       const service = bearer.params.service ?? null;

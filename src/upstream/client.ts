@@ -79,6 +79,7 @@ export class UpstreamClient {
   /** Dispatchers for other origins (redirect targets): one direct Agent, one per proxy. */
   readonly #foreign = new Map<string, Dispatcher>();
   readonly #auth: UpstreamAuth;
+  readonly #tokenRealms: readonly string[];
   readonly #breaker: Breaker;
   #closed = false;
 
@@ -99,9 +100,11 @@ export class UpstreamClient {
       baseUrl: this.baseUrl,
       username: cfg.username,
       password: cfg.password,
+      tokenRealms: cfg.tokenRealms,
       logger: options.logger,
       get: (url, headers, signal) => this.#getSmall(url, headers, signal),
     });
+    this.#tokenRealms = cfg.tokenRealms;
     this.#breaker = new Breaker(cfg.name, options.logger, () => this.#probe());
   }
 
@@ -190,8 +193,8 @@ export class UpstreamClient {
     if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
     if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`);
     const own = url.origin === this.baseUrl.origin;
-    if (!own && !realmAllowed(url, this.baseUrl)) {
-      throw new UpstreamAuthError(this.name, 401, `upstream ${this.name} named ${url.origin}, which is not on its host or domain; client credentials are not sent there`);
+    if (!own && !realmAllowed(url, this.baseUrl, this.#tokenRealms)) {
+      throw new UpstreamAuthError(this.name, 401, `upstream ${this.name} named ${url.origin}, which is not its own origin nor in COVE_UPSTREAM_TOKEN_REALMS; client credentials are not sent there`);
     }
     if (own) this.#breaker.check();
     const headers: Record<string, string> = { accept: 'application/json', 'accept-encoding': 'identity', 'user-agent': this.#userAgent };

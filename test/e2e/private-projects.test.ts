@@ -67,6 +67,9 @@ const PASSTHROUGH: Record<string, string> = {
 };
 
 const BASE_TOOLS = ['docker-registry', 'skopeo', 'umoci', 'openssl'];
+/** Cove in front of the world's registry, whose token service (on its own port) it may follow. */
+const startCoveAt = (cleanup: Cleanup, w: World, env: Record<string, string>, opts?: Parameters<typeof startCove>[3]) =>
+  startCove(cleanup, w.origin.url, { COVE_UPSTREAM_TOKEN_REALMS: new URL(w.tokens.realm).origin, ...env }, opts);
 const NO_INTERNET = { HTTPS_PROXY: 'http://127.0.0.1:9', HTTP_PROXY: 'http://127.0.0.1:9', NO_PROXY: '127.0.0.1,localhost' };
 const sha256File = (file: string) => `sha256:${createHash('sha256').update(readFileSync(file)).digest('hex')}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -257,7 +260,7 @@ t.test('passthrough: reader-a pulls team-a/app:1 through Cove; anonymous and rea
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   const ref = `${cove.hostPort}/team-a/app:1`;
   const manifestPath = '/v2/team-a/app/manifests/1';
   const layer = w.img.teamA.layers[0]!;
@@ -369,7 +372,7 @@ t.test("blob scoping: reader-a's token cannot read team-b/app's cached layer thr
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   await pullOk(t, `${cove.hostPort}/team-a/app:1`, join(w.work, 'a'), w.img.teamA, creds(A), 'reader-a caches team-a/app');
   await pullOk(t, `${cove.hostPort}/team-b/app:1`, join(w.work, 'b'), w.img.teamB, creds(B), 'reader-b caches team-b/app');
 
@@ -421,7 +424,7 @@ t.test("other ways in: another repository's scope, tags lists, tampered and unsi
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   await pullOk(t, `${cove.hostPort}/team-b/app:1`, join(w.work, 'b'), w.img.teamB, creds(B), 'reader-b caches team-b/app');
 
   t.equal((await coveGet(cove, '/v2/', undefined, 'HEAD')).status, 401, 'anonymous HEAD /v2/: 401');
@@ -475,7 +478,7 @@ t.test('decisions expire after COVE_CLIENT_AUTH_TTL: a revoked grant and a chang
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_CLIENT_AUTH_TTL: '1s' });
+  const cove = await startCoveAt(cleanup, w, { ...PASSTHROUGH, COVE_CLIENT_AUTH_TTL: '1s' });
   const refA = `${cove.hostPort}/team-a/app:1`;
   const refB = `${cove.hostPort}/team-b/app:1`;
   await pullOk(t, refA, join(w.work, 'a'), w.img.teamA, creds(A), 'reader-a before the change');
@@ -513,7 +516,7 @@ t.test("routes: a routed name (library/app -> dockerhub/library/app) is judged b
   const LIB = { username: 'lib-reader', password: 'lib-secret' };
   w.tokens.setUser(HUB.username, { password: HUB.password, prefixes: ['dockerhub/'] });
   w.tokens.setUser(LIB.username, { password: LIB.password, prefixes: ['library/'] });
-  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_ROUTES: 'docker.io=dockerhub/', COVE_DEFAULT_NS: 'docker.io' });
+  const cove = await startCoveAt(cleanup, w, { ...PASSTHROUGH, COVE_ROUTES: 'docker.io=dockerhub/', COVE_DEFAULT_NS: 'docker.io' });
   // A client pulling docker.io/library/app:1 from the mirror names library/app.
   const ref = `${cove.hostPort}/library/app:1`;
 
@@ -552,7 +555,7 @@ t.test('routes with real clients: ctr through a hosts.toml mirror (?ns=docker.io
   await pushImage(w.img.pub, w.origin, 'dockerhub/library/app:1', ROBOT);
   const HUB = { username: 'hub-reader', password: 'hub-secret' };
   w.tokens.setUser(HUB.username, { password: HUB.password, prefixes: ['dockerhub/'] });
-  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_ROUTES: 'docker.io=dockerhub/', COVE_DEFAULT_NS: 'docker.io' });
+  const cove = await startCoveAt(cleanup, w, { ...PASSTHROUGH, COVE_ROUTES: 'docker.io=dockerhub/', COVE_DEFAULT_NS: 'docker.io' });
   const containerd = await startContainerd(cleanup);
 
   // containerd: docker.io's hosts.toml sends pulls to Cove (?ns=docker.io); the fallback server
@@ -626,7 +629,7 @@ t.test('a multi-arch index in team-a: reader-a pulls it (--all: both children an
   await run('skopeo', ['copy', '-q', '--all', '--dest-tls-verify=false', '--dest-creds', creds(ROBOT), `oci:${join(w.work, 'multi-layout')}:multi`, `docker://${w.origin.hostPort}/team-a/multi:1`], {
     timeoutMs: 120_000,
   });
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   const ref = `docker://${cove.hostPort}/team-a/multi:1`;
   const copy = (out: string, c: string, all: boolean) =>
     run('skopeo', ['copy', '-q', ...(all ? ['--all'] : []), '--src-tls-verify=false', '--src-creds', c, ref, `dir:${out}`], { allowFail: true, timeoutMs: 90_000 });
@@ -658,7 +661,7 @@ t.test('outage: cached decisions hold within the grace, across a restart; wrong 
   const w = await world(cleanup);
   // A 1 s TTL: every check during the outage is past it, so only the grace can let a client in.
   const env = { ...PASSTHROUGH, COVE_CLIENT_AUTH_TTL: '1s' };
-  let cove = await startCove(cleanup, w.origin.url, env);
+  let cove = await startCoveAt(cleanup, w, env);
   const ref = () => `${cove.hostPort}/team-a/app:1`;
   await pullOk(t, ref(), join(w.work, 'before'), w.img.teamA, creds(A), 'before the outage: reader-a');
   await pullRefused(t, ref(), join(w.work, 'before-b'), creds(B), 'before the outage: reader-b');
@@ -686,11 +689,11 @@ t.test('outage: cached decisions hold within the grace, across a restart; wrong 
   await during('outage');
 
   await cove.proc.stop();
-  cove = await startCove(cleanup, w.origin.url, env, { port: cove.port, dataDir: cove.dataDir });
+  cove = await startCoveAt(cleanup, w, env, { port: cove.port, dataDir: cove.dataDir });
   await during('outage, Cove restarted');
 
   await cove.proc.stop();
-  cove = await startCove(cleanup, w.origin.url, { ...env, COVE_CLIENT_AUTH_GRACE: '3s' }, { port: cove.port, dataDir: cove.dataDir });
+  cove = await startCoveAt(cleanup, w, { ...env, COVE_CLIENT_AUTH_GRACE: '3s' }, { port: cove.port, dataDir: cove.dataDir });
   await sleep(3500); // past the 3 s grace, however it is counted (from the decision or from the outage)
   // Past the grace Cove cannot tell either way: a refusal or "origin unavailable" both keep reader-a out.
   await pullRefused(t, ref(), join(w.work, 'after-grace'), creds(A), 'outage past COVE_CLIENT_AUTH_GRACE=3s: reader-a', new RegExp(`${AUTH_REFUSAL.source}|\\b503\\b|unavailable`, 'i'));
@@ -704,7 +707,7 @@ t.test('a public project: anonymous pulls of public/app:1 through Cove work, als
   if (!requireTools(t, BASE_TOOLS)) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, { ...PASSTHROUGH, COVE_CLIENT_AUTH_TTL: '1s' });
+  const cove = await startCoveAt(cleanup, w, { ...PASSTHROUGH, COVE_CLIENT_AUTH_TTL: '1s' });
   await pullOk(t, `${cove.hostPort}/public/app:1`, join(w.work, 'pub'), w.img.pub, undefined, 'anonymous public/app:1 (cold)');
   t.ok(
     w.tokens.requests.some((r) => r.user === null && r.scopes.includes('repository:public/app:pull') && r.access[0]?.actions.includes('pull')),
@@ -726,7 +729,7 @@ for (const mode of [undefined, 'open'] as const) {
     const cleanup = Cleanup.forTest(t);
     const w = await world(cleanup);
     const { COVE_CLIENT_AUTH: _passthrough, ...env } = PASSTHROUGH;
-    const cove = await startCove(cleanup, w.origin.url, mode ? { ...env, COVE_CLIENT_AUTH: mode } : env);
+    const cove = await startCoveAt(cleanup, w, mode ? { ...env, COVE_CLIENT_AUTH: mode } : env);
     t.equal((await coveGet(cove, '/v2/')).status, 200, 'anonymous GET /v2/: 200');
     w.tokens.markNow();
     await pullOk(t, `${cove.hostPort}/team-a/app:1`, join(w.work, 'a'), w.img.teamA, undefined, 'anonymous team-a/app:1');
@@ -798,7 +801,7 @@ t.test('dockerd: docker login to Cove as reader-a, then pulls of team-a (works) 
   if (!requireRoot(t, 'dockerd')) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   const containerd = await startContainerd(cleanup);
   const dockerd = await startDockerd(cleanup, containerd.socket, { 'insecure-registries': [cove.hostPort] });
   const config = join(w.work, 'docker-config');
@@ -842,7 +845,7 @@ t.test('containerd: ctr image pull --user reader-a works, --user reader-b is ref
   if (!requireRoot(t, 'containerd')) return;
   const cleanup = Cleanup.forTest(t);
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   const containerd = await startContainerd(cleanup);
   const ctr = (args: string[]) =>
     run('ctr', ['-a', containerd.socket, '-n', 'cove-e2e', ...args], { allowFail: true, timeoutMs: 120_000, env: { ...process.env, ...NO_INTERNET } });
@@ -885,7 +888,7 @@ t.test('podman: podman pull --creds reader-a works (and --creds reader-b is refu
     for (const p of hostSideEffects) rmSync(p, { recursive: true, force: true });
   });
   const w = await world(cleanup);
-  const cove = await startCove(cleanup, w.origin.url, PASSTHROUGH);
+  const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   const pm = join(w.work, 'podman');
   // An auth file of its own (podman wants it to exist): nothing from root's logins is used.
   const authFile = join(w.work, 'podman-auth.json');

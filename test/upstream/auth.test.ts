@@ -165,23 +165,45 @@ t.test('Bearer: a realm on a foreign host is refused and never contacted', async
   t.equal(foreign.requests.length, 0, 'the foreign realm never saw a request (nor the credentials)');
 });
 
-t.test('realm host rules', async (t) => {
+t.test('realm rules: the upstream\'s own origin, or an allowed one', async (t) => {
   const cases: Array<[string, string, boolean]> = [
     ['https://harbor.example.com/service/token', 'https://harbor.example.com', true],
-    ['https://auth.example.com/token', 'https://harbor.example.com', true],
     ['https://HARBOR.example.com./token', 'https://harbor.example.com', true],
-    ['https://harbor.example.com:8443/token', 'https://harbor.example.com', true],
+    ['https://harbor.example.com:443/token', 'https://harbor.example.com', true],
+    // Regression: another port on the same host got the robot's credentials, and the
+    // "registrable domain" rule let any *.co.uk realm through.
+    ['https://harbor.example.com:8443/token', 'https://harbor.example.com', false],
+    ['https://auth.example.com/token', 'https://harbor.example.com', false],
+    ['https://evil.co.uk/token', 'https://harbor.co.uk', false],
     ['https://evil.com/token', 'https://harbor.example.com', false],
     ['https://example.com.evil.com/token', 'https://harbor.example.com', false],
     ['http://harbor.example.com/token', 'https://harbor.example.com', false],
-    ['http://127.0.0.1:9/token', 'http://127.0.0.1:5000', true],
+    ['http://127.0.0.1:5000/token', 'http://127.0.0.1:5000', true],
+    ['http://127.0.0.1:9/token', 'http://127.0.0.1:5000', false],
     ['http://127.0.0.2/token', 'http://127.0.0.1:5000', false],
     ['http://10.0.0.1/token', 'http://127.0.0.1', false],
-    ['http://[::1]:9/token', 'http://[::1]:5000', true],
+    ['http://[::1]:5000/token', 'http://[::1]:5000', true],
+    ['http://[::1]:9/token', 'http://[::1]:5000', false],
     ['http://localhost/token', 'http://127.0.0.1', false],
     ['ftp://harbor.example.com/token', 'https://harbor.example.com', false],
   ];
   for (const [realm, upstream, want] of cases) t.equal(realmAllowed(new URL(realm), new URL(upstream)), want, `${realm} for ${upstream}`);
+  const allowed = ['https://auth.example.com'];
+  t.equal(realmAllowed(new URL('https://auth.example.com/token'), new URL('https://harbor.example.com'), allowed), true, 'an allowed origin');
+  t.equal(realmAllowed(new URL('https://auth.example.com:444/token'), new URL('https://harbor.example.com'), allowed), false, 'not another port of it');
+  t.equal(realmAllowed(new URL('http://auth.example.com/token'), new URL('https://harbor.example.com'), ['http://auth.example.com']), false, 'never clear text under TLS');
+});
+
+t.test('a realm on another port of the origin\'s host never sees the credentials', async (t) => {
+  const foreign = await startServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"token":"stolen"}');
+  });
+  t.teardown(() => foreign.close());
+  const reg = await bearerRegistry(t, { realm: () => `http://127.0.0.1:${new URL(foreign.url).port}/token` });
+  const client = testClient(t, reg.server.url, { username: 'edge', password: 'pw' });
+  const err = await client.request({ method: 'GET', path: '/v2/x/manifests/1', repo: 'x' }).catch((e: unknown) => e);
+  t.type(err, UpstreamAuthError);
+  t.equal(foreign.requests.length, 0, 'the other port never saw a request, nor the credentials');
 });
 
 async function basicRegistry(t: { teardown(fn: () => unknown): void }, user: string, pass: string): Promise<{ server: TestServer; challenges: number }> {

@@ -54,6 +54,7 @@ export function upstreamConfig(url: string, overrides: Partial<UpstreamConfig> =
     timeoutMs: 2000,
     bodyTimeoutMs: 2000,
     proxy: { httpProxy: null, httpsProxy: null, noProxy: null },
+    tokenRealms: [],
     ...overrides,
   };
 }
