@@ -413,6 +413,9 @@ async function callLocal(
 
 async function serve(flags: Record<string, string | boolean | undefined>): Promise<number> {
   const config = loadConfig({ flags });
+  // Whatever Cove creates (index files, journals, keys) is for its own user only, as the unit's
+  // UMask=0077 makes it under systemd.
+  process.umask(0o077);
   const cove = await startCove(config);
   guardUndiciPausedParser(cove.log);
   await new Promise<void>((resolve) => {

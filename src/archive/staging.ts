@@ -151,7 +151,7 @@ export class Staging implements ArchiveContents {
     const path = join(this.#store.tmpDir, `import-${randomBytes(8).toString('hex')}.part`);
     const hash = createHash('sha256');
     let head: Buffer | null = null;
-    let handle: FileHandle | null = await open(path, 'wx');
+    let handle: FileHandle | null = await open(path, 'wx', 0o600);
     this.#temps.add(path);
     let written = 0;
     try {

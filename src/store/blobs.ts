@@ -2,7 +2,7 @@
 // `<data>/blobs/tmp/` on the same file system, and a versioned layout marker so a later change
 // of layout can be recognised and migrated.
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CoveError, OciError } from '../errors.js';
@@ -43,8 +43,11 @@ export class BlobStore {
    * run left behind (a process that died mid-fill); returns how many were removed.
    */
   async open(): Promise<{ tempFilesRemoved: number }> {
-    await mkdir(this.tmpDir, { recursive: true });
-    for (const alg of ALGORITHMS) await mkdir(join(this.blobsDir, alg), { recursive: true });
+    // The data directory and everything in it are Cove's alone, with or without systemd's
+    // StateDirectoryMode=0700: mkdir's mode covers new directories, chmod an existing one.
+    await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
+    for (const alg of ALGORITHMS) await mkdir(join(this.blobsDir, alg), { recursive: true, mode: 0o700 });
+    await chmod(this.dataDir, 0o700);
     await this.#checkLayout();
     let tempFilesRemoved = 0;
     for (const name of await readdir(this.tmpDir)) {

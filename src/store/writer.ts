@@ -54,7 +54,8 @@ export class BlobWriter {
     }
     // Validates the digest before any file exists.
     new DigestVerifier(digest);
-    const handle = await open(paths.tempPath, 'wx');
+    // Owner-only whatever the umask: a cached private layer is no other local user's business.
+    const handle = await open(paths.tempPath, 'wx', 0o600);
     return new BlobWriter(digest, expectedSize, paths, handle);
   }
 
@@ -181,7 +182,7 @@ export class BlobWriter {
  */
 export async function publish(tempPath: string, finalPath: string): Promise<boolean> {
   const dir = dirname(finalPath);
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   // link() creates the name only if it is absent, atomically: of two writers of one digest
   // exactly one learns it added the blob, so the cache's byte count never counts it twice.
   try {

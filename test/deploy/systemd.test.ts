@@ -72,6 +72,10 @@ t.test('the unit keeps what install.sh, the README and Cove rely on', async (t) 
   const stopMs = parseDuration(values('TimeoutStopSec')[0] ?? '90s');
   const graceMs = parseDuration(DEFAULTS.shutdownGrace);
   t.ok(stopMs > graceMs, `TimeoutStopSec (${stopMs} ms) is above COVE_SHUTDOWN_GRACE's default (${graceMs} ms)`);
+  t.same(values('MemoryMax'), ['1G'], 'MemoryMax=1G: a leak or a flood cannot take the node');
+  t.same(values('TasksMax'), ['256'], 'TasksMax=256');
+  t.same(values('LimitNOFILE'), ['65536'], 'LimitNOFILE=65536');
+  t.same(values('UMask'), ['0077'], 'UMask=0077');
 });
 
 t.test('systemd-analyze verify accepts the unit without a warning', async (t) => {
