@@ -122,7 +122,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     staleWhileRevalidate: config.staleWhileRevalidate,
     peerTags: peers ? (target, tag, accept) => peers.tier.tagFromPeers(target, tag, accept) : undefined,
     onStored: (n) => evictor.added(n),
-    onFetchedFor: (target, digest) => catalog.putRepoManifest(target.upstream, target.repo, digest),
+    // Which repository holds what matters only when clients are told apart (client-auth/repo-scope).
+    onFetchedFor: config.clientAuth.mode === 'passthrough' ? (target, digest) => catalog.putRepoManifest(target.upstream, target.repo, digest) : undefined,
   });
   const routes = new RouteMap(config);
   const clientAuth = config.clientAuth.mode === 'passthrough' ? await openClientAuth(config, clients, routes, counters, log, nodeId) : null;

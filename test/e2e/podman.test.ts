@@ -16,7 +16,7 @@
 import t from 'tap';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { COVE_CLI, Cleanup, Registry, buildImage, isBlobPath, pushImage, requireRoot, requireTools, run, startCove, startRegistry, tempDir } from './real.js';
+import { COVE_CLI, Cleanup, Registry, buildImage, isBlobPath, pushImage, requireRoot, requireTools, run, startCove, startRegistry, tempDir, podmanIsolation } from './real.js';
 
 const NO_INTERNET = { HTTPS_PROXY: 'http://127.0.0.1:9', HTTP_PROXY: 'http://127.0.0.1:9', NO_PROXY: '127.0.0.1,localhost' };
 const REGISTRY = 'harbor.test';
@@ -69,17 +69,7 @@ t.test('podman pulls through Cove with the registries.conf drop-in from cove cli
   const podman = (args: string[], timeoutMs = 120_000) =>
     run(
       'podman',
-      [
-        '--root', join(pm, 'root'),
-        '--runroot', join(pm, 'runroot'),
-        '--tmpdir', join(pm, 'tmp'),
-        '--network-config-dir', join(pm, 'net'),
-        '--volumepath', join(pm, 'volumes'),
-        '--storage-driver', 'vfs',
-        '--cgroup-manager', 'cgroupfs',
-        '--events-backend', 'file',
-        ...args,
-      ],
+      [...podmanIsolation(pm), ...args],
       { timeoutMs, env },
     );
   // podman's vfs layers are owned by root and some read-only: remove them with podman first, then

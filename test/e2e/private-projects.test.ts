@@ -39,6 +39,7 @@ import {
   waitFor,
   type CoveProc,
   type TestImage,
+  podmanIsolation,
 } from './real.js';
 import { TokenServer, jwtClaims } from './token-server.js';
 import { freePort } from '../helpers/process.js';
@@ -896,17 +897,7 @@ t.test('podman: podman pull --creds reader-a works (and --creds reader-b is refu
   const podman = (args: string[]) =>
     run(
       'podman',
-      [
-        '--root', join(pm, 'root'),
-        '--runroot', join(pm, 'runroot'),
-        '--tmpdir', join(pm, 'tmp'),
-        '--network-config-dir', join(pm, 'net'),
-        '--volumepath', join(pm, 'volumes'),
-        '--storage-driver', 'vfs',
-        '--cgroup-manager', 'cgroupfs',
-        '--events-backend', 'file',
-        ...args,
-      ],
+      [...podmanIsolation(pm), ...args],
       { allowFail: true, timeoutMs: 120_000, env: { ...process.env, ...NO_INTERNET, REGISTRY_AUTH_FILE: authFile } },
     );
   cleanup.add(async () => {

@@ -365,6 +365,23 @@ export class Registry {
 }
 
 /**
+ * podman's global options that keep it inside `dir`: its own storage (vfs), run root, temp and
+ * network config, no systemd cgroups or journald — nothing of the host's containers touched.
+ */
+export function podmanIsolation(dir: string): string[] {
+  return [
+    '--root', join(dir, 'root'),
+    '--runroot', join(dir, 'runroot'),
+    '--tmpdir', join(dir, 'tmp'),
+    '--network-config-dir', join(dir, 'net'),
+    '--volumepath', join(dir, 'volumes'),
+    '--storage-driver', 'vfs',
+    '--cgroup-manager', 'cgroupfs',
+    '--events-backend', 'file',
+  ];
+}
+
+/**
  * Starts docker-registry (optionally with htpasswd auth, with bearer-token auth against a token
  * server such as token-server.ts, or in proxy mode) and waits for /v2/.
  */

@@ -597,25 +597,11 @@ export class OriginRegistry {
         else socket.end(body);
         return;
       }
-      const slice = fault.bytesPerSecond ? Math.max(1, Math.floor(fault.bytesPerSecond / 20)) : body.length;
-      let offset = 0;
-      const tick = () => {
-        if (socket.destroyed) return;
-        const chunk = body.subarray(offset, offset + slice);
-        offset += chunk.length;
+      this.#drip(body, fault.bytesPerSecond ?? null, () => socket.destroyed, (chunk, last) => {
         count(chunk.length);
         if (chunk.length > 0) socket.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
-        if (offset >= body.length) {
-          socket.end('0\r\n\r\n');
-          return;
-        }
-        const timer = setTimeout(() => {
-          this.#timers.delete(timer);
-          tick();
-        }, 50);
-        this.#timers.add(timer);
-      };
-      tick();
+        if (last) socket.end('0\r\n\r\n');
+      });
       return;
     }
     res.writeHead(status, headers);
@@ -645,19 +631,27 @@ export class OriginRegistry {
       return; // stall: never another byte; stop() cuts the socket
     }
     if (fault.type !== 'slow') return;
-    // slow: a slice every 50 ms at the given rate
-    const slice = Math.max(1, Math.floor(fault.bytesPerSecond / 20));
+    this.#drip(body, fault.bytesPerSecond, () => res.destroyed, (chunk, last) => {
+      count(chunk.length);
+      if (last) res.end(chunk);
+      else res.write(chunk);
+    });
+  }
+
+  /**
+   * Hands `body` to `send` a slice every 50 ms at `bytesPerSecond` (all at once when null),
+   * stopping early once `gone()`; the last slice is marked. Timers are cleared on stop.
+   */
+  #drip(body: Buffer, bytesPerSecond: number | null, gone: () => boolean, send: (chunk: Buffer, last: boolean) => void): void {
+    const slice = bytesPerSecond ? Math.max(1, Math.floor(bytesPerSecond / 20)) : body.length;
     let offset = 0;
     const tick = () => {
-      if (res.destroyed) return;
+      if (gone()) return;
       const chunk = body.subarray(offset, offset + slice);
       offset += chunk.length;
-      count(chunk.length);
-      if (offset >= body.length) {
-        res.end(chunk);
-        return;
-      }
-      res.write(chunk);
+      const last = offset >= body.length;
+      send(chunk, last);
+      if (last) return;
       const timer = setTimeout(() => {
         this.#timers.delete(timer);
         tick();

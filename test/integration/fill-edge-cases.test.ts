@@ -58,6 +58,25 @@ t.test('a Range past a tier\'s false zero length is not refused with 416 (found 
   t.ok(next.body.equals(layer.bytes.subarray(10, 100)), 'the span of the real blob');
 });
 
+t.test('a HEAD beside a fill whose tier declares a non-empty blob empty never answers length 0 (found by the chaos test)', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [100_000], seed: 'zero-length-head' });
+  origin.putImage('proj/zero', '1', image);
+  const layer = image.layers[0]!;
+  origin.setFault({ digest: layer.digest }, { type: 'zero-length' }, 5);
+  const cove = await startTestCove(t, origin.url);
+  const url = `${cove.url}/v2/proj/zero/blobs/${layer.digest}`;
+  const lengths: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const [, head] = await Promise.all([outcome(url), fetchAll(url, { method: 'HEAD' })]);
+    lengths.push(`${head.status}:${head.headers['content-length'] ?? ''}`);
+    await cove.fillsDone();
+  }
+  // An error is an honest answer (the fill failed); a 200 must carry the real length.
+  t.ok(lengths.every((l) => !l.startsWith('200:') || l === `200:${layer.bytes.length}`), `no HEAD said a false length (${lengths.join(', ')})`);
+});
+
 t.test('an empty blob whose digest is right is still served as a complete empty 200', async (t) => {
   const origin = await OriginRegistry.start();
   t.teardown(() => origin.close());
