@@ -131,7 +131,9 @@ export class PeerTable {
 
   /** Asks every peer (static and discovered) who it is now, and waits for the answers. */
   async probe(): Promise<void> {
-    await Promise.all([...this.#byUrl.values()].filter((e) => !e.self).map((e) => this.#probeOne(e)));
+    for (const entry of [...this.#byUrl.values()]) if (!entry.self) void this.#probeOne(entry);
+    // Probes already running (a new announcement's) count too: the caller wants every answer in.
+    await Promise.all([...this.#probes]);
   }
 
   /**
