@@ -366,8 +366,10 @@ class Discovery implements Mdns {
       }
       const target = srv.data.target.toLowerCase();
       const addresses = records.flatMap((x) => (x.type === 'A' && x.name.toLowerCase() === target ? [x.data] : []));
-      if (rinfo.family === 'IPv4') addresses.push(rinfo.address);
-      // The first announced address this link may use; the sender's own address as a last resort.
+      // The sender's own address only when the announcement names none: an announcement that names
+      // an address this link may not use is dropped, not redirected to whoever sent it.
+      if (addresses.length === 0 && rinfo.family === 'IPv4') addresses.push(rinfo.address);
+      // The first announced address this link may use.
       const address = addresses.find((addr) => this.acceptable(link, addr));
       if (!address) {
         this.log.debug({ peer: txt.id, addresses, from: rinfo.address }, 'mdns peer ignored: no announced address on this link');

@@ -93,8 +93,8 @@ export class PeerTable {
   readonly #probes = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
-  #ignoredLoggedAt = 0;
-  #ignoredSinceLog = 0;
+  /** Per message: when it was last logged as a warning, and how many were ignored since. */
+  readonly #ignoredLog = new Map<string, { at: number; since: number }>();
 
   constructor(options: PeerTableOptions) {
     this.#o = options;
@@ -373,15 +373,17 @@ export class PeerTable {
     return entry.failures >= RELEASE_AFTER_FAILURES || now - entry.lastSeen > DISCOVERED_TTL_MS;
   }
 
-  /** Logs an ignored announcement: each at debug, and a warning at most once per IGNORED_LOG_MS. */
+  /** Logs an ignored announcement: each at debug, and a warning per kind at most once per IGNORED_LOG_MS. */
   #ignored(fields: Record<string, unknown>, msg: string): void {
     this.#o.log.debug(fields, msg);
-    this.#ignoredSinceLog++;
     const now = this.#now();
-    if (now - this.#ignoredLoggedAt < IGNORED_LOG_MS) return;
-    this.#o.log.warn({ ...fields, ignored: this.#ignoredSinceLog }, msg);
-    this.#ignoredLoggedAt = now;
-    this.#ignoredSinceLog = 0;
+    const seen = this.#ignoredLog.get(msg) ?? { at: -Infinity, since: 0 };
+    seen.since++;
+    this.#ignoredLog.set(msg, seen);
+    if (now - seen.at < IGNORED_LOG_MS) return;
+    this.#o.log.warn({ ...fields, ignored: seen.since }, msg);
+    seen.at = now;
+    seen.since = 0;
   }
 
   #entryById(id: string): PeerEntry | undefined {
