@@ -30,7 +30,7 @@ export const MAX_DISCOVERED_PEERS = 32;
 const RELEASE_AFTER_FAILURES = 2;
 /** A discovered peer never admitted may give its place to a new announcement after this long. */
 const PENDING_MIN_MS = 5_000;
-/** Announcements ignored for a full table are logged at most this often. */
+/** Each kind of ignored announcement is logged as a warning at most this often. */
 const IGNORED_LOG_MS = 60_000;
 
 export interface PeerEntry {
@@ -93,6 +93,11 @@ export class PeerTable {
   readonly #probes = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
+  /**
+   * Ids that said goodbye lately, with the URL they had: a goodbye is one unauthenticated datagram
+   * too, so for DISCOVERED_TTL_MS the id may come back at that URL only. Bounded (oldest dropped).
+   */
+  readonly #departed = new Map<string, { url: string; until: number }>();
   /** Per message: when it was last logged as a warning, and how many were ignored since. */
   readonly #ignoredLog = new Map<string, { at: number; since: number }>();
 
@@ -151,6 +156,11 @@ export class PeerTable {
       return;
     }
     const now = this.#now();
+    const departed = this.#departed.get(info.id);
+    if (departed && departed.until > now && departed.url !== info.url) {
+      this.#ignored({ peer: info.id, url: info.url, known: departed.url }, 'announcement moving a peer that just said goodbye to another URL ignored');
+      return;
+    }
     const known = this.#entryById(info.id);
     if (known && known.source === 'static') return; // the operator's URL for it wins
     if (known && known.url === info.url) {
@@ -205,11 +215,20 @@ export class PeerTable {
     void this.#probeOne(entry);
   }
 
-  /** A discovered peer said goodbye: drop it (a static peer stays; its probe will tell). */
+  /**
+   * A discovered peer said goodbye: drop it (a static peer stays; its probe will tell). Its id may
+   * come back only at the same URL for a while, so a forged goodbye cannot hand the id to another.
+   */
   forgetDiscovered(id: string): void {
     const entry = this.#entryById(id);
     if (!entry || entry.source !== 'mdns') return;
     this.#byUrl.delete(entry.url);
+    const now = this.#now();
+    for (const [gone, d] of this.#departed) if (d.until <= now) this.#departed.delete(gone);
+    this.#departed.delete(id);
+    this.#departed.set(id, { url: entry.url, until: now + DISCOVERED_TTL_MS });
+    // Only ids that held a place can be here, but places are reused: keep the newest.
+    while (this.#departed.size > 2 * this.#maxDiscovered) this.#departed.delete(this.#departed.keys().next().value!);
     this.#o.log.info({ peer: id, url: entry.url }, 'peer left (mDNS goodbye)');
   }
 

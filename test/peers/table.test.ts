@@ -109,6 +109,23 @@ t.test('an announcement moving a known id to a new URL is ignored while the firs
   t.equal(table.byId('peer-a')?.url, impostor.url, 'after its first URL failed, the id moves');
 });
 
+t.test('a goodbye (as forgeable as an announcement) does not hand a known id to another URL', async (t) => {
+  const table = tableFor(t);
+  const real = await fakePeer(t, 'peer-a');
+  const impostor = await fakePeer(t, 'peer-a', { host: '127.0.0.2' });
+  table.upsertDiscovered({ id: 'peer-a', site: 'default', url: real.url });
+  await table.probe();
+  table.forgetDiscovered('peer-a');
+  t.equal(table.byId('peer-a'), undefined, 'a goodbye drops the peer at once');
+  table.upsertDiscovered({ id: 'peer-a', site: 'default', url: impostor.url });
+  await table.probe();
+  t.equal(table.byId('peer-a'), undefined, 'an announcement of that id at another URL right after is ignored');
+  t.equal(impostor.seen.length, 0, 'and the other URL is never asked');
+  table.upsertDiscovered({ id: 'peer-a', site: 'default', url: real.url });
+  await table.probe();
+  t.same(table.live().map((p) => p.url), [real.url], 'at its own URL the id comes back (a forged goodbye costs a moment)');
+});
+
 t.test('announcements at link-local, metadata, foreign or loopback addresses are ignored', async (t) => {
   const table = tableFor(t, { nets: () => [{ cidr: '10.20.30.5/24', internal: false }, { cidr: '127.0.0.1/8', internal: true }], loopbackOk: false });
   const refused = [
