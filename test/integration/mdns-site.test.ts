@@ -226,7 +226,7 @@ t.test('Coves in separate namespaces find each other by mDNS and share blobs whe
       waitFor(`${n.id} /healthz (log: ${n.proc.logFile})`, async () => {
         if (!n.proc.running) throw new Error(`${n.id} exited at start (code ${n.proc.exitCode}):\n${n.proc.tail()}`);
         return (await local(lan, n, '/healthz')).status === 200;
-      }, 20_000, 200),
+      }, 60_000, 200),
     ),
   );
   t.pass('four Coves serve, each in its own namespace');
