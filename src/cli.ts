@@ -44,7 +44,7 @@ Usage:
                            ones until the cache is under the low watermark of COVE_MAX_CACHE_BYTES
   cove peers [--json] [--url URL]
                            the running Cove's peer table: each sibling, how it was found
-                           (COVE_PEERS or mDNS), its state (live, down, quarantined, self) and
+                           (COVE_PEERS or mDNS), its state (live, down, unproven, quarantined, self) and
                            what this node took from it
   cove client-config docker|containerd|podman|hosts --cache URL [--registry HOST] [--write] [--root DIR]
                            the client configuration that pulls through the Cove at URL: daemon.json

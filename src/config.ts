@@ -108,6 +108,8 @@ export interface PeersConfig {
   key: string | null;
   /** Connect / answer bound when asking a peer what it holds, in ms. */
   timeoutMs: number;
+  /** Discovered (mDNS) peers kept at most; static COVE_PEERS entries are not counted. */
+  mdnsMaxPeers: number;
 }
 
 
@@ -136,6 +138,7 @@ export const DEFAULTS = Object.freeze({
   logLevel: 'info',
   site: 'default',
   peerTimeout: '1s',
+  mdnsMaxPeers: '32',
   parentTimeout: '5s',
   prewarmInterval: '1h',
   clientAuth: 'open',
@@ -178,6 +181,7 @@ const SETTINGS = {
   peers: { env: 'COVE_PEERS' },
   mdns: { env: 'COVE_MDNS' },
   mdnsInterfaces: { env: 'COVE_MDNS_INTERFACES' },
+  mdnsMaxPeers: { env: 'COVE_MDNS_MAX_PEERS' },
   peerKey: { env: 'COVE_PEER_KEY' },
   peerKeyFile: { env: 'COVE_PEER_KEY_FILE' },
   peerTimeout: { env: 'COVE_PEER_TIMEOUT' },
@@ -249,6 +253,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
       mdnsInterfaces: parseNameList(src.get('mdnsInterfaces')),
       key: secretOf(src, 'peerKey', 'peerKeyFile'),
       timeoutMs: durationOf(src, 'peerTimeout', DEFAULTS.peerTimeout, 1),
+      mdnsMaxPeers: countOf(src.get('mdnsMaxPeers') ?? defaultRaw(DEFAULTS.mdnsMaxPeers), 1, 1024),
     },
     parents: parseUrlList(src.get('parents'), 'http://regional-cove:5000').map((url) => ({
       ...upstream,
@@ -757,6 +762,13 @@ function parseBool(raw: Raw | undefined, fallback: boolean): boolean {
   if (['true', '1', 'yes', 'on'].includes(text)) return true;
   if (['false', '0', 'no', 'off'].includes(text)) return false;
   return fail(raw, 'is not a boolean (use true or false)');
+}
+
+/** A whole number between `min` and `max`, from a JSON number or a string. */
+function countOf(raw: Raw, min: number, max: number): number {
+  const n = typeof raw.value === 'number' ? raw.value : /^\s*\d+\s*$/.test(str(raw)) ? Number(str(raw)) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) fail(raw, `must be a whole number from ${min} to ${max}`);
+  return n;
 }
 
 /** A duration in ms from a layer or the default; `min` refuses e.g. a zero timeout. */

@@ -80,7 +80,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       fetchTimeoutMs: config.peers.timeoutMs + Math.max(config.upstreams[0]!.timeoutMs, ...config.parents.map((p) => p.timeoutMs)),
       bodyTimeoutMs: config.upstreams[0]!.bodyTimeoutMs,
     });
-    const table = new PeerTable({ selfId: nodeId, site: config.node.site, staticUrls: config.peers.urls, client, log, fetchedBytes: (id) => counters.bytesFetched.get(`peer:${id}`) ?? 0 });
+    const table = new PeerTable({ selfId: nodeId, site: config.node.site, staticUrls: config.peers.urls, client, log, fetchedBytes: (id) => counters.bytesFetched.get(`peer:${id}`) ?? 0, maxDiscovered: config.peers.mdnsMaxPeers });
     peers = { table, client, tier: new PeerTier(table, client, log) };
     tiers.push(peers.tier);
   }

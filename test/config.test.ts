@@ -491,7 +491,7 @@ t.test('site, peers and parents', async (t) => {
   const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
   const defaults = loadConfig({ env: base, flags: {} });
   t.same(defaults.node, { id: null, site: 'default' });
-  t.same(defaults.peers, { urls: [], mdns: false, mdnsInterfaces: [], key: null, timeoutMs: 1000 });
+  t.same(defaults.peers, { urls: [], mdns: false, mdnsInterfaces: [], key: null, timeoutMs: 1000, mdnsMaxPeers: 32 });
   t.same(defaults.parents, []);
   const set = loadConfig({
     env: {
@@ -501,6 +501,7 @@ t.test('site, peers and parents', async (t) => {
       COVE_PEERS: 'http://10.0.0.2:5000, http://10.0.0.3:5000/,http://10.0.0.2:5000',
       COVE_MDNS: 'true',
       COVE_MDNS_INTERFACES: 'eth0,br0',
+      COVE_MDNS_MAX_PEERS: '100',
       COVE_PEER_KEY: 'a-site-key-of-some-length',
       COVE_PEER_TIMEOUT: '300ms',
       COVE_PARENTS: 'https://regional:5000,http://backup:5000',
@@ -512,6 +513,7 @@ t.test('site, peers and parents', async (t) => {
   t.same(set.peers.urls, ['http://10.0.0.2:5000', 'http://10.0.0.3:5000'], 'trimmed, trailing slash dropped, duplicates once');
   t.equal(set.peers.mdns, true);
   t.same(set.peers.mdnsInterfaces, ['eth0', 'br0']);
+  t.equal(set.peers.mdnsMaxPeers, 100);
   t.equal(set.peers.key, 'a-site-key-of-some-length');
   t.equal(set.peers.timeoutMs, 300);
   t.same(set.parents.map((p) => [p.name, p.url, p.timeoutMs, p.username]), [
@@ -526,6 +528,7 @@ t.test('site, peers and parents', async (t) => {
   bad({ COVE_PEER_KEY: 'short' }, /COVE_PEER_KEY: needs at least 16 characters \(value not shown\)/);
   bad({ COVE_MDNS_INTERFACES: 'eth0,not an interface' }, /COVE_MDNS_INTERFACES: .* must list interface names/);
   bad({ COVE_PEER_TIMEOUT: '0s' }, /COVE_PEER_TIMEOUT: "0s" must be at least 1 ms/);
+  for (const v of ['0', '1025', '3.5', 'many', '-1']) bad({ COVE_MDNS_MAX_PEERS: v }, /COVE_MDNS_MAX_PEERS: .* must be a whole number from 1 to 1024/);
 });
 
 t.test('cache cap, watermarks and idle limit', async (t) => {

@@ -15,6 +15,11 @@
 // Linux delivers a group's datagrams to every socket bound to the port (IP_MULTICAST_ALL), so each
 // link only handles packets whose source lies in one of its interface's subnets.
 //
+// An announcement is believed only as far as its address goes: a sibling is reported at an
+// address inside the subnets of the link it was heard on, never at a link-local or metadata
+// address (169.254.0.0/16, fe80::/10), and at a loopback address only on a loopback link (then
+// the announcer is this host). Anything else is dropped here, before the peer table sees it.
+//
 // No probing for name conflicts (RFC 6762 §8.1): the instance name carries the node id, which is
 // unique per node, and probing would only delay the first announcement by ~750 ms.
 import os from 'node:os';
@@ -23,6 +28,7 @@ import makeMdns from 'multicast-dns';
 import type { SrvAnswer, StringAnswer, TxtAnswer } from 'dns-packet'; // types come with @types/multicast-dns
 import type { Logger } from 'pino';
 import type { PeerInfo } from '../peers/peer.js';
+import { discoveredAddressRefusal } from '../peers/address.js';
 
 export interface MdnsOptions {
   /** This node's id (TXT "id"). */
@@ -243,6 +249,13 @@ class Discovery implements Mdns {
     return link.nets.some((n) => sameSubnet(n.address, address, n.netmask));
   }
 
+  /** Whether a sibling heard on `link` may be reached at `address` (see the rules at the top). */
+  private acceptable(link: Link, address: string): boolean {
+    if (!this.onLink(link, address)) return false;
+    const nets = link.nets.map((n) => ({ cidr: `${n.address}/${prefixLength(n.netmask)}`, internal: false }));
+    return discoveredAddressRefusal(address, nets, isLoopbackV4(link.address)) === null;
+  }
+
   private setTimer(ms: number, fn: () => void): void {
     const t = setTimeout(() => {
       this.timers.delete(t);
@@ -353,11 +366,15 @@ class Discovery implements Mdns {
       }
       const target = srv.data.target.toLowerCase();
       const addresses = records.flatMap((x) => (x.type === 'A' && x.name.toLowerCase() === target ? [x.data] : []));
-      const address =
-        addresses.find((addr) => link.nets.some((n) => sameSubnet(n.address, addr, n.netmask))) ??
-        addresses[0] ??
-        (rinfo.family === 'IPv4' ? rinfo.address : undefined);
-      if (!address) continue;
+      // The sender's own address only when the announcement names none: an announcement that names
+      // an address this link may not use is dropped, not redirected to whoever sent it.
+      if (addresses.length === 0 && rinfo.family === 'IPv4') addresses.push(rinfo.address);
+      // The first announced address this link may use.
+      const address = addresses.find((addr) => this.acceptable(link, addr));
+      if (!address) {
+        this.log.debug({ peer: txt.id, addresses, from: rinfo.address }, 'mdns peer ignored: no announced address on this link');
+        continue;
+      }
       const scheme = txt.scheme === 'https' ? 'https' : 'http';
       const peer: PeerInfo = { id: txt.id, site: txt.site, url: `${scheme}://${address}:${srv.data.port}` };
       if (txt.v) peer.version = txt.v;
@@ -404,4 +421,16 @@ function ipv4ToInt(address: string): number | null {
 function sameSubnet(a: string, b: string, netmask: string): boolean {
   const [x, y, m] = [ipv4ToInt(a), ipv4ToInt(b), ipv4ToInt(netmask)];
   return x !== null && y !== null && m !== null && (x & m) >>> 0 === (y & m) >>> 0;
+}
+
+/** The prefix length of an IPv4 netmask (255.255.255.0 → 24). */
+function prefixLength(netmask: string): number {
+  const m = ipv4ToInt(netmask) ?? 0;
+  let n = 0;
+  for (let bit = 31; bit >= 0 && (m >>> bit) & 1; bit--) n++;
+  return n;
+}
+
+function isLoopbackV4(address: string): boolean {
+  return address.startsWith('127.');
 }

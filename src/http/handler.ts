@@ -20,7 +20,8 @@ import { handleManifest } from './manifests.js';
 import type { Metrics } from './metrics.js';
 import type { Readiness } from './readiness.js';
 import { handlePassThrough } from './passthrough.js';
-import { originOf } from './peering.js';
+import { authenticateAnswer, challengeAnswer, originOf, type PeerAuth } from './peering.js';
+import { NonceLog } from '../peers/nonces.js';
 import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
 import { route, type Endpoint } from './router.js';
 import type { Status } from './status.js';
@@ -64,6 +65,8 @@ type PullEndpoint = Extract<Endpoint, { kind: 'manifest' | 'blob' | 'tags' | 're
 /** Builds the request listener for the HTTP (or HTTP/2) server. */
 export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
   const onServed = (tier: string, n: number) => deps.counters.add(deps.counters.bytesServed, tier, n);
+  // One log of seen request nonces per running node: a signed peer request is accepted once.
+  const peerAuth: PeerAuth | null = deps.peerKey === null ? null : { key: deps.peerKey, nonces: new NonceLog() };
   return (req, res) => {
     const started = process.hrtime.bigint();
     const facts: RequestFacts = { bytes: 0 };
@@ -91,14 +94,14 @@ export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
         'request',
       );
     });
-    dispatch(deps, req, res, facts, onServed).catch((err: unknown) => {
+    dispatch(deps, peerAuth, req, res, facts, onServed).catch((err: unknown) => {
       if (!(err instanceof Error && 'status' in err)) deps.log.debug({ err }, 'request failed');
       sendError(req, res, facts, err);
     });
   };
 }
 
-async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFacts, onServed: (tier: string, n: number) => void): Promise<void> {
+async function dispatch(deps: HandlerDeps, peerAuth: PeerAuth | null, req: Req, res: Res, facts: RequestFacts, onServed: (tier: string, n: number) => void): Promise<void> {
   const head = req.method === 'HEAD';
   const { endpoint, ns } = route(req.method ?? 'GET', req.url ?? '/');
   switch (endpoint.kind) {
@@ -141,12 +144,13 @@ async function dispatch(deps: HandlerDeps, req: Req, res: Res, facts: RequestFac
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
     case 'node':
-      facts.bytes = sendJson(res, 200, deps.node, {}, head);
+      facts.bytes = sendJson(res, 200, deps.node, challengeAnswer(req, deps.peerKey, deps.node), head);
       return;
     case 'admin':
       return handleAdmin(deps.admin, req, res, facts, endpoint.action, ns);
   }
-  const from = originOf(req, deps.node.id, deps.peerKey);
+  const from = originOf(req, deps.node.id, peerAuth);
+  if (peerAuth !== null && from.nonce !== null && from.peer !== null) authenticateAnswer(res, peerAuth.key, from.nonce, deps.node.id, from.peer);
   const target = { ...deps.routes.resolve(endpoint.name, ns, from.fromCove), reach: from.reach, via: from.via };
   if (from.peer !== null) {
     facts.peer = from.peer;

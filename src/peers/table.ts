@@ -2,8 +2,14 @@
 // COVE_PEERS list (the same list on every node, so a node finds and skips itself by node id)
 // and from mDNS. It tracks which peers answer (a failing peer is left alone for a while), which
 // served wrong bytes (quarantined and logged), what each one sent, and which owns a digest.
+//
+// A peer is used only once admitted: it answered GET /_cove/node with the id it is known by and,
+// with a peer key, proved it holds the key by answering this node's fresh challenge. mDNS is one
+// unauthenticated datagram, so discovered peers are held to more: at most `maxDiscovered` of them
+// (static ones are always kept), one per address, only at addresses on this node's own subnets,
+// and an id keeps the URL it was first found at until that URL stops answering.
 import type { Logger } from '../log.js';
-import { readSmall } from '../http-util.js';
+import { discoveredAddressRefusal, hostAddress, localNets, type LocalNet } from './address.js';
 import type { PeerClient } from './client.js';
 import type { PeerInfo } from './peer.js';
 import { NODE_ID_PATTERN, rankOwners } from './protocol.js';
@@ -15,12 +21,17 @@ const DOWN_BASE_MS = 2_000;
 const DOWN_MAX_MS = 60_000;
 /** A discovered peer not heard of again for this long is dropped. */
 export const DISCOVERED_TTL_MS = 120_000;
-/** How often static peers are asked who they are; sooner while some have not answered yet. */
+/** How often an admitted peer is asked who it is again; a peer not (yet) admitted, every PROBE_TICK_MS. */
 const PROBE_INTERVAL_MS = 15_000;
-const PROBE_UNKNOWN_MS = 1_000;
-
-/** Where the node describes itself: GET /_cove/node → { id, site, version }. */
-export const NODE_INFO_PATH = '/_cove/node';
+const PROBE_TICK_MS = 1_000;
+/** Discovered peers kept at most (static COVE_PEERS entries are not counted and always kept). */
+export const MAX_DISCOVERED_PEERS = 32;
+/** A discovered URL that failed this many times in a row no longer holds its id or address. */
+const RELEASE_AFTER_FAILURES = 2;
+/** A discovered peer never admitted may give its place to a new announcement after this long. */
+const PENDING_MIN_MS = 5_000;
+/** Each kind of ignored announcement is logged as a warning at most this often. */
+const IGNORED_LOG_MS = 60_000;
 
 export interface PeerEntry {
   /** Node id; null for a static peer that has not answered yet. */
@@ -38,6 +49,16 @@ export interface PeerEntry {
   quarantineReason: string | null;
   /** True for a static entry that turned out to be this node. */
   self: boolean;
+  /** Answered GET /_cove/node as `id` (and, with a peer key, proved it holds the key): may be asked. */
+  admitted: boolean;
+  /** Why the last admission probe failed, for the table's readers. */
+  refusal: string | null;
+  /** A probe of this entry is running. */
+  probing: boolean;
+  /** When its next probe is due (ms since epoch). */
+  nextProbeAt: number;
+  /** When the entry was added (ms since epoch). */
+  addedAt: number;
   /** Blobs and manifests this node took from the peer. */
   hits: number;
   /** Requests the peer made of this node that were answered. */
@@ -52,6 +73,12 @@ export interface PeerTableOptions {
   log: Logger;
   /** Bytes taken from a peer so far (the fill counts them as they arrive). */
   fetchedBytes?: (id: string) => number;
+  /** Discovered peers kept at most (default MAX_DISCOVERED_PEERS). */
+  maxDiscovered?: number;
+  /** This host's subnets, where discovered peers must be (default: from os.networkInterfaces()). */
+  localNets?: () => LocalNet[];
+  /** Accept discovered peers on loopback: only when this node itself is on loopback only. */
+  loopbackOk?: boolean;
   now?: () => number;
 }
 
@@ -62,85 +89,150 @@ export class PeerTable {
   readonly #byUrl = new Map<string, PeerEntry>();
   readonly #o: PeerTableOptions;
   readonly #now: () => number;
+  readonly #maxDiscovered: number;
+  readonly #probes = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | null = null;
-  #probing: Promise<void> | null = null;
   #stopped = false;
+  /**
+   * Ids that said goodbye lately, with the URL they had: a goodbye is one unauthenticated datagram
+   * too, so for DISCOVERED_TTL_MS the id may come back at that URL only. Bounded (oldest dropped).
+   */
+  readonly #departed = new Map<string, { url: string; until: number }>();
+  /** Per message: when it was last logged as a warning, and how many were ignored since. */
+  readonly #ignoredLog = new Map<string, { at: number; since: number }>();
 
   constructor(options: PeerTableOptions) {
     this.#o = options;
     this.selfId = options.selfId;
     this.site = options.site;
     this.#now = options.now ?? Date.now;
-    for (const url of options.staticUrls) this.#byUrl.set(url, blank(url, 'static'));
+    this.#maxDiscovered = options.maxDiscovered ?? MAX_DISCOVERED_PEERS;
+    for (const url of options.staticUrls) this.#byUrl.set(url, blank(url, 'static', 0));
   }
 
-  /** Starts asking static peers who they are, now and on an interval; never waits for them. */
+  /** True when the site has a peer key: peers are admitted by challenge, and may be asked for tags. */
+  get keyed(): boolean {
+    return this.#o.client.keyed;
+  }
+
+  /** Starts asking peers who they are, now and on a tick; never waits for them. */
   start(): void {
-    if (this.#timer !== null || this.#stopped || this.#staticEntries().length === 0) return;
-    const round = () => {
-      this.#probing = this.probe().finally(() => {
-        this.#probing = null;
-        if (this.#stopped) return;
-        // Nodes of a site start in any order: ask the silent ones again soon.
-        const waiting = this.#staticEntries().some((e) => e.id === null || e.failures > 0);
-        this.#timer = setTimeout(round, waiting ? PROBE_UNKNOWN_MS : PROBE_INTERVAL_MS);
-        this.#timer.unref();
-      });
+    if (this.#timer !== null || this.#stopped) return;
+    const tick = () => {
+      if (this.#stopped) return;
+      this.#probeDue();
+      this.#timer = setTimeout(tick, PROBE_TICK_MS);
+      this.#timer.unref();
     };
-    round();
+    tick();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
-    await this.#probing?.catch(() => undefined);
+    await Promise.all([...this.#probes]);
   }
 
-  /** Asks every static peer for its node id and site (GET /_cove/node). */
+  /** Asks every peer (static and discovered) who it is now, and waits for the answers. */
   async probe(): Promise<void> {
-    await Promise.all(
-      this.#staticEntries().map(async (entry) => {
-        try {
-          const res = await this.#o.client.request(entry.url, 'GET', NODE_INFO_PATH, null);
-          const text = (await readSmall(res.body, 64 * 1024)).toString('utf8');
-          if (res.status !== 200) throw new Error(`answered ${res.status}`);
-          const info = JSON.parse(text) as { id?: unknown; site?: unknown; version?: unknown };
-          if (typeof info.id !== 'string' || !NODE_ID_PATTERN.test(info.id) || typeof info.site !== 'string') throw new Error('answered no node id');
-          this.#learn(entry, info.id, info.site, typeof info.version === 'string' ? info.version : null);
-          this.markUp(info.id);
-        } catch (err) {
-          this.#fail(entry, `probe failed: ${(err as Error).message}`);
-        }
-      }),
-    );
+    for (const entry of [...this.#byUrl.values()]) if (!entry.self) void this.#probeOne(entry);
+    // Probes already running (a new announcement's) count too: the caller wants every answer in.
+    await Promise.all([...this.#probes]);
   }
 
-  /** A peer announced by discovery; refreshes its expiry. Self and other sites are ignored. */
+  /**
+   * A peer announced by discovery; refreshes its expiry. Self, other sites, addresses off this
+   * node's subnets, an id already found at another URL that still answers, an address another
+   * discovered id holds, and announcements past the cap are ignored. A new entry is probed at once
+   * and used only once admitted.
+   */
   upsertDiscovered(info: PeerInfo): void {
-    if (info.id === this.selfId || info.site !== this.site || !NODE_ID_PATTERN.test(info.id)) return;
-    // A static entry for the same node wins: its URL is the one the operator chose.
+    if (this.#stopped || info.id === this.selfId || info.site !== this.site || !NODE_ID_PATTERN.test(info.id)) return;
+    const address = hostAddress(info.url);
+    const refusal = address === null ? 'not an IP address' : discoveredAddressRefusal(address, (this.#o.localNets ?? localNets)(), this.#o.loopbackOk ?? false);
+    if (refusal !== null) {
+      this.#ignored({ peer: info.id, url: info.url, reason: refusal }, 'announced peer ignored: its address is not acceptable');
+      return;
+    }
+    const now = this.#now();
+    const departed = this.#departed.get(info.id);
+    if (departed && departed.until > now && departed.url !== info.url) {
+      this.#ignored({ peer: info.id, url: info.url, known: departed.url }, 'announcement moving a peer that just said goodbye to another URL ignored');
+      return;
+    }
     const known = this.#entryById(info.id);
-    if (known && known.source === 'static') return;
-    if (known && known.url !== info.url) this.#byUrl.delete(known.url);
-    const entry = this.#byUrl.get(info.url) ?? blank(info.url, 'mdns');
-    if (!this.#byUrl.has(info.url)) this.#o.log.info({ peer: info.id, url: info.url }, 'peer discovered');
+    if (known && known.source === 'static') return; // the operator's URL for it wins
+    if (known && known.url === info.url) {
+      known.lastSeen = now;
+      known.version = info.version ?? known.version;
+      return;
+    }
+    if (known) {
+      if (!this.#released(known, now)) {
+        this.#ignored({ peer: info.id, url: info.url, known: known.url }, 'announcement moving a known peer to another URL ignored: its first URL still answers');
+        return;
+      }
+      this.#byUrl.delete(known.url);
+      this.#o.log.warn({ peer: info.id, from: known.url, to: info.url }, 'peer moved: its old URL stopped answering');
+    }
+    const atUrl = this.#byUrl.get(info.url);
+    if (atUrl) {
+      if (atUrl.source === 'static' || !this.#released(atUrl, now)) {
+        this.#ignored({ peer: info.id, url: info.url, holder: atUrl.id }, 'announcement of another id at a known URL ignored');
+        return;
+      }
+      this.#byUrl.delete(info.url);
+    }
+    const sameHost = [...this.#byUrl.values()].find((e) => e.source === 'mdns' && hostAddress(e.url) === address);
+    if (sameHost) {
+      if (!this.#released(sameHost, now)) {
+        this.#ignored({ peer: info.id, url: info.url, holder: sameHost.id }, 'announcement ignored: another discovered peer holds that address');
+        return;
+      }
+      this.#byUrl.delete(sameHost.url);
+    }
+    const discovered = [...this.#byUrl.values()].filter((e) => e.source === 'mdns');
+    if (discovered.length >= this.#maxDiscovered) {
+      // Only a place held by an announcement that never proved itself, and long enough to have
+      // had its chance, is given up; admitted peers are never pushed out by announcements.
+      const spare = discovered
+        .filter((e) => !e.admitted && !e.probing && e.failures > 0 && now - e.addedAt >= PENDING_MIN_MS)
+        .sort((a, b) => a.addedAt - b.addedAt)[0];
+      if (!spare) {
+        this.#ignored({ peer: info.id, url: info.url, max: this.#maxDiscovered }, 'peer table full: announcement ignored');
+        return;
+      }
+      this.#byUrl.delete(spare.url);
+    }
+    const entry = blank(info.url, 'mdns', now);
     entry.id = info.id;
     entry.site = info.site;
     entry.version = info.version ?? null;
-    entry.lastSeen = this.#now();
+    entry.lastSeen = now;
     this.#byUrl.set(info.url, entry);
+    this.#o.log.info({ peer: info.id, url: info.url }, 'peer discovered; asking it who it is');
+    void this.#probeOne(entry);
   }
 
-  /** A discovered peer said goodbye: drop it (a static peer stays; its probe will tell). */
+  /**
+   * A discovered peer said goodbye: drop it (a static peer stays; its probe will tell). Its id may
+   * come back only at the same URL for a while, so a forged goodbye cannot hand the id to another.
+   */
   forgetDiscovered(id: string): void {
     const entry = this.#entryById(id);
     if (!entry || entry.source !== 'mdns') return;
     this.#byUrl.delete(entry.url);
+    const now = this.#now();
+    for (const [gone, d] of this.#departed) if (d.until <= now) this.#departed.delete(gone);
+    this.#departed.delete(id);
+    this.#departed.set(id, { url: entry.url, until: now + DISCOVERED_TTL_MS });
+    // Only ids that held a place can be here, but places are reused: keep the newest.
+    while (this.#departed.size > 2 * this.#maxDiscovered) this.#departed.delete(this.#departed.keys().next().value!);
     this.#o.log.info({ peer: id, url: entry.url }, 'peer left (mDNS goodbye)');
   }
 
-  /** Peers that may be asked now: known id, this site, not this node, not failing or quarantined. */
+  /** Peers that may be asked now: admitted, this site, not this node, not failing or quarantined. */
   live(): Array<PeerEntry & { id: string }> {
     const now = this.#now();
     const out: Array<PeerEntry & { id: string }> = [];
@@ -150,13 +242,12 @@ export class PeerTable {
         this.#o.log.info({ peer: entry.id, url: entry.url }, 'peer expired: not announced lately');
         continue;
       }
-      if (entry.id === null || entry.self || entry.site !== this.site) continue;
+      if (entry.id === null || entry.self || !entry.admitted || entry.site !== this.site) continue;
       if (entry.downUntil > now || entry.quarantinedUntil > now) continue;
       out.push(entry as PeerEntry & { id: string });
     }
     return out;
   }
-
   /** The live nodes of the site (this one included) ranked as owners of a digest. */
   owners(digest: string): string[] {
     return rankOwners([this.selfId, ...this.live().map((p) => p.id)], digest);
@@ -215,7 +306,21 @@ export class PeerTable {
         site: e.site,
         version: e.version,
         source: e.source,
-        state: e.self ? 'self' : e.quarantinedUntil > now ? 'quarantined' : e.downUntil > now ? 'down' : e.id === null ? 'unknown' : e.site !== this.site ? 'other-site' : live.has(e.url) ? 'live' : 'down',
+        state: e.self
+          ? 'self'
+          : e.quarantinedUntil > now
+            ? 'quarantined'
+            : e.id === null
+              ? 'unknown'
+              : e.site !== this.site
+                ? 'other-site'
+                : !e.admitted
+                  ? 'unproven'
+                  : live.has(e.url)
+                    ? 'live'
+                    : 'down',
+        admitted: e.admitted,
+        refusal: e.admitted ? null : e.refusal,
         lastSeenAgoS: e.lastSeen === 0 ? null : Math.round((now - e.lastSeen) / 1000),
         failures: e.failures,
         quarantineReason: e.quarantinedUntil > now ? e.quarantineReason : null,
@@ -226,8 +331,78 @@ export class PeerTable {
     };
   }
 
-  #staticEntries(): PeerEntry[] {
-    return [...this.#byUrl.values()].filter((e) => e.source === 'static' && !e.self);
+  /** Starts the probes that are due: new and failing peers every tick, admitted ones every PROBE_INTERVAL_MS. */
+  #probeDue(): void {
+    const now = this.#now();
+    for (const entry of [...this.#byUrl.values()]) {
+      if (!entry.self && !entry.probing && now >= entry.nextProbeAt) void this.#probeOne(entry);
+    }
+  }
+
+  /** Asks one peer who it is (with a challenge when keyed) and admits, refuses or drops it. */
+  #probeOne(entry: PeerEntry): Promise<void> {
+    if (entry.probing || entry.self || this.#stopped) return Promise.resolve();
+    entry.probing = true;
+    const run = (async () => {
+      try {
+        const info = await this.#o.client.nodeInfo(entry.url);
+        if (this.#byUrl.get(entry.url) !== entry) return; // dropped while asked
+        if (entry.source === 'mdns' && (info.id !== entry.id || info.site !== entry.site)) {
+          // The announcement named someone the URL is not: a stale record, or a lie.
+          this.#byUrl.delete(entry.url);
+          this.#o.log.warn({ peer: entry.id, url: entry.url, answered: info.id, site: info.site }, 'discovered peer answered as another node: dropped');
+          return;
+        }
+        this.#learn(entry, info.id, info.site, info.version);
+        const now = this.#now();
+        entry.nextProbeAt = now + PROBE_INTERVAL_MS;
+        if (entry.self || info.site !== this.site) {
+          entry.admitted = false;
+          return;
+        }
+        if (this.keyed && !info.proven) {
+          entry.admitted = false;
+          entry.refusal = 'did not prove it holds COVE_PEER_KEY (another key, or a Cove without one): not used';
+          entry.nextProbeAt = now + PROBE_TICK_MS;
+          this.#fail(entry, entry.refusal);
+          return;
+        }
+        if (!entry.admitted) this.#o.log.info({ peer: info.id, url: entry.url, proven: info.proven }, 'peer admitted');
+        entry.admitted = true;
+        entry.refusal = null;
+        entry.lastSeen = now;
+        if (entry.failures > 0) this.#o.log.info({ peer: info.id }, 'peer answers again');
+        entry.failures = 0;
+        entry.downUntil = 0;
+      } catch (err) {
+        entry.refusal = `probe failed: ${(err as Error).message}`;
+        entry.nextProbeAt = this.#now() + PROBE_TICK_MS;
+        this.#fail(entry, entry.refusal);
+      } finally {
+        entry.probing = false;
+      }
+    })();
+    this.#probes.add(run);
+    void run.finally(() => this.#probes.delete(run));
+    return run;
+  }
+
+  /** Whether a discovered entry stopped answering, so its id and address may go to someone else. */
+  #released(entry: PeerEntry, now: number): boolean {
+    return entry.failures >= RELEASE_AFTER_FAILURES || now - entry.lastSeen > DISCOVERED_TTL_MS;
+  }
+
+  /** Logs an ignored announcement: each at debug, and a warning per kind at most once per IGNORED_LOG_MS. */
+  #ignored(fields: Record<string, unknown>, msg: string): void {
+    this.#o.log.debug(fields, msg);
+    const now = this.#now();
+    const seen = this.#ignoredLog.get(msg) ?? { at: -Infinity, since: 0 };
+    seen.since++;
+    this.#ignoredLog.set(msg, seen);
+    if (now - seen.at < IGNORED_LOG_MS) return;
+    this.#o.log.warn({ ...fields, ignored: seen.since }, msg);
+    seen.at = now;
+    seen.since = 0;
   }
 
   #entryById(id: string): PeerEntry | undefined {
@@ -237,6 +412,10 @@ export class PeerTable {
 
   #learn(entry: PeerEntry, id: string, site: string, version: string | null): void {
     const first = entry.id === null;
+    if (entry.source === 'static') {
+      // The operator's URL for a node wins over whatever discovery found for the same id.
+      for (const other of [...this.#byUrl.values()]) if (other.source === 'mdns' && other.id === id) this.#byUrl.delete(other.url);
+    }
     entry.id = id;
     entry.site = site;
     entry.version = version;
@@ -260,8 +439,13 @@ export class PeerTable {
   }
 }
 
-function blank(url: string, source: 'static' | 'mdns'): PeerEntry {
+function blank(url: string, source: 'static' | 'mdns', now: number): PeerEntry {
   return {
+    admitted: false,
+    refusal: null,
+    probing: false,
+    nextProbeAt: 0,
+    addedAt: now,
     id: null,
     url,
     site: null,

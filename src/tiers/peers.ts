@@ -1,5 +1,7 @@
-// The LAN peer tier: sibling Coves of the same site. Peers are asked only for content-addressed
-// data (blobs, manifests by digest), never for tags. For a blob, a peer that already holds it (or
+// The LAN peer tier: sibling Coves of the same site. Peers are asked for content-addressed data
+// (blobs, manifests by digest); a tag only when the site has a peer key (every live peer then
+// proved it holds it), and only when nobody above can be asked — a tag is a name, not a hash, so
+// without the key nothing would tell a sibling's answer from a stranger's. For a blob, a peer that already holds it (or
 // is filling it) streams it; otherwise the digest's owner — picked by rendezvous hashing over the
 // live nodes, the same pick on every node — is asked to fetch it from above once for the whole
 // site. When this node is the owner, the tier answers "not here" and the fill goes upward itself.
@@ -54,6 +56,8 @@ export class PeerTier implements Tier {
    * stale and flags it. The bytes are checked against the digest the peer names.
    */
   async tagFromPeers(target: Target, tag: string, accept: readonly string[], signal?: AbortSignal): Promise<PeerTagAnswer | null> {
+    // Without a peer key a peer is never asked for a tag, so no answer for one can be believed.
+    if (!this.#table.keyed) return null;
     return firstFound(this.#table.live().map((peer) => this.#manifestFrom(peer, target, tag, accept, signal)));
   }
 
@@ -195,7 +199,7 @@ export class PeerTier implements Tier {
   /** One request to a peer; null (and the peer marked down) when it could not be asked. */
   async #ask(peer: LivePeer, method: 'GET' | 'HEAD', path: string, mode: PeerMode, headers: Record<string, string>, signal?: AbortSignal): Promise<PeerResponse | null> {
     try {
-      const res = await this.#client.request(peer.url, method, path, mode, headers, signal);
+      const res = await this.#client.request(peer, method, path, mode, headers, signal);
       if (res.status === 401 || res.status === 403) {
         discard(res);
         this.#table.markDown(peer.id, `refused a peer request (${res.status}): is COVE_PEER_KEY the same on every node?`);

@@ -60,7 +60,8 @@ t.test('a site of three Coves: pull through one node, through another with the o
 
   // A long tag TTL: (b) must be answered by the site, not by a tag revalidation that happens to
   // find the origin gone. COVE_UPSTREAM_TIMEOUT bounds (b)'s attempts at the stopped origin.
-  const nodes = await startSite(cleanup, origin.url, 3, { COVE_TAG_TTL: '1h', COVE_UPSTREAM_TIMEOUT: '2s' });
+  // The site key: a tag is taken from a sibling only over the keyed channel.
+  const nodes = await startSite(cleanup, origin.url, 3, { COVE_TAG_TTL: '1h', COVE_UPSTREAM_TIMEOUT: '2s', COVE_PEER_KEY: 'e2e-site-key-0123456789' });
   const [, nodeB, nodeC] = nodes as [CoveProc, CoveProc, CoveProc];
   t.pass(`three nodes see each other live: ${nodes.map((n) => n.url).join(', ')}`);
 

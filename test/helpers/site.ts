@@ -55,6 +55,19 @@ export async function waitForPeers(node: TestCove, count: number): Promise<void>
   throw new Error(`${node.url} did not see ${count} live peers within 5 s`);
 }
 
+/** Waits (bounded) until a node's peer table shows peer `id` in `state` ("unproven", "live", …). */
+export async function waitForPeerState(node: TestCove, id: string, state: string): Promise<{ state: string; refusal: string | null }> {
+  let last: unknown = null;
+  for (let i = 0; i < 200; i++) {
+    const table = (await (await fetch(`${node.url}/_cove/peers`)).json()) as { peers: Array<{ id: string | null; state: string; refusal: string | null }> };
+    const row = table.peers.find((p) => p.id === id);
+    last = row;
+    if (row?.state === state) return row;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`${node.url} did not show peer ${id} as ${state} within 5 s (last: ${JSON.stringify(last)})`);
+}
+
 export interface PullResult {
   manifest: { status: number; cache: string; tier?: string };
   blobs: Array<{ digest: string; status: number; cache: string }>;

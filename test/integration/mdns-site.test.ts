@@ -200,6 +200,9 @@ t.test('Coves in separate namespaces find each other by mDNS and share blobs whe
         COVE_NODE_ID: id,
         COVE_SITE: site,
         COVE_MDNS: 'true',
+        // The site's key: siblings prove it before they are used, and a tag is taken from a
+        // sibling only then (site s2 has a key of its own).
+        COVE_PEER_KEY: `${site}-key-0123456789abcdef`,
         // debug: the mDNS lines that prove another site's announcements arrived (and were dropped)
         COVE_LOG_LEVEL: 'debug',
         COVE_SHUTDOWN_GRACE: '2s',
@@ -223,7 +226,7 @@ t.test('Coves in separate namespaces find each other by mDNS and share blobs whe
       waitFor(`${n.id} /healthz (log: ${n.proc.logFile})`, async () => {
         if (!n.proc.running) throw new Error(`${n.id} exited at start (code ${n.proc.exitCode}):\n${n.proc.tail()}`);
         return (await local(lan, n, '/healthz')).status === 200;
-      }, 20_000, 200),
+      }, 60_000, 200),
     ),
   );
   t.pass('four Coves serve, each in its own namespace');

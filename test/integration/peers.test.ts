@@ -6,26 +6,27 @@ import t from 'tap';
 import { OriginRegistry } from '../helpers/origin-registry.js';
 import { makeImage } from '../helpers/images.js';
 import { fetchAll, sha256 } from '../helpers/http.js';
-import { ACCEPT_ALL, freePort, health, pullImage, startSite, waitForPeers } from '../helpers/site.js';
+import { ACCEPT_ALL, freePort, health, pullImage, startSite, waitForPeerState, waitForPeers } from '../helpers/site.js';
 import { startTestCove } from '../helpers/cove.js';
 import { signPeerRequest } from '../../src/peers/protocol.js';
 
 const KEY = 'site-key-0123456789abcdef';
 
-t.test('a node pulls from its sibling when the origin is gone, tag included (stale, flagged)', async (t) => {
+t.test('a node pulls from its sibling when the origin is gone, tag included with the site key (stale, flagged)', async (t) => {
   const origin = await OriginRegistry.start();
   t.teardown(() => origin.close());
   const image = makeImage({ layers: [400_000, 1_200_000], seed: 'peer-share' });
   origin.putImage('proj/app', '1', image);
   // A fills its cache before B joins the site (B would otherwise own some blobs and fetch them).
-  const a = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-1' });
+  // A tag is taken from a sibling only over the keyed channel (the sibling proved it holds the key).
+  const a = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-1', COVE_PEER_KEY: KEY });
   await pullImage(a.url, 'proj/app', '1', image);
   await a.fillsDone();
   t.equal(origin.count({ method: 'GET', kind: 'blob' }), 3, 'node A fetched each blob from the origin once');
   await origin.stop();
   // The site's one peer list names B too: B must recognise itself and skip it.
   const port = await freePort();
-  const b = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-2', COVE_LISTEN: `127.0.0.1:${port}`, COVE_PEERS: `${a.url},http://127.0.0.1:${port}` });
+  const b = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-2', COVE_LISTEN: `127.0.0.1:${port}`, COVE_PEERS: `${a.url},http://127.0.0.1:${port}`, COVE_PEER_KEY: KEY });
   await waitForPeers(b, 1);
 
   const pulled = await pullImage(b.url, 'proj/app', '1', image);
@@ -112,15 +113,25 @@ t.test('with COVE_PEER_KEY, peers sign their requests and unsigned ones are refu
   const digest = image.layers[0]!.digest;
   const path = `/v2/proj/app/blobs/${digest}`;
 
-  const unsigned = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local' } });
+  const signed = (key: string, target: string, opts: { now?: number; asker?: string } = {}) => {
+    const asker = opts.asker ?? 'node-2';
+    const { value } = signPeerRequest(key, { asker, target, method: 'GET', path, mode: 'local', range: '' }, opts.now);
+    return { 'cove-peer': 'local', 'cove-node': asker, 'cove-peer-auth': value };
+  };
+
+  const unsigned = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local', 'cove-node': 'node-2' } });
   t.equal(unsigned.status, 401, 'an unsigned peer request is refused');
   t.match(unsigned.body.toString(), /COVE_PEER_KEY/);
-  const wrongKey = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local', 'cove-peer-auth': signPeerRequest('another-key-0123456789', 'GET', path, 'local') } });
+  const wrongKey = await fetchAll(`${a!.url}${path}`, { headers: signed('another-key-0123456789', 'node-1') });
   t.equal(wrongKey.status, 401, 'a request signed with another key is refused');
-  const replayed = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local', 'cove-peer-auth': signPeerRequest(KEY, 'GET', path, 'local', Date.now() - 3_600_000) } });
-  t.equal(replayed.status, 401, 'an old signature is refused');
-  const signed = await fetchAll(`${a!.url}${path}`, { headers: { 'cove-peer': 'local', 'cove-peer-auth': signPeerRequest(KEY, 'GET', path, 'local') } });
-  t.equal(sha256(signed.body), digest, 'a signed request is answered');
+  const old = await fetchAll(`${a!.url}${path}`, { headers: signed(KEY, 'node-1', { now: Date.now() - 3_600_000 }) });
+  t.equal(old.status, 401, 'an old signature is refused');
+  const good = signed(KEY, 'node-1');
+  const ok = await fetchAll(`${a!.url}${path}`, { headers: good });
+  t.equal(sha256(ok.body), digest, 'a signed request is answered');
+  t.match(String(ok.headers['cove-peer-answer']), /^[0-9a-f]{64}$/, 'and its answer is authenticated');
+  const asOther = { ...good, 'cove-node': 'node-3' };
+  t.equal((await fetchAll(`${a!.url}${path}`, { headers: asOther })).status, 401, 'the signature names its asker: another Cove-Node is refused');
 
   const before = origin.count({ method: 'GET', kind: 'blob' });
   await pullImage(b.url, 'proj/app', '1', image);
@@ -135,7 +146,8 @@ t.test('a node with the wrong key is refused by its peers and falls back to the 
   const [a] = await startSite(t, origin.url, 1, { COVE_PEER_KEY: KEY });
   await pullImage(a!.url, 'proj/app', '1', image);
   const b = await startTestCove(t, origin.url, { COVE_NODE_ID: 'node-x', COVE_PEERS: a!.url, COVE_PEER_KEY: 'not-the-site-key-000' });
-  await waitForPeers(b, 1);
+  // A answers B's challenge with the site's key, not B's: B never admits it.
+  await waitForPeerState(b, 'node-1', 'unproven');
   const pulled = await pullImage(b.url, 'proj/app', '1', image);
   t.equal(pulled.blobs.length, 2);
   const hb = await health(b);

@@ -1,24 +1,84 @@
-// The peer protocol's small parts: request signatures, the Via hop list, rendezvous ranking.
+// The peer protocol's small parts: request, answer and challenge MACs, the nonce log, the Via
+// hop list, rendezvous ranking.
 import t from 'tap';
-import { formatVia, fromCove, parseVia, rankOwners, signPeerRequest, verifyPeerRequest } from '../../src/peers/protocol.js';
+import { NonceLog } from '../../src/peers/nonces.js';
+import {
+  PEER_AUTH_WINDOW_S,
+  checkPeerRequest,
+  formatVia,
+  fromCove,
+  parsePeerAuth,
+  parseVia,
+  provePeer,
+  rankOwners,
+  signPeerAnswer,
+  signPeerRequest,
+  verifyPeerAnswer,
+  verifyPeerProof,
+} from '../../src/peers/protocol.js';
 
 const KEY = 'a-site-key-of-some-length';
 const PATH = '/v2/proj/app/blobs/sha256:' + 'a'.repeat(64);
 
-t.test('signatures bind key, method, path, mode and time', async (t) => {
+t.test('signatures bind key, asker, target, method, path, mode, range, nonce and time', async (t) => {
   const now = 1_800_000_000_000;
-  const sig = signPeerRequest(KEY, 'GET', PATH, 'local', now);
-  t.ok(verifyPeerRequest(KEY, sig, 'GET', PATH, 'local', now));
-  t.ok(verifyPeerRequest(KEY, sig, 'GET', PATH, 'local', now + 299_000), 'within the clock window');
-  t.notOk(verifyPeerRequest(KEY, sig, 'GET', PATH, 'local', now + 301_000), 'too old');
-  t.notOk(verifyPeerRequest(KEY, sig, 'GET', PATH, 'local', now - 301_000), 'from the future');
-  t.notOk(verifyPeerRequest('another-key-of-length', sig, 'GET', PATH, 'local', now), 'another key');
-  t.notOk(verifyPeerRequest(KEY, sig, 'HEAD', PATH, 'local', now), 'another method');
-  t.notOk(verifyPeerRequest(KEY, sig, 'GET', PATH + 'b', 'local', now), 'another path');
-  t.notOk(verifyPeerRequest(KEY, sig, 'GET', PATH, 'fetch', now), 'another mode');
-  for (const junk of [undefined, '', 'x', '123.abc', `${Math.floor(now / 1000)}.${'g'.repeat(64)}`]) {
-    t.notOk(verifyPeerRequest(KEY, junk, 'GET', PATH, 'local', now), `malformed: ${String(junk)}`);
+  const facts = { asker: 'node-a', target: 'node-b', method: 'GET', path: PATH, mode: 'local', range: '' };
+  const { value, nonce } = signPeerRequest(KEY, facts, now);
+  const signed = parsePeerAuth(value);
+  t.equal(signed?.nonce, nonce, 'the nonce travels in the header');
+  t.equal(signed?.target, 'node-b', 'so does the target node');
+  t.equal(checkPeerRequest(KEY, signed, facts, now), null);
+  t.equal(checkPeerRequest(KEY, signed, facts, now + 299_000), null, 'within the clock window');
+  t.match(checkPeerRequest(KEY, signed, facts, now + 301_000), /clock window/, 'too old');
+  t.match(checkPeerRequest(KEY, signed, facts, now - 301_000), /clock window/, 'from the future');
+  t.match(checkPeerRequest('another-key-of-length', signed, facts, now), /does not match/, 'another key');
+  t.match(checkPeerRequest(KEY, signed, { ...facts, target: 'node-c' }, now), /signed for node node-b/, 'another target node');
+  const variants: Array<[string, Partial<typeof facts>]> = [
+    ['another asker', { asker: 'node-x' }],
+    ['another method', { method: 'HEAD' }],
+    ['another path', { path: PATH + 'b' }],
+    ['another mode', { mode: 'fetch' }],
+    ['another range', { range: 'bytes=5-' }],
+  ];
+  for (const [what, change] of variants) t.match(checkPeerRequest(KEY, signed, { ...facts, ...change }, now), /does not match/, what);
+  const otherNonce = value.replace(nonce, nonce.replace(/^./, (c) => (c === '0' ? '1' : '0')));
+  t.match(checkPeerRequest(KEY, parsePeerAuth(otherNonce), facts, now), /does not match/, 'another nonce');
+  for (const junk of [undefined, '', 'x', '123.abc', `${Math.floor(now / 1000)}.${'g'.repeat(64)}`, `${Math.floor(now / 1000)}.${'a'.repeat(64)}`]) {
+    t.equal(parsePeerAuth(junk), null, `malformed: ${String(junk)}`);
   }
+  t.match(checkPeerRequest(KEY, null, facts, now), /no valid/);
+});
+
+t.test('answers and challenge proofs are bound to the request, the nodes and the content', async (t) => {
+  const answer = { nonce: 'a'.repeat(32), answerer: 'node-b', asker: 'node-a', status: 200, digest: 'sha256:' + 'b'.repeat(64), contentType: 'application/octet-stream', contentLength: '10', contentRange: '' };
+  const mac = signPeerAnswer(KEY, answer);
+  t.ok(verifyPeerAnswer(KEY, mac, answer));
+  t.notOk(verifyPeerAnswer(KEY, undefined, answer), 'missing');
+  t.notOk(verifyPeerAnswer('another-key-of-length', mac, answer), 'another key');
+  for (const change of [{ nonce: 'c'.repeat(32) }, { answerer: 'node-x' }, { asker: 'node-x' }, { status: 404 }, { digest: 'sha256:' + 'c'.repeat(64) }, { contentType: 'text/html' }, { contentLength: '11' }, { contentRange: 'bytes 0-9/10' }]) {
+    t.notOk(verifyPeerAnswer(KEY, mac, { ...answer, ...change }), `changed ${Object.keys(change)[0]}`);
+  }
+  const proof = provePeer(KEY, 'd'.repeat(32), 'node-b', 'node-a', 'default');
+  t.ok(verifyPeerProof(KEY, proof, 'd'.repeat(32), 'node-b', 'node-a', 'default'));
+  t.notOk(verifyPeerProof(KEY, proof, 'e'.repeat(32), 'node-b', 'node-a', 'default'), 'another nonce');
+  t.notOk(verifyPeerProof(KEY, proof, 'd'.repeat(32), 'node-c', 'node-a', 'default'), 'another answering id');
+  t.notOk(verifyPeerProof(KEY, proof, 'd'.repeat(32), 'node-b', 'node-c', 'default'), 'another asker');
+  t.notOk(verifyPeerProof(KEY, mac, 'd'.repeat(32), 'node-b', 'node-a', 'default'), 'an answer MAC is no proof');
+});
+
+t.test('the nonce log refuses a replay and stays bounded', async (t) => {
+  let now = 1_800_000_000_000;
+  const log = new NonceLog({ max: 3, now: () => now });
+  const s = Math.floor(now / 1000);
+  t.equal(log.record('n1', s), 'ok');
+  t.equal(log.record('n1', s), 'replay', 'the same nonce again');
+  t.equal(log.record('n2', s), 'ok');
+  t.equal(log.record('n3', s), 'ok');
+  t.equal(log.record('n4', s), 'full', 'past the bound a new request is refused, not a nonce forgotten');
+  t.equal(log.size, 3);
+  now += (PEER_AUTH_WINDOW_S + 2) * 1000;
+  t.equal(log.record('n4', Math.floor(now / 1000)), 'ok', 'expired nonces make room');
+  t.equal(log.size, 1);
 });
 
 t.test('Via: Cove hops by node id, other proxies as "?"', async (t) => {
