@@ -83,7 +83,7 @@ async function answerBlob(
 
   const found = await deps.blobs.lookupOpen(target, digest, who, signal);
   try {
-    await sendFound(deps, req, res, facts, target, found, headers);
+    await sendFound(deps, req, res, facts, target, found, headers, signal);
   } finally {
     // Closed by sendBytes once it ran; closed here when the request ended before (a 416).
     if (found.kind === 'hit') await found.source.close();
@@ -92,7 +92,7 @@ async function answerBlob(
   }
 }
 
-async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, found: OpenedLookup, headers: Record<string, string>): Promise<void> {
+async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, found: OpenedLookup, headers: Record<string, string>, gone: AbortSignal): Promise<void> {
   let size: number;
   let open: () => ByteSource;
   if (found.kind === 'hit') {
@@ -129,14 +129,23 @@ async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
   const end = range ? range.end : size - 1;
   const length = size === 0 ? 0 : end - start + 1;
   const endExclusive = size === 0 ? 0 : end + 1;
+  let span: { source: ByteSource; tier: string } | null = null;
   if (range && found.kind === 'fill') {
     // Lazy pullers read a layer's end first: a span need not wait for the whole blob to arrive.
-    const span = await deps.blobs.openSpan(target, found.fill, start, end);
+    span = await deps.blobs.openSpan(target, found.fill, start, end);
     if (span) {
       markCache(res, facts, 'range-passthrough');
       facts.tier = span.tier;
-      open = () => span.source;
+      const source = span.source;
+      open = () => source;
     }
+  }
+  // The client left while the blob was looked up: sendBytes would learn it only from a 'close'
+  // event that has passed already, and read the whole fill for nobody (holding it alive).
+  if (gone.aborted) {
+    facts.error = 'the client went away';
+    await span?.source.close();
+    return;
   }
   res.writeHead(range ? 206 : 200, {
     ...headers,
