@@ -83,7 +83,9 @@ t.test('40 blob requests cut by their client within 50 ms: the fills are cancell
   t.ok(fetched < 8 * MiB, `the origin sent ${fetched} bytes, not 80 MiB`);
   t.same(storedBlobs(cove.dataDir), [], 'nothing stored');
   t.same(tempFiles(cove.dataDir), [], 'no temp file left');
-  t.ok(cove.counters.fillsCancelled >= 30, `fills counted as cancelled (${cove.counters.fillsCancelled})`);
+  // A request cut before its lookup began starts no fill at all; every fill that started is cancelled.
+  t.ok(cove.counters.fills > 0, `fills started (${cove.counters.fills})`);
+  t.equal(cove.counters.fillsCancelled, cove.counters.fills, 'every fill counted as cancelled');
   t.ok(origin.count({ method: 'GET', kind: 'blob' }) <= 40, 'no fill was retried');
   await new Promise((r) => setTimeout(r, 500));
   t.equal(origin.blobBytesServed, fetched, 'and nothing more arrives afterwards');
@@ -178,9 +180,17 @@ t.test('over the overall cap a request waits for a slot (COVE_FILL_QUEUE_WAIT) a
   const blob = (digest: string) => `${cove.url}/v2/proj/q/blobs/${digest}`;
 
   const started = Date.now();
-  const [ra, rb, rc] = await Promise.all([getFrom(blob(a.digest), '127.0.0.1'), getFrom(blob(b.digest), '127.0.0.2'), getFrom(blob(c.digest), '127.0.0.3')]);
+  const first = [getFrom(blob(a.digest), '127.0.0.1'), getFrom(blob(b.digest), '127.0.0.2')];
+  // The third blob is not slowed down: only the wait for a slot can make it take long.
+  await new Promise((r) => setTimeout(r, 100));
+  let thirdMs = 0;
+  const third = getFrom(blob(c.digest), '127.0.0.3').then((r) => {
+    thirdMs = Date.now() - started;
+    return r;
+  });
+  const [ra, rb, rc] = await Promise.all([...first, third]);
   for (const [r, l] of [[ra, a], [rb, b], [rc, c]] as const) t.ok(r !== 'broken' && r.status === 200 && sha256(r.body) === l.digest, `${l.digest.slice(7, 19)} served`);
-  t.ok(Date.now() - started >= 300, 'the third waited for a slot');
+  t.ok(thirdMs >= 400, `the third waited for a slot (${thirdMs} ms)`);
   t.equal(cove.counters.fillsRefused, 0);
 });
 
