@@ -77,6 +77,8 @@ export class BlobResolver {
   readonly #fills = new Map<string, FillEntry>();
   /** Each running fill's own abort controller, aborted when the shutdown signal is. */
   readonly #stops = new Set<AbortController>();
+  /** Every fill not yet ended, in the map or not (a cancelled fill leaves it before it ends). */
+  readonly #live = new Set<Fill>();
   readonly #o: BlobResolverOptions;
   readonly #admission: FillAdmission;
   /** Sizes learnt before a fill (a tier's HEAD): they bound a body that brings no length. */
@@ -107,7 +109,8 @@ export class BlobResolver {
 
   /** Resolves when every fill running now has committed or failed (after shutdown aborts them). */
   async settled(): Promise<void> {
-    await Promise.allSettled([...this.#fills.values()].map((entry) => entry.fill.done));
+    // #live, not #fills: a cancelled fill leaves the map at once but may still be removing its file.
+    await Promise.allSettled([...this.#live].map((fill) => fill.done));
   }
 
   /**
@@ -311,21 +314,21 @@ export class BlobResolver {
   }
 
   /**
-   * The most bytes a fill of `digest` may bring when its tier sends no length: the size a cached
-   * manifest's descriptor or a tier's HEAD gave (the largest such word, so that one lying
-   * manifest cannot make the real blob unfetchable), never more than maxBlobBytes.
+   * What a fill of `digest` knows of its size before it starts: the size a cached manifest's
+   * descriptor or a tier's HEAD gave (the largest such word, so that one lying manifest cannot
+   * make the real blob unfetchable), or null. With none, a body without a length is bounded by
+   * maxBlobBytes; a blob whose size is known may be larger than that.
    */
-  async #byteBound(digest: string): Promise<number> {
-    const hard = this.#o.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES;
+  async #sizeHint(digest: string): Promise<number | null> {
     const described = await this.#o.catalog.descriptorSize(digest).catch(() => null);
     const known = Math.max(described ?? -1, this.#hints.get(digest) ?? -1);
-    return known >= 0 ? Math.min(known, hard) : hard;
+    return known >= 0 ? known : null;
   }
 
   /** Starts a fill holding admission slot `slot` (released when the fill ends). */
   async #startFill(target: Target, digest: string, slot: () => void): Promise<FillEntry> {
     const { store, catalog, resolver, counters, log } = this.#o;
-    const maxBytes = await this.#byteBound(digest);
+    const sizeHint = await this.#sizeHint(digest);
     // The bound was looked up asynchronously: another request may have started the fill meanwhile.
     const raced = this.#fills.get(digest);
     if (raced && joinable(raced, target)) {
@@ -344,7 +347,8 @@ export class BlobResolver {
       store,
       log,
       signal,
-      maxBytes,
+      sizeHint,
+      maxBytes: sizeHint ?? this.#o.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES,
       onCommitted: async (size, _tier, added) => {
         // A blob another writer stored first keeps its record (a manifest keeps its media type).
         if (!added) return;
@@ -359,6 +363,7 @@ export class BlobResolver {
     });
     const entry: FillEntry = { fill, stop, holders: 0, keep: false, timer: null };
     this.#fills.set(digest, entry);
+    this.#live.add(fill);
     fill.done
       .then(() => {
         if (fill.attempts > 1) counters.resumes += fill.attempts - 1;
@@ -371,6 +376,7 @@ export class BlobResolver {
       })
       .finally(() => {
         if (entry.timer) clearTimeout(entry.timer);
+        this.#live.delete(fill);
         this.#stops.delete(stop);
         if (this.#fills.get(digest) === entry) this.#fills.delete(digest);
         slot();

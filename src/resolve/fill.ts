@@ -55,10 +55,15 @@ export interface FillOptions {
   /** Aborted on shutdown, and when nobody waits for the fill any more (see CLIENT_DISCONNECT_POLICY). */
   signal: AbortSignal;
   /**
-   * The most bytes the blob may have when the tier sends no length (a cached manifest's
-   * descriptor, a HEAD, or the hard cap): a body that goes on past it is treated as wrong bytes.
+   * The most bytes the blob may have when the tier sends no length (the size hint, or the hard
+   * cap): a body that goes on past it is treated as wrong bytes.
    */
   maxBytes?: number;
+  /**
+   * The size a cached manifest's descriptor or a tier's HEAD gave, or null: a tier declaring
+   * more is refused before a byte is stored.
+   */
+  sizeHint?: number | null;
   /**
    * Called once the blob is committed to the store, before readers see it as complete; `added`
    * is false when another writer (a manifest stored by digest, an import) had put it there first.
@@ -246,9 +251,9 @@ export class Fill implements FillView {
     // Only one blob per algorithm is empty: any other digest declared 0 bytes long is a lie that
     // need not be read to be caught (and must not size a HEAD or a Range meanwhile).
     if (body.size === 0 && !isEmptyDigest(this.digest)) throw new DigestMismatchError(`tier declares ${this.digest} empty`);
-    const bound = this.#opts.maxBytes;
-    if (body.size !== null && bound !== undefined && body.size > bound) {
-      throw new DigestMismatchError(`tier declares ${body.size} bytes for ${this.digest}, more than the ${bound} it can have`);
+    const hint = this.#opts.sizeHint ?? null;
+    if (body.size !== null && hint !== null && body.size > hint) {
+      throw new DigestMismatchError(`tier declares ${body.size} bytes for ${this.digest}, more than the ${hint} it can have`);
     }
     if (this.size === null) this.size = body.size;
     else if (body.size !== null && body.size !== this.size) {
