@@ -209,3 +209,22 @@ t.test('a client pulling a 40-layer image, every layer at once (ctr without a do
   t.equal(cove.counters.fillsRefused, 0, 'nothing refused');
   t.equal(cove.counters.fillsCancelled, 0, 'nothing cancelled');
 });
+
+t.test('a prewarm fill is never cancelled: a client that joins it and leaves does not stop it', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [3 * MiB], seed: 'prewarm-kept' });
+  origin.putImage('proj/pw', '1', image);
+  const layer = image.layers[0]!;
+  // About 3 s: longer than the grace a client's leaving would start.
+  origin.setFault({ digest: layer.digest }, { type: 'slow', bytesPerSecond: MiB });
+  const cove = await startTestCove(t, origin.url, { COVE_PREWARM: 'proj/pw:1', COVE_FILL_ABANDON_GRACE: '300ms' });
+  await until('the prewarm fill started', () => origin.count({ method: 'GET', kind: 'blob', digest: layer.digest }) > 0, 5000);
+
+  const client = openGet(`${cove.url}/v2/proj/pw/blobs/${layer.digest}`);
+  t.equal(await client.answered, 200, 'a client joins the prewarm\'s fill');
+  client.cut();
+  await until('the blob stored', () => storedBlobs(cove.dataDir).includes(layer.digest.slice(7)), 10_000);
+  t.equal(cove.counters.fillsCancelled, 0, 'not cancelled');
+  t.equal(origin.count({ method: 'GET', kind: 'blob', digest: layer.digest }), 1, 'fetched once');
+});
