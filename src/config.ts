@@ -74,8 +74,14 @@ export interface Config {
   peers: PeersConfig;
   /** Parent Coves (or registries) asked in order before the origin, e.g. a regional cache. */
   parents: UpstreamConfig[];
-  /** Byte cap, watermarks and idle limit for eviction. */
-  cache: { maxBytes: number | null; highWater: number; lowWater: number; maxIdleMs: number | null };
+  /**
+   * Byte cap, watermarks and idle limit for eviction. With no byte cap given, `maxShare` is the
+   * share of the data directory's file system the cache may take (computed at start); both null
+   * only when the operator turned the cap off.
+   */
+  cache: { maxBytes: number | null; maxShare: number | null; highWater: number; lowWater: number; maxIdleMs: number | null };
+  /** Bounds on cold blobs coming in: concurrent fills, the wait for a slot, abandoned fills, blob size. */
+  fills: FillLimitsConfig;
   /** Images fetched before anyone asks, refreshed on an interval; platforms taken from multi-arch images. */
   prewarm: { refs: string[]; intervalMs: number; platforms: Platform[] };
   /** Token that opens the admin endpoints to other hosts (a Harbor webhook); loopback needs none. */
@@ -94,6 +100,20 @@ export interface ClientAuthConfig {
   ttlMs: number;
   /** With the origin unreachable, decisions made before are honoured this long. */
   graceMs: number;
+}
+
+/** How many fills may run, how long a request waits for one, and how large a blob may grow. */
+export interface FillLimitsConfig {
+  /** Fills for clients and peers running at once (joining a running fill never counts). */
+  max: number;
+  /** Fills one client address may have running at once. */
+  maxPerClient: number;
+  /** How long a request over a cap waits for a slot before 429 TOOMANYREQUESTS (0: at once). */
+  queueWaitMs: number;
+  /** A fill nobody waits for any more is cancelled after this long (prewarm fills never are). */
+  abandonGraceMs: number;
+  /** No blob grows past this many bytes when nothing better bounds it (manifest, tier, HEAD). */
+  maxBlobBytes: number;
 }
 
 /** Sibling Coves on the site's LAN. */
@@ -144,6 +164,12 @@ export const DEFAULTS = Object.freeze({
   clientAuth: 'open',
   clientAuthTtl: '5m',
   clientAuthGrace: '24h',
+  maxCache: '80%',
+  maxFills: 64,
+  maxFillsPerClient: 32,
+  fillQueueWait: '10s',
+  fillAbandonGrace: '2s',
+  maxBlobBytes: '16GiB',
 });
 
 /** Name of the single upstream configured by COVE_UPSTREAM. */
@@ -199,6 +225,11 @@ const SETTINGS = {
   clientAuth: { env: 'COVE_CLIENT_AUTH' },
   clientAuthTtl: { env: 'COVE_CLIENT_AUTH_TTL' },
   clientAuthGrace: { env: 'COVE_CLIENT_AUTH_GRACE' },
+  maxFills: { env: 'COVE_MAX_FILLS' },
+  maxFillsPerClient: { env: 'COVE_MAX_FILLS_PER_CLIENT' },
+  fillQueueWait: { env: 'COVE_FILL_QUEUE_WAIT' },
+  fillAbandonGrace: { env: 'COVE_FILL_ABANDON_GRACE' },
+  maxBlobBytes: { env: 'COVE_MAX_BLOB_BYTES' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -264,6 +295,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
       timeoutMs: durationOf(src, 'parentTimeout', DEFAULTS.parentTimeout, 1),
     })),
     cache: buildCache(src),
+    fills: buildFillLimits(src),
     prewarm: {
       refs: parseRefList(src.get('prewarm')),
       intervalMs: durationOf(src, 'prewarmInterval', DEFAULTS.prewarmInterval, 60_000),
@@ -677,15 +709,28 @@ function secretOf(src: Sources, key: Key, fileKey: Key): string | null {
   return inline.value === '' ? null : inline.value;
 }
 
-/** The byte cap with its watermarks, and the idle limit. */
+/**
+ * The byte cap with its watermarks, and the idle limit. The cap is a size ("20GiB"), a share of
+ * the data directory's file system ("80%", the default, worked out at start), or "off" (also
+ * "none" or 0): no cap, only when the operator says so.
+ */
 function buildCache(src: Sources): Config['cache'] {
-  const capRaw = src.get('maxCacheBytes');
+  const capRaw = src.get('maxCacheBytes') ?? defaultRaw(DEFAULTS.maxCache);
   let maxBytes: number | null = null;
-  if (capRaw !== undefined) {
+  let maxShare: number | null = null;
+  const capText = typeof capRaw.value === 'string' ? capRaw.value.trim().toLowerCase() : null;
+  if (capRaw.value === 0 || capText === 'off' || capText === 'none' || capText === '0') {
+    // No cap at all: asked for explicitly.
+  } else if (capText !== null && capText.endsWith('%')) {
+    maxShare = Number(capText.slice(0, -1)) / 100;
+    if (!Number.isFinite(maxShare) || maxShare <= 0 || maxShare > 1 || capText.slice(0, -1).trim() === '') {
+      fail(capRaw, 'must be a share of the file system between 0% and 100% (e.g. 80%), a size (20GiB) or off');
+    }
+  } else {
     try {
       maxBytes = typeof capRaw.value === 'number' ? capRaw.value : parseSize(str(capRaw));
     } catch (err) {
-      throw new ConfigError(`${capRaw.label}: ${oneLine(err)}`);
+      throw new ConfigError(`${capRaw.label}: ${oneLine(err)} (or a share of the file system such as 80%, or off)`);
     }
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) fail(capRaw, 'must be a size of at least 1 byte, e.g. 20GiB');
   }
@@ -702,7 +747,38 @@ function buildCache(src: Sources): Config['cache'] {
     throw new ConfigError(`COVE_CACHE_LOW_WATERMARK (${lowWater}) must be below COVE_CACHE_HIGH_WATERMARK (${highWater})`);
   }
   const idleRaw = src.get('maxIdle');
-  return { maxBytes, highWater, lowWater, maxIdleMs: idleRaw === undefined ? null : durationOf(src, 'maxIdle', '0s', 60_000) };
+  return { maxBytes, maxShare, highWater, lowWater, maxIdleMs: idleRaw === undefined ? null : durationOf(src, 'maxIdle', '0s', 60_000) };
+}
+
+/** Fill admission caps, the wait for a slot, the grace of an abandoned fill, the largest blob. */
+function buildFillLimits(src: Sources): FillLimitsConfig {
+  const count = (key: Key, fallback: number): number => {
+    const raw = src.get(key);
+    if (raw === undefined) return fallback;
+    const n = typeof raw.value === 'number' ? raw.value : /^\s*\d+\s*$/.test(str(raw)) ? Number(str(raw)) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1 || n > 100_000) fail(raw, 'must be a whole number from 1 to 100000');
+    return n;
+  };
+  const max = count('maxFills', DEFAULTS.maxFills);
+  const maxPerClient = count('maxFillsPerClient', Math.min(DEFAULTS.maxFillsPerClient, max));
+  if (maxPerClient > max) {
+    throw new ConfigError(`COVE_MAX_FILLS_PER_CLIENT (${maxPerClient}) must not be above COVE_MAX_FILLS (${max})`);
+  }
+  const blobRaw = src.get('maxBlobBytes') ?? defaultRaw(DEFAULTS.maxBlobBytes);
+  let maxBlobBytes: number;
+  try {
+    maxBlobBytes = typeof blobRaw.value === 'number' ? blobRaw.value : parseSize(str(blobRaw));
+  } catch (err) {
+    throw new ConfigError(`${blobRaw.label}: ${oneLine(err)}`);
+  }
+  if (!Number.isSafeInteger(maxBlobBytes) || maxBlobBytes < 1024 * 1024) fail(blobRaw, 'must be a size of at least 1MiB, e.g. 16GiB');
+  return {
+    max,
+    maxPerClient,
+    queueWaitMs: durationOf(src, 'fillQueueWait', DEFAULTS.fillQueueWait, 0),
+    abandonGraceMs: durationOf(src, 'fillAbandonGrace', DEFAULTS.fillAbandonGrace, 0),
+    maxBlobBytes,
+  };
 }
 
 /** COVE_PLATFORMS: linux/arm64,linux/amd64 (empty: every platform). */

@@ -29,7 +29,7 @@ import type { Tier } from './tiers/tier.js';
 import { RouteMap } from './routes.js';
 import { BlobStore } from './store/blobs.js';
 import { Catalog } from './store/catalog.js';
-import { Evictor } from './store/eviction.js';
+import { Evictor, cacheCap } from './store/eviction.js';
 import { Leases } from './store/leases.js';
 import { PinStore } from './store/pins.js';
 import { RegistryTier } from './tiers/registry.js';
@@ -62,6 +62,12 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   const opened = await store.open();
   if (opened.tempFilesRemoved > 0) log.warn({ removed: opened.tempFilesRemoved }, 'removed unfinished temp files left by an earlier run');
   const catalog = await Catalog.open(config.dataDir, store, log);
+  // Unset, the cap is a share of the data directory's file system, worked out now.
+  const cacheLimits = { ...config.cache, maxBytes: await cacheCap(config.cache, config.dataDir) };
+  if (config.cache.maxBytes === null) {
+    if (cacheLimits.maxBytes === null) log.warn('COVE_MAX_CACHE_BYTES=off: the cache has no byte cap and may fill its disk');
+    else log.info({ maxBytes: cacheLimits.maxBytes, share: config.cache.maxShare, dataDir: config.dataDir }, 'cache cap: a share of the data directory\'s file system');
+  }
 
   const nodeId = await loadNodeId(config.dataDir, config.node.id);
   const upstreamClient = (u: (typeof config.upstreams)[number]) => new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}`, offline: config.offline });
@@ -108,8 +114,17 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       lastDiskFullAt = Date.now();
       evictor.diskFull(needed);
     },
+    admission: {
+      max: config.fills.max,
+      maxPerClient: config.fills.maxPerClient,
+      queueWaitMs: config.fills.queueWaitMs,
+      // A sibling's fetch counts against its address only when nobody could forge the header.
+      peersSigned: config.peers.key !== null,
+    },
+    abandonGraceMs: config.fills.abandonGraceMs,
+    maxBlobBytes: config.fills.maxBlobBytes,
   });
-  const evictor = new Evictor({ store, catalog, pins, leases, filling: () => blobs.activeDigests(), limits: config.cache, log, counters });
+  const evictor = new Evictor({ store, catalog, pins, leases, filling: () => blobs.activeDigests(), limits: cacheLimits, log, counters });
   await evictor.start();
   const manifests = new ManifestResolver({
     store,
@@ -130,7 +145,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   const repoScope = clientAuth ? new RepoScope(catalog, resolver) : null;
   const started = Date.now();
   const upstreams = () => Object.fromEntries([...clients.values(), ...parentClients].map((c) => [c.name, c.breaker]));
-  const cache = () => ({ bytes: evictor.bytes, limit: config.cache.maxBytes, leased: leases.size });
+  const cache = () => ({ bytes: evictor.bytes, limit: cacheLimits.maxBytes, leased: leases.size });
   const metrics = createMetrics({
     counters,
     upstreams,

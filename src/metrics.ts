@@ -22,6 +22,10 @@ export class Counters {
   staleServed = 0;
   /** Fills that found the disk full and passed their blob through without storing it. */
   diskFull = 0;
+  /** Fills cancelled because nobody waited for them any more (their clients left). */
+  fillsCancelled = 0;
+  /** Requests refused with 429 because the fill caps were reached (COVE_MAX_FILLS, …_PER_CLIENT). */
+  fillsRefused = 0;
   /** Blobs and manifests removed by eviction, and their bytes. */
   evictions = 0;
   bytesEvicted = 0;
@@ -47,6 +51,8 @@ export class Counters {
       digestMismatches: this.digestMismatches,
       staleServed: this.staleServed,
       diskFull: this.diskFull,
+      fillsCancelled: this.fillsCancelled,
+      fillsRefused: this.fillsRefused,
       evictions: this.evictions,
       bytesEvicted: this.bytesEvicted,
       clientAuth: Object.fromEntries(this.clientAuth),

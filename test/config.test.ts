@@ -533,14 +533,35 @@ t.test('site, peers and parents', async (t) => {
 
 t.test('cache cap, watermarks and idle limit', async (t) => {
   const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
-  t.same(loadConfig({ env: base, flags: {} }).cache, { maxBytes: null, highWater: 0.9, lowWater: 0.8, maxIdleMs: null });
+  t.same(loadConfig({ env: base, flags: {} }).cache, { maxBytes: null, maxShare: 0.8, highWater: 0.9, lowWater: 0.8, maxIdleMs: null });
   const set = loadConfig({ env: { ...base, COVE_MAX_CACHE_BYTES: '20GiB', COVE_CACHE_HIGH_WATERMARK: '95%', COVE_CACHE_LOW_WATERMARK: '0.7', COVE_MAX_IDLE: '14d' }, flags: {} });
-  t.same(set.cache, { maxBytes: 20 * 1024 ** 3, highWater: 0.95, lowWater: 0.7, maxIdleMs: 14 * 86_400_000 });
+  t.same(set.cache, { maxBytes: 20 * 1024 ** 3, maxShare: null, highWater: 0.95, lowWater: 0.7, maxIdleMs: 14 * 86_400_000 });
+  t.same(loadConfig({ env: { ...base, COVE_MAX_CACHE_BYTES: 'off' }, flags: {} }).cache, { maxBytes: null, maxShare: null, highWater: 0.9, lowWater: 0.8, maxIdleMs: null }, 'off: no cap, asked for');
+  t.equal(loadConfig({ env: { ...base, COVE_MAX_CACHE_BYTES: '60%' }, flags: {} }).cache.maxShare, 0.6);
   const bad = (env: Record<string, string>, pattern: RegExp) => t.throws(() => loadConfig({ env: { ...base, ...env }, flags: {} }), pattern);
   bad({ COVE_MAX_CACHE_BYTES: 'lots' }, /^COVE_MAX_CACHE_BYTES: /);
   bad({ COVE_CACHE_HIGH_WATERMARK: '1.5' }, /COVE_CACHE_HIGH_WATERMARK: "1.5" must be a share of the cap/);
   bad({ COVE_CACHE_LOW_WATERMARK: '0.95' }, /COVE_CACHE_LOW_WATERMARK \(0.95\) must be below COVE_CACHE_HIGH_WATERMARK \(0.9\)/);
   bad({ COVE_MAX_IDLE: '10s' }, /COVE_MAX_IDLE: "10s" must be at least 60000 ms/);
+});
+
+t.test('fill caps, the wait for a slot, the abandon grace and the largest blob', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  t.same(loadConfig({ env: base, flags: {} }).fills, { max: 64, maxPerClient: 32, queueWaitMs: 10_000, abandonGraceMs: 2_000, maxBlobBytes: 16 * 1024 ** 3 });
+  const set = loadConfig({
+    env: { ...base, COVE_MAX_FILLS: '200', COVE_MAX_FILLS_PER_CLIENT: '50', COVE_FILL_QUEUE_WAIT: '0s', COVE_FILL_ABANDON_GRACE: '500ms', COVE_MAX_BLOB_BYTES: '64GiB' },
+    flags: {},
+  });
+  t.same(set.fills, { max: 200, maxPerClient: 50, queueWaitMs: 0, abandonGraceMs: 500, maxBlobBytes: 64 * 1024 ** 3 });
+  t.equal(loadConfig({ env: { ...base, COVE_MAX_FILLS: '8' }, flags: {} }).fills.maxPerClient, 8, 'the per-client default follows a smaller overall cap');
+  const bad = (env: Record<string, string>, pattern: RegExp) => t.throws(() => loadConfig({ env: { ...base, ...env }, flags: {} }), pattern);
+  bad({ COVE_MAX_FILLS: '0' }, /COVE_MAX_FILLS: "0" must be a whole number from 1 to 100000/);
+  bad({ COVE_MAX_FILLS: 'many' }, /COVE_MAX_FILLS: "many" must be a whole number/);
+  bad({ COVE_MAX_FILLS_PER_CLIENT: '2.5' }, /COVE_MAX_FILLS_PER_CLIENT: "2.5" must be a whole number/);
+  bad({ COVE_MAX_FILLS: '10', COVE_MAX_FILLS_PER_CLIENT: '20' }, /COVE_MAX_FILLS_PER_CLIENT \(20\) must not be above COVE_MAX_FILLS \(10\)/);
+  bad({ COVE_FILL_QUEUE_WAIT: 'forever' }, /COVE_FILL_QUEUE_WAIT/);
+  bad({ COVE_FILL_ABANDON_GRACE: '-1s' }, /COVE_FILL_ABANDON_GRACE/);
+  bad({ COVE_MAX_BLOB_BYTES: '100kB' }, /COVE_MAX_BLOB_BYTES: "100kB" must be a size of at least 1MiB/);
 });
 
 t.test('prewarm list, platforms and the admin token', async (t) => {

@@ -2,6 +2,7 @@
 // Range support (206 + Content-Range, 416 for a range past the end).
 import { OciError } from '../errors.js';
 import { contentRange, parseRange, unsatisfiedRange } from '../oci/range.js';
+import type { Requester } from '../resolve/admission.js';
 import type { BlobResolver, OpenedLookup } from '../resolve/blobs.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Leases } from '../store/leases.js';
@@ -18,6 +19,26 @@ export interface BlobHandlerDeps {
   onServed: (tier: string, bytes: number) => void;
 }
 
+/**
+ * Whose budget a fill this request starts comes from (resolve/admission.ts): its client address,
+ * or, for a sibling's fetch, the overall cap alone (when peer requests are signed; admission
+ * decides).
+ */
+function requesterOf(req: Req, target: Target): Requester {
+  const raw = req.socket?.remoteAddress ?? 'unknown';
+  // An IPv4 client on a dual-stack listener appears as ::ffff:a.b.c.d; it is one client either way.
+  const address = raw.startsWith('::ffff:') ? raw.slice(7) : raw;
+  return target.reach === 'above' ? { kind: 'peer', address } : { kind: 'client', address };
+}
+
+/** Aborted when the client goes away: ends a wait for a fill slot that nobody would see the end of. */
+function whileConnected(res: Res): { signal: AbortSignal; done: () => void } {
+  const gone = new AbortController();
+  const onClose = () => gone.abort(new Error('the client went away'));
+  res.once('close', onClose);
+  return { signal: gone.signal, done: () => res.off('close', onClose) };
+}
+
 export async function handleBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, digest: string): Promise<void> {
   const release = deps.leases.acquire(digest);
   try {
@@ -31,8 +52,28 @@ async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
   facts.digest = digest;
   const headers = { ...API_HEADERS, 'content-type': 'application/octet-stream', 'docker-content-digest': digest, etag: `"${digest}"`, 'accept-ranges': 'bytes' };
 
+  const who = requesterOf(req, target);
+  const connected = whileConnected(res);
+  try {
+    await answerBlob(deps, req, res, facts, target, digest, headers, who, connected.signal);
+  } finally {
+    connected.done();
+  }
+}
+
+async function answerBlob(
+  deps: BlobHandlerDeps,
+  req: Req,
+  res: Res,
+  facts: RequestFacts,
+  target: Target,
+  digest: string,
+  headers: Record<string, string>,
+  who: Requester,
+  signal: AbortSignal,
+): Promise<void> {
   if (req.method === 'HEAD') {
-    const { size, source } = await deps.blobs.size(target, digest);
+    const { size, source } = await deps.blobs.size(target, digest, who, signal);
     markCache(res, facts, source === 'hit' ? 'hit' : source === 'fill' ? 'miss' : 'upstream');
     facts.tier = source === 'hit' ? 'local' : 'upstream';
     res.writeHead(200, { ...headers, 'content-length': String(size) });
@@ -40,16 +81,18 @@ async function serveBlob(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
     return;
   }
 
-  const found = await deps.blobs.lookupOpen(target, digest);
+  const found = await deps.blobs.lookupOpen(target, digest, who, signal);
   try {
-    await sendFound(deps, req, res, facts, target, found, headers);
+    await sendFound(deps, req, res, facts, target, found, headers, signal);
   } finally {
     // Closed by sendBytes once it ran; closed here when the request ended before (a 416).
     if (found.kind === 'hit') await found.source.close();
+    // This request no longer waits for the fill: with nobody else, its grace begins.
+    else found.release();
   }
 }
 
-async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, found: OpenedLookup, headers: Record<string, string>): Promise<void> {
+async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: RequestFacts, target: Target, found: OpenedLookup, headers: Record<string, string>, gone: AbortSignal): Promise<void> {
   let size: number;
   let open: () => ByteSource;
   if (found.kind === 'hit') {
@@ -86,14 +129,23 @@ async function sendFound(deps: BlobHandlerDeps, req: Req, res: Res, facts: Reque
   const end = range ? range.end : size - 1;
   const length = size === 0 ? 0 : end - start + 1;
   const endExclusive = size === 0 ? 0 : end + 1;
+  let span: { source: ByteSource; tier: string } | null = null;
   if (range && found.kind === 'fill') {
     // Lazy pullers read a layer's end first: a span need not wait for the whole blob to arrive.
-    const span = await deps.blobs.openSpan(target, found.fill, start, end);
+    span = await deps.blobs.openSpan(target, found.fill, start, end);
     if (span) {
       markCache(res, facts, 'range-passthrough');
       facts.tier = span.tier;
-      open = () => span.source;
+      const source = span.source;
+      open = () => source;
     }
+  }
+  // The client left while the blob was looked up: sendBytes would learn it only from a 'close'
+  // event that has passed already, and read the whole fill for nobody (holding it alive).
+  if (gone.aborted) {
+    facts.error = 'the client went away';
+    await span?.source.close();
+    return;
   }
   res.writeHead(range ? 206 : 200, {
     ...headers,

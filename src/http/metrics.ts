@@ -74,6 +74,8 @@ export function createMetrics(src: MetricsSources): Metrics {
   total('cove_digest_mismatches_total', 'Blobs or manifests discarded because their bytes did not match the digest.', () => c.digestMismatches);
   total('cove_stale_served_total', 'Times a tag was served stale because the upstream could not be asked.', () => c.staleServed);
   total('cove_disk_full_total', 'Fills that found the disk full and passed their blob through without storing it.', () => c.diskFull);
+  total('cove_fills_cancelled_total', 'Fills cancelled because nobody waited for them any more (their clients left).', () => c.fillsCancelled);
+  total('cove_fills_refused_total', 'Requests refused with 429 because the fill caps were reached (COVE_MAX_FILLS, COVE_MAX_FILLS_PER_CLIENT).', () => c.fillsRefused);
   total('cove_evictions_total', 'Blobs and manifests removed by eviction.', () => c.evictions);
   total('cove_evicted_bytes_total', 'Bytes removed by eviction.', () => c.bytesEvicted);
   new Counter({

@@ -17,10 +17,16 @@ import { dropBody } from '../http-util.js';
 
 /**
  * Named decision: a fill belongs to the cache, not to the client that started it. A client that
- * disconnects stops only its own reader; the fill runs on, for the other clients and so that the
- * next pull is a hit. Only shutdown (the fill's own signal) aborts a fill.
+ * disconnects stops only its own reader; the fill runs on for the other clients, and for a short
+ * grace after the last one left (COVE_FILL_ABANDON_GRACE, 2 s) so that a client resuming its
+ * download joins it. A fill nobody came back to within the grace is cancelled (resolve/blobs.ts):
+ * a client that opens many requests and drops them must not make the node fetch and store what
+ * nobody reads. Prewarm fills, which nobody reads by design, always complete.
  */
-export const CLIENT_DISCONNECT_POLICY = 'fill-completes' as const;
+export const CLIENT_DISCONNECT_POLICY = 'cancel-after-grace' as const;
+
+/** Code of the CoveError a fill ends with when it was cancelled because nobody waited for it. */
+export const FILL_ABANDONED = 'FILL_ABANDONED';
 
 /** How far the temp file may fall behind the network before the fill waits for the disk. */
 const FILL_WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
@@ -46,8 +52,18 @@ export interface FillOptions {
   resolver: Resolver;
   store: BlobStore;
   log: Logger;
-  /** Aborted on shutdown only (see CLIENT_DISCONNECT_POLICY). */
+  /** Aborted on shutdown, and when nobody waits for the fill any more (see CLIENT_DISCONNECT_POLICY). */
   signal: AbortSignal;
+  /**
+   * The most bytes the blob may have when the tier sends no length (the size hint, or the hard
+   * cap): a body that goes on past it is treated as wrong bytes.
+   */
+  maxBytes?: number;
+  /**
+   * The size a cached manifest's descriptor or a tier's HEAD gave, or null: a tier declaring
+   * more is refused before a byte is stored.
+   */
+  sizeHint?: number | null;
   /**
    * Called once the blob is committed to the store, before readers see it as complete; `added`
    * is false when another writer (a manifest stored by digest, an import) had put it there first.
@@ -235,6 +251,10 @@ export class Fill implements FillView {
     // Only one blob per algorithm is empty: any other digest declared 0 bytes long is a lie that
     // need not be read to be caught (and must not size a HEAD or a Range meanwhile).
     if (body.size === 0 && !isEmptyDigest(this.digest)) throw new DigestMismatchError(`tier declares ${this.digest} empty`);
+    const hint = this.#opts.sizeHint ?? null;
+    if (body.size !== null && hint !== null && body.size > hint) {
+      throw new DigestMismatchError(`tier declares ${body.size} bytes for ${this.digest}, more than the ${hint} it can have`);
+    }
     if (this.size === null) this.size = body.size;
     else if (body.size !== null && body.size !== this.size) {
       throw new DigestMismatchError(`tier reports size ${body.size} for ${this.digest}, earlier ${this.size}`);
@@ -278,9 +298,15 @@ export class Fill implements FillView {
         dropBody(body);
         reject(err);
       };
+      const limit = this.#byteLimit();
       body.on('data', (chunk: Buffer) => {
         if (settled) return;
-        // The writer refuses bytes past the expected size (DigestMismatchError), failing the drain.
+        // The writer refuses bytes past the size the tier declared (DigestMismatchError); a body
+        // without one stops at the bound before a byte past it reaches the file.
+        if (writer.written + writer.pendingBytes + chunk.length > limit) {
+          fail(new DigestMismatchError(`more than the ${limit} bytes ${this.digest} can have (the tier sent no length)`));
+          return;
+        }
         const flushed = writer.write(chunk);
         flushed.catch(fail);
         this.#opts.onBytes?.(this.tier ?? 'unknown', chunk.length);
@@ -336,10 +362,10 @@ export class Fill implements FillView {
           reject(new CoveError(FILL_DISK_FULL, `every client of ${this.digest} left while it was passed through (disk full): not stored`));
           return;
         }
-        if (this.size !== null && pass.end + chunk.length > this.size) {
+        if (pass.end + chunk.length > this.#byteLimit()) {
           settled = true;
           dropBody(body);
-          reject(new DigestMismatchError(`more than the expected ${this.size} bytes for ${this.digest}`));
+          reject(new DigestMismatchError(`more than the expected ${this.#byteLimit()} bytes for ${this.digest}`));
           return;
         }
         const full = pass.append(chunk);
@@ -357,6 +383,11 @@ export class Fill implements FillView {
         else resolve();
       });
     });
+  }
+
+  /** The most bytes the blob may have: the tier's word when it gave one, else the fill's bound. */
+  #byteLimit(): number {
+    return this.size ?? this.#opts.maxBytes ?? Number.POSITIVE_INFINITY;
   }
 
   /** Bytes of a pass-through's memory window into `buf`; 0 when `pos` is not in it. */

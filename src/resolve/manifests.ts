@@ -18,6 +18,7 @@ import {
 } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from '../store/blobs.js';
+import { descriptorSizes } from './size-hints.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
 import type { PeerTagAnswer } from '../tiers/peers.js';
 import type { FetchedManifest, Target } from '../tiers/tier.js';
@@ -314,6 +315,8 @@ export class ManifestResolver {
     }
     await catalog.putBlob(digest, { size: manifest.bytes.length, mediaType: manifest.mediaType, lastAccess: this.#now(), pinned: false });
     await catalog.putManifestRefs(digest, manifestReferences(manifest.bytes));
+    // What the manifest says its blobs weigh bounds their fills (a tier may send no length).
+    await catalog.recordDescriptorSizes(descriptorSizes(manifest.bytes));
   }
 
   /** Records a tag; one learnt from a stale source counts as never validated, so it is asked again. */

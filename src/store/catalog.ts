@@ -30,6 +30,8 @@ const SEP = '\0';
 const META_VERSION = `meta${SEP}version`;
 const blobKey = (digest: string) => `blob${SEP}${digest}`;
 const refsKey = (digest: string) => `refs${SEP}${digest}`;
+/** The size cached manifests' descriptors give a blob: a bound on its fill (resolve/blobs.ts). */
+const descSizeKey = (digest: string) => `dsize${SEP}${digest}`;
 function tagKey(key: TagKey): string {
   const parts = [key.upstream, key.repo, key.tag, ...(key.accept === undefined ? [] : [key.accept])];
   for (const part of parts) {
@@ -283,15 +285,40 @@ export class Catalog {
     });
   }
 
-  /** Forgets a blob and, if it was a manifest, its references. */
+  /** Forgets a blob and, if it was a manifest, its references; and the size descriptors gave it. */
   deleteBlob(digest: string): Promise<void> {
     return this.#serialBlob(async () => {
       this.#touched.delete(digest);
       await this.#db.batch([
         { type: 'del', key: blobKey(digest) },
         { type: 'del', key: refsKey(digest) },
+        { type: 'del', key: descSizeKey(digest) },
       ]);
     });
+  }
+
+  /**
+   * Records the sizes a manifest's descriptors give its blobs. Two manifests that disagree about
+   * a blob keep the larger size: the value bounds a fill, and a smaller lie would make the real
+   * blob unfetchable from a tier that sends no length. A hint, not part of a rebuild.
+   */
+  recordDescriptorSizes(entries: ReadonlyArray<{ digest: string; size: number }>): Promise<void> {
+    if (entries.length === 0) return Promise.resolve();
+    return this.#serialBlob(async () => {
+      const ops: Array<{ type: 'put'; key: string; value: number }> = [];
+      for (const { digest, size } of entries) {
+        const before = await this.#db.get(descSizeKey(digest));
+        if (typeof before === 'number' && before >= size) continue;
+        ops.push({ type: 'put', key: descSizeKey(digest), value: size });
+      }
+      if (ops.length > 0) await this.#db.batch(ops);
+    });
+  }
+
+  /** The size cached manifests' descriptors gave a blob, or null. */
+  async descriptorSize(digest: string): Promise<number | null> {
+    const value = await this.#db.get(descSizeKey(digest));
+    return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
   }
 
   /** The digests a manifest refers to, or null when none are recorded. */

@@ -4,6 +4,7 @@
 // go least recently pulled first; a blob goes only when no image that stays still refers to it.
 // Never evicted: pinned images, blobs being read (leases) and blobs being filled. Kept listing
 // answers (tags/list, referrers) count towards the cap too, and go by age among the images.
+import { statfs as fsStatfs } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import type { BlobStore } from './blobs.js';
@@ -33,6 +34,26 @@ export interface EvictionOptions {
   log: Logger;
   counters: Counters;
   now?: () => number;
+}
+
+/** What cacheCap needs of statfs(2): block size and block count of a file system. */
+export type StatFs = (path: string) => Promise<{ bsize: number; blocks: number }>;
+
+/**
+ * The byte cap eviction works to: the configured size; else, with a share configured (80% by
+ * default), that share of the data directory's file system, worked out once at start — so a
+ * fresh install cannot fill its disk; null only when the operator turned the cap off. The
+ * share is of the file system's size, not of its free space: the cap must not shrink because
+ * the cache itself filled the disk. Other files on the same file system are not counted; the
+ * disk-full path (eviction on ENOSPC, pass-through) stays the backstop.
+ */
+export async function cacheCap(cache: { maxBytes: number | null; maxShare: number | null }, dataDir: string, statfs: StatFs = fsStatfs): Promise<number | null> {
+  if (cache.maxBytes !== null) return cache.maxBytes;
+  if (cache.maxShare === null) return null;
+  const fs = await statfs(dataDir);
+  const total = fs.bsize * fs.blocks;
+  if (!Number.isFinite(total) || total <= 0) throw new Error(`statfs(${dataDir}) gave no size (${fs.blocks} blocks of ${fs.bsize} bytes): set COVE_MAX_CACHE_BYTES to a size`);
+  return Math.max(1, Math.floor(total * cache.maxShare));
 }
 
 /** One removed (or, in a dry run, removable) blob. */

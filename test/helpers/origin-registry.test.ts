@@ -383,6 +383,18 @@ t.test('faults', async (t) => {
     t.equal((await fetchAll(`${origin.url}/v2/proj/f/manifests/1`, { headers: { accept: ALL } })).status, 200);
   });
 
+  t.test('endless: no length, the blob and then more bytes', async (t) => {
+    origin.resetCounters();
+    origin.setFault({ digest: layer.digest }, { type: 'endless', extraBytes: 1_000_000 }, 1);
+    const r = await fetchAll(url);
+    t.equal(r.status, 200);
+    t.equal(r.headers['content-length'], undefined, 'no length');
+    t.equal(r.body.length, layer.bytes.length + 1_000_000);
+    t.ok(r.body.subarray(0, layer.bytes.length).equals(layer.bytes), 'the blob comes first');
+    t.equal(origin.blobBytesServed, layer.bytes.length + 1_000_000, 'every byte counted');
+    t.equal(sha256((await fetchAll(url)).body), layer.digest, 'good bytes afterwards');
+  });
+
   t.test('head-404: HEAD says unknown, GET has it', async (t) => {
     origin.setFault({ digest: layer.digest }, { type: 'head-404' });
     const head = await fetchAll(url, { method: 'HEAD' });

@@ -45,7 +45,12 @@ export type Fault =
   /** No Content-Length (chunked), optionally slow: the size is known only at the end. */
   | { type: 'no-length'; bytesPerSecond?: number }
   /** Range headers are ignored: always 200 with the whole blob. */
-  | { type: 'ignore-range' };
+  | { type: 'ignore-range' }
+  /**
+   * No Content-Length (chunked): the real body, then `extraBytes` more bytes, as fast as the
+   * reader takes them — a body that keeps growing. Every byte handed to the socket is counted.
+   */
+  | { type: 'endless'; extraBytes: number };
 
 export interface FaultMatch {
   digest?: string;
@@ -88,7 +93,7 @@ interface ActiveFault {
   remaining: number;
 }
 
-const BODY_FAULTS = new Set(['slow', 'truncate', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length']);
+const BODY_FAULTS = new Set(['slow', 'truncate', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length', 'endless']);
 
 function sha256(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -582,6 +587,10 @@ export class OriginRegistry {
       res.end();
       return;
     }
+    if (fault?.type === 'endless') {
+      this.#sendEndless(rec, res, status, headers, body, fault.extraBytes, count);
+      return;
+    }
     if (fault?.type === 'length-lie' || fault?.type === 'no-length') {
       // Raw bytes on the socket: node:http would not send a body that disagrees with its length.
       const socket = res.socket!;
@@ -636,6 +645,33 @@ export class OriginRegistry {
       if (last) res.end(chunk);
       else res.write(chunk);
     });
+  }
+
+  /** The 'endless' fault: chunked, the body and then `extraBytes` of filler, paced by the socket. */
+  #sendEndless(rec: RecordedRequest, res: ServerResponse, status: number, headers: Record<string, string>, body: Buffer, extraBytes: number, count: (n: number) => void): void {
+    const socket = res.socket!;
+    const lines = [`HTTP/1.1 ${status} OK`];
+    for (const [name, value] of Object.entries(headers)) if (name !== 'content-length') lines.push(`${name}: ${value}`);
+    lines.push('transfer-encoding: chunked', 'connection: close');
+    rec.status = status;
+    socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+    const total = body.length + extraBytes;
+    const filler = Buffer.alloc(64 * 1024, 0x5a);
+    let sent = 0;
+    const pump = () => {
+      while (!socket.destroyed && sent < total) {
+        const chunk = sent < body.length ? body.subarray(sent, Math.min(body.length, sent + filler.length)) : filler.subarray(0, Math.min(filler.length, total - sent));
+        sent += chunk.length;
+        count(chunk.length);
+        const more = socket.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
+        if (!more) {
+          socket.once('drain', pump);
+          return;
+        }
+      }
+      if (!socket.destroyed) socket.end('0\r\n\r\n');
+    };
+    pump();
   }
 
   /**

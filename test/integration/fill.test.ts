@@ -119,7 +119,7 @@ t.test('a transfer that keeps breaking fails the client and leaves nothing behin
   t.ok(origin.count({ method: 'GET', kind: 'blob' }) <= 4, 'bounded attempts');
 });
 
-t.test(`client disconnect policy "${CLIENT_DISCONNECT_POLICY}": the fill completes for the cache`, async (t) => {
+t.test(`client disconnect policy "${CLIENT_DISCONNECT_POLICY}": a fill that ends within the grace after its client left completes for the cache`, async (t) => {
   const origin = await OriginRegistry.start();
   t.teardown(() => origin.close());
   const image = makeImage({ layers: [4_000_000], seed: 'disconnect' });
