@@ -502,7 +502,7 @@ async function serve(flags: Record<string, string | boolean | undefined>): Promi
 }
 
 main(process.argv.slice(2))
-  .finally(() => Promise.all(socketAgents.map((agent) => agent.close())))
+  .finally(() => Promise.all(socketAgents.map((agent) => agent.destroy())))
   .then(
     (code) => {
       process.exitCode = code;
