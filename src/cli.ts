@@ -27,7 +27,7 @@ Usage:
   cove invalidate REPO[:TAG] [--ns REGISTRY] [--url URL]
                            make the next pull of a cached tag (or of every tag of REPO) ask the
                            origin, whatever COVE_TAG_TTL says; talks to the Cove running on this
-                           host (at COVE_LISTEN, or --url)
+                           host (over its admin socket, or --url with the admin token)
   cove ls [--json]         the cached images: repository, tag, digest, size, last pull, pinned
   cove pin REF | cove unpin REF
                            keep an image (REPO:TAG or REPO@DIGEST) whatever eviction decides;
