@@ -23,8 +23,10 @@ export type AdminChannel = 'tcp' | 'socket';
 
 /** Body types /admin/import reads: tar archives, plain or gzip. The `cove` command sends application/x-tar. */
 export const ARCHIVE_TYPES = ['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream'] as const;
-/** Body type /admin/prewarm and the Harbor webhook read (Harbor sends it). */
+/** Body type /admin/prewarm reads (the `cove` command sends it). */
 export const JSON_TYPES = ['application/json'] as const;
+/** Body types of Harbor's webhook: its Default payload, and a CloudEvents payload in structured mode. */
+export const WEBHOOK_TYPES = ['application/json', 'application/cloudevents+json'] as const;
 
 export interface AdminGateOptions {
   /** COVE_ADMIN_TOKEN, or null: admin over HTTP is off. */
@@ -170,8 +172,9 @@ export function hasAdminToken(authorization: string | undefined, token: string |
 async function checkBody(req: Req, action: AdminAction): Promise<void> {
   switch (action.kind) {
     case 'prewarm':
+      return requireType(req, JSON_TYPES, '/admin/prewarm');
     case 'harbor-webhook':
-      return requireType(req, JSON_TYPES, action.kind === 'prewarm' ? '/admin/prewarm' : '/admin/webhook/harbor');
+      return requireType(req, WEBHOOK_TYPES, '/admin/webhook/harbor');
     case 'import':
       return requireType(req, ARCHIVE_TYPES, '/admin/import');
     case 'invalidate':

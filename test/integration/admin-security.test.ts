@@ -166,6 +166,9 @@ t.test('bodies of the wrong type are refused with 415; bodyless POSTs take no bo
   }
   const hook = await send(`${cove.url}/admin/webhook/harbor`, { method: 'POST', headers: { ...AUTH, 'content-type': 'text/plain' }, body: '{}' });
   t.equal(hook.status, 415, 'the webhook with text/plain: 415');
+  t.match(hook.message, /application\/json, application\/cloudevents\+json/);
+  const cloud = await send(`${cove.url}/admin/webhook/harbor`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/cloudevents+json' }, body: JSON.stringify({ specversion: '1.0', type: 'harbor.artifact.deleted', data: {} }) });
+  t.equal(cloud.status, 200, "Harbor's CloudEvents type is read (an event it ignores: 200)");
   const archive = await send(`${cove.url}/admin/import?tag=proj/app:1`, { method: 'POST', headers: { ...AUTH, 'content-type': 'text/plain' }, body: Buffer.alloc(1024) });
   t.equal(archive.status, 415, 'import with text/plain: 415');
   t.match(archive.message, /application\/x-tar, .*application\/gzip/, 'naming the archive types');
