@@ -220,7 +220,11 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       throw err;
     }
   }
-  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
+  // A port Cove cannot take ends start-up; the admin socket must not keep the process alive then.
+  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls }).catch(async (err: unknown) => {
+    await adminSocket?.stop(0);
+    throw err;
+  });
   // With TLS on :443, clients that only speak plain HTTP (or an operator's curl) may use :80.
   const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null }) : null;
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';

@@ -61,11 +61,6 @@ export class AdminGate {
     this.#wildcards = names.filter((n) => n.startsWith('*.')).map((n) => n.slice(1));
   }
 
-  /** Whether a token is set, i.e. admin over HTTP is on. */
-  get httpEnabled(): boolean {
-    return this.#token !== null;
-  }
-
   /** Whether the request carries the admin token (never true without one set). */
   hasToken(req: Req): boolean {
     return hasAdminToken(req.headers.authorization, this.#token);
