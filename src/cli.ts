@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { Agent, fetch as undiciFetch, type Response } from 'undici';
-import { CONFIG_FLAGS, loadAdminClient, loadConfig, loadDataDir, loadListen } from './config.js';
+import { CONFIG_FLAGS, loadAdminSockets, loadAdminToken, loadConfig, loadDataDir, loadListen } from './config.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { startCove } from './main.js';
@@ -405,9 +405,7 @@ const socketAgents: Agent[] = [];
  */
 async function adminTarget(flags: Record<string, string | boolean | undefined>, url: string | undefined): Promise<AdminTarget | string> {
   const socketFlag = typeof flags.socket === 'string' ? flags.socket : undefined;
-  const client = loadAdminClient({ flags, socket: socketFlag });
-  const token = typeof flags.token === 'string' ? flags.token : client.token;
-  const headers: Record<string, string> = token === null ? {} : { authorization: `Bearer ${token}` };
+  const client = loadAdminSockets({ flags, socket: socketFlag });
   const searched: string[] = [];
   if (url === undefined) {
     for (const path of client.sockets) {
@@ -432,7 +430,8 @@ async function adminTarget(flags: Record<string, string | boolean | undefined>, 
     base = `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
   }
   base = base.replace(/\/+$/, '');
-  return { base, where: base, headers, searched };
+  const token = typeof flags.token === 'string' ? flags.token : loadAdminToken({ flags });
+  return { base, where: base, headers: token === null ? {} : { authorization: `Bearer ${token}` }, searched };
 }
 
 /** The response of the local Cove, or null (and a message) when it failed; timeoutMs 0 = none. */

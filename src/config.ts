@@ -297,20 +297,18 @@ export function loadListen(options: LoadOptions = {}): { host: string; port: num
 }
 
 /**
- * What the `cove` command needs to reach the running daemon's admin endpoints: the admin socket
- * paths to try, in order (none with COVE_ADMIN_SOCKET=off), and the admin token for HTTP.
- * `socket` (--socket) overrides the setting.
+ * Where the `cove` command looks for the running daemon's admin socket, in order (none with
+ * COVE_ADMIN_SOCKET=off); `explicit` when --socket (`socket`, which wins) or the setting names it.
  */
-export function loadAdminClient(options: LoadOptions & { socket?: string } = {}): { sockets: string[]; token: string | null; explicit: boolean } {
+export function loadAdminSockets(options: LoadOptions & { socket?: string } = {}): { sockets: string[]; explicit: boolean } {
   const src = new Sources(options);
-  const token = secretOf(src, 'adminToken', 'adminTokenFile');
   if (options.socket !== undefined) {
     const path = parseSocketPath({ value: options.socket, label: '--socket', rank: 3, baseDir: process.cwd() });
-    return { sockets: path === null ? [] : [path], token, explicit: true };
+    return { sockets: path === null ? [] : [path], explicit: true };
   }
   if (src.get('adminSocket') !== undefined) {
     const path = adminSocketFrom(src, '');
-    return { sockets: path === null ? [] : [path], token, explicit: true };
+    return { sockets: path === null ? [] : [path], explicit: true };
   }
   // Where the daemon puts it: under systemd ($RUNTIME_DIRECTORY, which a shell lacks, so also
   // the unit's /run/cove), or else in its data directory.
@@ -320,7 +318,12 @@ export function loadAdminClient(options: LoadOptions & { socket?: string } = {})
     join(dataDirFrom(src), DEFAULTS.adminSocketName),
     join(DEFAULTS.runtimeDir, DEFAULTS.adminSocketName),
   ];
-  return { sockets: [...new Set(candidates)], token, explicit: false };
+  return { sockets: [...new Set(candidates)], explicit: false };
+}
+
+/** The admin token, for the `cove` command talking HTTP (read only then: the socket needs none). */
+export function loadAdminToken(options: LoadOptions = {}): string | null {
+  return secretOf(new Sources(options), 'adminToken', 'adminTokenFile');
 }
 
 /** Only the data directory, for tools that work on it without talking to an upstream (reindex). */

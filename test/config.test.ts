@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { CONFIG_FLAGS, DEFAULTS, loadAdminClient, loadConfig, loadDataDir, type Config } from '../src/config.js';
+import { CONFIG_FLAGS, DEFAULTS, loadAdminSockets, loadAdminToken, loadConfig, loadDataDir, type Config } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 
 const ORIGIN_URL = 'https://harbor.example.com';
@@ -577,9 +577,13 @@ t.test('admin socket and admin host names', async (t) => {
   t.throws(() => loadConfig({ env: { ...base, COVE_ADMIN_HOSTS: 'edge 7' }, flags: {} }), /COVE_ADMIN_HOSTS: "edge 7" must list host names or addresses/);
 
   // What the cove command looks for.
-  t.same(loadAdminClient({ env: base }), { sockets: ['/var/lib/cove-test/admin.sock', '/run/cove/admin.sock'], token: null, explicit: false });
-  t.same(loadAdminClient({ env: { ...base, RUNTIME_DIRECTORY: '/run/x' } }).sockets, ['/run/x/admin.sock', '/var/lib/cove-test/admin.sock', '/run/cove/admin.sock']);
-  t.same(loadAdminClient({ env: { ...base, COVE_ADMIN_SOCKET: '/srv/a.sock', COVE_ADMIN_TOKEN: 'an-admin-token-of-length' } }), { sockets: ['/srv/a.sock'], token: 'an-admin-token-of-length', explicit: true });
-  t.same(loadAdminClient({ env: { ...base, COVE_ADMIN_SOCKET: '/srv/a.sock' }, socket: '/srv/b.sock' }).sockets, ['/srv/b.sock'], '--socket wins');
-  t.same(loadAdminClient({ env: { ...base, COVE_ADMIN_SOCKET: 'off' } }), { sockets: [], token: null, explicit: true });
+  t.same(loadAdminSockets({ env: base }), { sockets: ['/var/lib/cove-test/admin.sock', '/run/cove/admin.sock'], explicit: false });
+  t.same(loadAdminSockets({ env: { ...base, RUNTIME_DIRECTORY: '/run/x' } }).sockets, ['/run/x/admin.sock', '/var/lib/cove-test/admin.sock', '/run/cove/admin.sock']);
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_SOCKET: '/srv/a.sock' } }), { sockets: ['/srv/a.sock'], explicit: true });
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_SOCKET: '/srv/a.sock' }, socket: '/srv/b.sock' }).sockets, ['/srv/b.sock'], '--socket wins');
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_SOCKET: 'off' } }), { sockets: [], explicit: true });
+  // A token file the socket does not need is not read (a credential name outside systemd, say).
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_TOKEN_FILE: 'cove-admin-token' } }).explicit, false);
+  t.equal(loadAdminToken({ env: { ...base, COVE_ADMIN_TOKEN: 'an-admin-token-of-length' } }), 'an-admin-token-of-length');
+  t.equal(loadAdminToken({ env: base }), null);
 });
