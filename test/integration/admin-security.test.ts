@@ -2,9 +2,11 @@
 // tried for real on loopback. Reproduced before: any loopback connection could use /admin/*; a
 // process exported one image and imported it under another image's tag, and every later pull got
 // the wrong image as a cache hit, even with the origin up.
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:http2';
+import { request as httpsRequest } from 'node:https';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -54,6 +56,24 @@ function send(url: string, options: { method?: string; headers?: Record<string, 
       req.end();
     } else if (options.body !== undefined) req.end(options.body);
     else req.end();
+  });
+}
+
+/** POST /admin/gc over HTTP/2 (TLS) with the given pseudo-headers and headers; the status. */
+function h2Gc(url: string, ca: Buffer, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const session = connect(url, { ca });
+    session.on('error', reject);
+    const stream = session.request({ ':method': 'POST', ':path': '/admin/gc', ...headers });
+    stream.on('response', (h) => {
+      stream.resume();
+      stream.on('end', () => {
+        session.close();
+        resolve(Number(h[':status']));
+      });
+    });
+    stream.on('error', reject);
+    stream.end();
   });
 }
 
@@ -150,6 +170,36 @@ t.test("another site's browser requests and DNS rebinding are refused, even with
   const prewarm = await send(`${cove.url}/admin/prewarm`, { method: 'POST', headers: { ...AUTH, ...JSON_BODY, origin: 'http://evil.example' }, body: JSON.stringify({ refs: ['proj/app:1'] }) });
   t.equal(prewarm.status, 403);
   t.equal(origin.requests.length, 0, 'no refused request reached the origin');
+});
+
+t.test("over TLS: the certificate's names are Cove's, Origin is https, HTTP/2's :authority is its Host", async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const dir = mkdtempSync(join(tmpdir(), 'cove-admin-tls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=cove-test', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:harbor.test'], { stdio: 'ignore' });
+  const cove = await startTestCove(t, origin.url, { COVE_TLS_CERT: cert, COVE_TLS_KEY: key, COVE_ADMIN_TOKEN: TOKEN });
+  const ca = readFileSync(cert);
+  const port = cove.port;
+  const h1 = (headers: Record<string, string>) =>
+    new Promise<number>((resolve, reject) => {
+      // The certificate is checked for harbor.test whatever Host says (Node would check the Host header's name).
+      const req = httpsRequest(`${cove.url}/admin/gc`, { method: 'POST', ca, servername: 'harbor.test', agent: false, headers: { ...AUTH, ...headers } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  t.equal(await h1({ host: `harbor.test:${port}` }), 200, "HTTP/1.1: Host in the certificate's names passes");
+  t.equal(await h1({ host: `harbor.test:${port}`, origin: `https://harbor.test:${port}` }), 200, 'Origin https://harbor.test is this Cove');
+  t.equal(await h1({ host: `harbor.test:${port}`, origin: `http://harbor.test:${port}` }), 403, 'Origin http:// for a TLS request is another origin');
+  t.equal(await h1({ host: `evil.example:${port}` }), 403, 'Host: evil.example: 403');
+  t.equal(await h2Gc(cove.url, ca, { ':authority': `harbor.test:${port}`, ...AUTH }), 200, "HTTP/2: :authority in the certificate's names passes");
+  t.equal(await h2Gc(cove.url, ca, { ':authority': `evil.example:${port}`, ...AUTH }), 403, 'HTTP/2 :authority evil.example: 403');
+  t.equal(await h2Gc(cove.url, ca, { ':authority': `harbor.test:${port}`, ...AUTH, origin: 'https://evil.example' }), 403, 'HTTP/2 with a foreign Origin: 403');
+  t.equal(await h2Gc(cove.url, ca, { ':authority': `harbor.test:${port}` }), 401, 'HTTP/2 without the token: 401');
 });
 
 t.test('bodies of the wrong type are refused with 415; bodyless POSTs take no body', async (t) => {
