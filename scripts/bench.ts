@@ -419,12 +419,12 @@ async function archiveScenario(image: TestImage, work: string): Promise<ArchiveR
         const c = new Cleanup();
         try {
           const cove = await startCove(c, NO_ORIGIN, { COVE_TAG_TTL: '1h' });
-          const imported = await coveCli(['import', dockerTar, '--url', cove.url]);
+          const imported = await coveCli(['import', dockerTar, '--socket', cove.adminSocket]);
           ms.coveDockerIn.push(imported.ms);
           const m = /^(\S+): (sha256:[0-9a-f]{64})$/m.exec(imported.stdout);
           if (!m) throw new Error(`archive: cove import of the docker archive said: ${imported.stdout}`);
           const manifestDigest = m[2]!;
-          const out = await coveCli(['export', 'proj/app:1', '-o', exported, '--url', cove.url]);
+          const out = await coveCli(['export', 'proj/app:1', '-o', exported, '--socket', cove.adminSocket]);
           ms.coveOut.push(out.ms);
           sameSize('exported', exported);
           rss.dockerArchive = Math.max(rss.dockerArchive, peakRss(cove.pid));
@@ -452,7 +452,7 @@ async function archiveScenario(image: TestImage, work: string): Promise<ArchiveR
         const c = new Cleanup();
         try {
           const cove = await startCove(c, NO_ORIGIN, { COVE_TAG_TTL: '1h' });
-          const imported = await coveCli(['import', ociTar, '--tag', 'proj/app:1', '--url', cove.url]);
+          const imported = await coveCli(['import', ociTar, '--tag', 'proj/app:1', '--socket', cove.adminSocket]);
           ms.coveOciIn.push(imported.ms);
           if (!imported.stdout.includes(`proj/app:1: ${image.manifestDigest}`)) throw new Error(`archive: cove import of the OCI archive said: ${imported.stdout}`);
           rss.ociArchive = Math.max(rss.ociArchive, peakRss(cove.pid));

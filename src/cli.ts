@@ -6,7 +6,8 @@ import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import { CONFIG_FLAGS, loadConfig, loadDataDir, loadListen } from './config.js';
+import { Agent, fetch as undiciFetch, type Response } from 'undici';
+import { CONFIG_FLAGS, loadAdminSockets, loadAdminToken, loadConfig, loadDataDir, loadListen } from './config.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { startCove } from './main.js';
@@ -26,7 +27,7 @@ Usage:
   cove invalidate REPO[:TAG] [--ns REGISTRY] [--url URL]
                            make the next pull of a cached tag (or of every tag of REPO) ask the
                            origin, whatever COVE_TAG_TTL says; talks to the Cove running on this
-                           host (at COVE_LISTEN, or --url)
+                           host (over its admin socket, or --url with the admin token)
   cove ls [--json]         the cached images: repository, tag, digest, size, last pull, pinned
   cove pin REF | cove unpin REF
                            keep an image (REPO:TAG or REPO@DIGEST) whatever eviction decides;
@@ -67,6 +68,14 @@ Options (each also settable as COVE_* environment or in the JSON config file):
   --default-ns REGISTRY    route for requests without ?ns= (COVE_DEFAULT_NS), e.g. docker.io for a registry-mirrors listener
   --log-level LEVEL        fatal|error|warn|info|debug|trace|silent (COVE_LOG_LEVEL, default info)
 
+Commands that talk to the running Cove (invalidate, ls, pin, unpin, prewarm, import, export, gc,
+peers) use its admin socket (mode 0600: run them as root or as Cove's user), found at
+COVE_ADMIN_SOCKET, $RUNTIME_DIRECTORY/admin.sock, <data dir>/admin.sock or /run/cove/admin.sock:
+  --socket PATH            the admin socket to use (COVE_ADMIN_SOCKET)
+  --url URL                talk HTTP to the Cove at URL instead (another host, or no socket); it
+                           needs the admin token: COVE_ADMIN_TOKEN / COVE_ADMIN_TOKEN_FILE, or
+  --token TOKEN            (visible to other users in the process list; prefer the variables)
+
 Every setting is described in the README.`;
 
 async function main(argv: string[]): Promise<number> {
@@ -76,6 +85,8 @@ async function main(argv: string[]): Promise<number> {
       ...CONFIG_FLAGS,
       ns: { type: 'string' },
       url: { type: 'string' },
+      socket: { type: 'string' },
+      token: { type: 'string' },
       json: { type: 'boolean' },
       'dry-run': { type: 'boolean' },
       platforms: { type: 'string' },
@@ -373,6 +384,56 @@ async function askLocal(flags: Record<string, string | boolean | undefined>, url
   return res === null ? null : res.text();
 }
 
+/** Where the admin requests of this command go: the admin socket, or HTTP (with the token if there is one). */
+interface AdminTarget {
+  base: string;
+  /** What to call it in messages. */
+  where: string;
+  dispatcher?: Agent;
+  headers: Record<string, string>;
+  /** Over HTTP: the sockets looked for, and why none was used, for the hint after a refusal. */
+  searched?: string[];
+}
+
+/** Agents opened for admin sockets, closed when the command ends so no idle connection holds it open. */
+const socketAgents: Agent[] = [];
+
+/**
+ * --url: HTTP to that Cove, with the admin token. Otherwise the admin socket when one is there
+ * (--socket or COVE_ADMIN_SOCKET names it; else the places the daemon puts it), and failing
+ * that HTTP to COVE_LISTEN, with the token if one is set.
+ */
+async function adminTarget(flags: Record<string, string | boolean | undefined>, url: string | undefined): Promise<AdminTarget | string> {
+  const socketFlag = typeof flags.socket === 'string' ? flags.socket : undefined;
+  const client = loadAdminSockets({ flags, socket: socketFlag });
+  const searched: string[] = [];
+  if (url === undefined) {
+    for (const path of client.sockets) {
+      const found = await stat(path).then(
+        (s) => (s.isSocket() ? 'socket' : 'not a socket'),
+        (err: NodeJS.ErrnoException) => err.code ?? 'unreadable',
+      );
+      if (found === 'socket') {
+        const dispatcher = new Agent({ connect: { socketPath: path } });
+        socketAgents.push(dispatcher);
+        // The file mode of the socket is the check: no token goes over it.
+        return { base: 'http://localhost', where: `the admin socket ${path}`, dispatcher, headers: {} };
+      }
+      searched.push(`${path} (${found === 'ENOENT' ? 'absent' : found})`);
+    }
+    if (client.explicit) return `cove: no admin socket to use: ${searched.join(', ') || 'COVE_ADMIN_SOCKET is off'}`;
+  }
+  let base = url;
+  if (base === undefined) {
+    const listen = loadListen({ flags });
+    const host = listen.host === '0.0.0.0' || listen.host === '::' || listen.host === '' ? '127.0.0.1' : listen.host;
+    base = `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
+  }
+  base = base.replace(/\/+$/, '');
+  const token = typeof flags.token === 'string' ? flags.token : loadAdminToken({ flags });
+  return { base, where: base, headers: token === null ? {} : { authorization: `Bearer ${token}` }, searched };
+}
+
 /** The response of the local Cove, or null (and a message) when it failed; timeoutMs 0 = none. */
 async function callLocal(
   flags: Record<string, string | boolean | undefined>,
@@ -383,29 +444,36 @@ async function callLocal(
   body?: string | ReadableStream,
   timeoutMs = 10_000,
 ): Promise<Response | null> {
-  let base = url;
-  if (base === undefined) {
-    const listen = loadListen({ flags });
-    const host = listen.host === '0.0.0.0' || listen.host === '::' || listen.host === '' ? '127.0.0.1' : listen.host;
-    base = `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
+  const target = await adminTarget(flags, url);
+  if (typeof target === 'string') {
+    process.stderr.write(`${target}\n`);
+    return null;
   }
+  // Each body goes with the one type its endpoint reads (see src/http/admin-gate.ts).
+  const headers = { ...target.headers, ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'application/json' : 'application/x-tar' }) };
   let res: Response;
   try {
-    res = await fetch(`${base.replace(/\/+$/, '')}${path}`, {
+    res = await undiciFetch(`${target.base}${path}`, {
       method,
-      ...(body === undefined
-        ? {}
-        : typeof body === 'string'
-          ? { body, headers: { 'content-type': 'application/json' } }
-          : { body, headers: { 'content-type': 'application/x-tar' }, duplex: 'half' }),
+      headers,
+      ...(body === undefined ? {} : { body: body as never, duplex: 'half' as const }),
+      ...(target.dispatcher ? { dispatcher: target.dispatcher } : {}),
       ...(timeoutMs > 0 ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
     });
   } catch (err) {
-    process.stderr.write(`cove: no Cove answered at ${base}: ${(err as Error).message} (is it running? use --url)\n`);
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message ?? (err as Error).message;
+    process.stderr.write(`cove: no Cove answered at ${target.where}: ${(err as Error).message} (${why}) (is it running? use --url or --socket)\n`);
     return null;
   }
   if (!res.ok) {
     process.stderr.write(`cove: ${what} failed (${res.status}): ${await res.text()}\n`);
+    if (target.dispatcher === undefined && (res.status === 401 || res.status === 403) && target.searched !== undefined) {
+      const looked = target.searched.length > 0 ? ` (looked for ${target.searched.join(', ')})` : '';
+      process.stderr.write(
+        `cove: over HTTP, admin needs the admin token (COVE_ADMIN_TOKEN or --token). On the Cove host, run this as root or Cove's user so it can use the admin socket${looked}, or name it with --socket\n`,
+      );
+    }
     return null;
   }
   return res;
@@ -432,17 +500,19 @@ async function serve(flags: Record<string, string | boolean | undefined>): Promi
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    if (err instanceof ConfigError || (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))) {
-      process.stderr.write(`cove: ${(err as Error).message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    process.stderr.write(`cove: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+main(process.argv.slice(2))
+  .finally(() => Promise.all(socketAgents.map((agent) => agent.destroy())))
+  .then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      if (err instanceof ConfigError || (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))) {
+        process.stderr.write(`cove: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      process.stderr.write(`cove: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );

@@ -3,7 +3,7 @@
 // start-up with a ConfigError of one line naming the key and the value (never a password).
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 // env-var is CommonJS whose exports Node cannot name statically: take the default export.
 import envVar from 'env-var';
 import { ConfigError } from './errors.js';
@@ -84,8 +84,12 @@ export interface Config {
   fills: FillLimitsConfig;
   /** Images fetched before anyone asks, refreshed on an interval; platforms taken from multi-arch images. */
   prewarm: { refs: string[]; intervalMs: number; platforms: Platform[] };
-  /** Token that opens the admin endpoints to other hosts (a Harbor webhook); loopback needs none. */
+  /** Token that opens the admin endpoints over HTTP (a Harbor webhook, a remote operator); null = admin over HTTP is off. */
   adminToken: string | null;
+  /** Unix socket the `cove` command uses for admin without a token (mode 0600), or null when off. */
+  adminSocket: string | null;
+  /** Host names besides the built-in ones (loopback, own addresses, host name, TLS names, upstream hosts) that admin requests may carry in Host. */
+  adminHosts: string[];
   /** Who may pull what: everyone (open) or what the origin lets each client pull (passthrough). */
   clientAuth: ClientAuthConfig;
 }
@@ -170,6 +174,10 @@ export const DEFAULTS = Object.freeze({
   fillQueueWait: '10s',
   fillAbandonGrace: '2s',
   maxBlobBytes: '16GiB',
+  /** The admin socket's file name, in $RUNTIME_DIRECTORY (systemd) or else the data directory. */
+  adminSocketName: 'admin.sock',
+  /** Where the unit's RuntimeDirectory=cove puts it; the `cove` command looks there too. */
+  runtimeDir: '/run/cove',
 });
 
 /** Name of the single upstream configured by COVE_UPSTREAM. */
@@ -222,6 +230,8 @@ const SETTINGS = {
   prewarmInterval: { env: 'COVE_PREWARM_INTERVAL' },
   adminToken: { env: 'COVE_ADMIN_TOKEN' },
   adminTokenFile: { env: 'COVE_ADMIN_TOKEN_FILE' },
+  adminSocket: { env: 'COVE_ADMIN_SOCKET' },
+  adminHosts: { env: 'COVE_ADMIN_HOSTS' },
   clientAuth: { env: 'COVE_CLIENT_AUTH' },
   clientAuthTtl: { env: 'COVE_CLIENT_AUTH_TTL' },
   clientAuthGrace: { env: 'COVE_CLIENT_AUTH_GRACE' },
@@ -263,9 +273,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const src = new Sources(options);
   const upstream = buildUpstream(src);
   const routes = buildRoutes(src.get('routes'), [upstream.name]);
+  const dataDir = dataDirFrom(src);
   const config: Config = {
     listen: parseListen(src.get('listen') ?? defaultRaw(DEFAULTS.listen)),
-    dataDir: dataDirFrom(src),
+    dataDir,
     upstreams: [upstream],
     routes,
     defaultNs: parseDefaultNs(src.get('defaultNs'), routes),
@@ -302,6 +313,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
       platforms: parsePlatformSetting(src.get('platforms')),
     },
     adminToken: secretOf(src, 'adminToken', 'adminTokenFile'),
+    adminSocket: adminSocketFrom(src, dataDir),
+    adminHosts: parseHostNames(src.get('adminHosts')),
     clientAuth: {
       mode: parseClientAuthMode(src.get('clientAuth')),
       ttlMs: durationOf(src, 'clientAuthTtl', DEFAULTS.clientAuthTtl, 0),
@@ -318,6 +331,36 @@ export function loadConfig(options: LoadOptions = {}): Config {
 /** Only the listen address, for commands that talk to the running daemon (invalidate). */
 export function loadListen(options: LoadOptions = {}): { host: string; port: number } {
   return parseListen(new Sources(options).get('listen') ?? defaultRaw(DEFAULTS.listen));
+}
+
+/**
+ * Where the `cove` command looks for the running daemon's admin socket, in order (none with
+ * COVE_ADMIN_SOCKET=off); `explicit` when --socket (`socket`, which wins) or the setting names it.
+ */
+export function loadAdminSockets(options: LoadOptions & { socket?: string } = {}): { sockets: string[]; explicit: boolean } {
+  const src = new Sources(options);
+  if (options.socket !== undefined) {
+    const path = parseSocketPath({ value: options.socket, label: '--socket', rank: 3, baseDir: process.cwd() });
+    return { sockets: path === null ? [] : [path], explicit: true };
+  }
+  if (src.get('adminSocket') !== undefined) {
+    const path = adminSocketFrom(src, '');
+    return { sockets: path === null ? [] : [path], explicit: true };
+  }
+  // Where the daemon puts it: under systemd ($RUNTIME_DIRECTORY, which a shell lacks, so also
+  // the unit's /run/cove), or else in its data directory.
+  const runtime = src.env('RUNTIME_DIRECTORY')?.split(':')[0];
+  const candidates = [
+    ...(runtime ? [join(resolve(runtime), DEFAULTS.adminSocketName)] : []),
+    join(dataDirFrom(src), DEFAULTS.adminSocketName),
+    join(DEFAULTS.runtimeDir, DEFAULTS.adminSocketName),
+  ];
+  return { sockets: [...new Set(candidates)], explicit: false };
+}
+
+/** The admin token, for the `cove` command talking HTTP (read only then: the socket needs none). */
+export function loadAdminToken(options: LoadOptions = {}): string | null {
+  return secretOf(new Sources(options), 'adminToken', 'adminTokenFile');
 }
 
 /** Only the data directory, for tools that work on it without talking to an upstream (reindex). */
@@ -536,6 +579,57 @@ function dataDirFrom(src: Sources): string {
   // systemd StateDirectory= may list several, colon-separated; the first is Cove's.
   const state = src.env('STATE_DIRECTORY')?.split(':')[0];
   return state ? resolve(state) : DEFAULTS.dataDir;
+}
+
+/**
+ * COVE_ADMIN_SOCKET (a path, or "off"); unset: $RUNTIME_DIRECTORY/admin.sock under systemd,
+ * else admin.sock in the data directory.
+ */
+function adminSocketFrom(src: Sources, dataDir: string): string | null {
+  const raw = src.get('adminSocket');
+  if (raw !== undefined) return parseSocketPath(raw);
+  // systemd RuntimeDirectory= may list several, colon-separated; the first is Cove's.
+  const runtime = src.env('RUNTIME_DIRECTORY')?.split(':')[0];
+  const path = join(runtime ? resolve(runtime) : dataDir, DEFAULTS.adminSocketName);
+  return checkSocketLength(path, runtime ? 'RUNTIME_DIRECTORY' : 'the data directory');
+}
+
+function parseSocketPath(raw: Raw): string | null {
+  const text = str(raw).trim();
+  if (['off', 'none', 'false', '0', 'no'].includes(text.toLowerCase())) return null;
+  if (text === '' || text.endsWith('/')) fail(raw, 'must name a socket file (e.g. /run/cove/admin.sock), or be "off"');
+  return checkSocketLength(resolve(raw.baseDir, text), raw.label);
+}
+
+/**
+ * A Unix socket path has at most 107 bytes on Linux. Cove binds first inside a private temporary
+ * directory beside the socket (src/http/admin-socket.ts), whose path is longer: check both.
+ */
+function checkSocketLength(path: string, label: string): string {
+  const temporary = join(dirname(path), '.admin-sock-XXXXXX', 's');
+  const longest = Math.max(Buffer.byteLength(path), Buffer.byteLength(temporary));
+  if (longest > 107 || basename(path) === '') {
+    throw new ConfigError(`${label}: the admin socket ${show(path)} is too long for a Unix socket path (107 bytes); set COVE_ADMIN_SOCKET to a shorter path, or "off"`);
+  }
+  return path;
+}
+
+/** COVE_ADMIN_HOSTS: host names (or addresses), comma-separated or a JSON array. */
+function parseHostNames(raw: Raw | undefined): string[] {
+  if (raw === undefined) return [];
+  const items = Array.isArray(raw.value) ? raw.value : str(raw).split(',');
+  const names: string[] = [];
+  for (const item of items) {
+    if (typeof item !== 'string') fail(raw, 'must list host names or addresses, e.g. edge-7.site.example.com,10.0.0.7');
+    const name = (item as string).trim().toLowerCase().replace(/\.$/, '').replace(/^\[(.*)\]$/, '$1');
+    if (name === '') continue;
+    // A leading "*." matches one label, as in a certificate.
+    if (isIP(name) === 0 && !/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(name)) {
+      fail(raw, 'must list host names or addresses, e.g. edge-7.site.example.com,10.0.0.7');
+    }
+    if (!names.includes(name)) names.push(name);
+  }
+  return names;
 }
 
 /**

@@ -7,6 +7,8 @@ import { DecisionBook } from './client-auth/decisions.js';
 import { OriginCheck } from './client-auth/origin-check.js';
 import { RepoScope } from './client-auth/repo-scope.js';
 import { TokenSigner } from './client-auth/token.js';
+import { AdminGate, certificateNames } from './http/admin-gate.js';
+import { openAdminSocket, type AdminSocket } from './http/admin-socket.js';
 import { createHandler } from './http/handler.js';
 import { createMetrics } from './http/metrics.js';
 import { checkReadiness } from './http/readiness.js';
@@ -43,6 +45,8 @@ export interface Cove {
   port: number;
   /** Port of the plain-HTTP listener beside TLS (COVE_LISTEN_HTTP), or null. */
   httpPort: number | null;
+  /** Path of the admin socket the `cove` command uses (COVE_ADMIN_SOCKET), or null when off. */
+  adminSocket: string | null;
   counters: Counters;
   log: Logger;
   /** Graceful stop: stop accepting, let transfers finish within the grace period, close the store. */
@@ -169,7 +173,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
 
   const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
   const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmDeps, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
-  const handler = createHandler({
+  const handlerDeps: Parameters<typeof createHandler>[0] = {
     clientAuth,
     repoScope,
     routes,
@@ -196,6 +200,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       prewarm: prewarmDeps,
       platforms: config.prewarm.platforms,
       adminToken: config.adminToken,
+      gate: new AdminGate({ token: config.adminToken, names: adminNames(config), socketPath: config.adminSocket }),
       log,
       signal: shutdown.signal,
     },
@@ -215,8 +220,26 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       checkReadiness({ dataDir: config.dataDir, upstreams, lastDiskFullAt: () => lastDiskFullAt, stopping: () => stopping !== null, ...options.readiness }),
     metrics,
     status,
+  };
+  const handler = createHandler(handlerDeps);
+  // The admin socket first: a path Cove must not take stops start-up before anything listens.
+  let adminSocket: AdminSocket | null = null;
+  if (config.adminSocket !== null) {
+    try {
+      adminSocket = await openAdminSocket(config.adminSocket, createHandler(handlerDeps, 'socket'), log);
+    } catch (err) {
+      await evictor.stop();
+      await Promise.all([...clients.values(), ...parentClients].map((c) => c.close()));
+      await clientAuth?.close();
+      await catalog.close();
+      throw err;
+    }
+  }
+  // A port Cove cannot take ends start-up; the admin socket must not keep the process alive then.
+  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls }).catch(async (err: unknown) => {
+    await adminSocket?.stop(0);
+    throw err;
   });
-  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
   // With TLS on :443, clients that only speak plain HTTP (or an operator's curl) may use :80.
   const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null }) : null;
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
@@ -226,6 +249,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     {
       listen: `${listener.host}:${listener.port}`,
       listenHttp: plainListener ? `${plainListener.host}:${plainListener.port}` : null,
+      adminSocket: adminSocket?.path ?? null,
+      adminHttp: config.adminToken !== null,
       tls: Boolean(config.tls),
       offline: config.offline,
       upstreams: config.upstreams.map((u) => u.url),
@@ -267,6 +292,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     url,
     port: listener.port,
     httpPort: plainListener?.port ?? null,
+    adminSocket: adminSocket?.path ?? null,
     counters,
     log,
     stop() {
@@ -277,7 +303,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
         await evictor.stop();
         await prewarmList.stop();
         await peers?.table.stop();
-        await Promise.all([listener.stop(config.shutdownGraceMs), plainListener?.stop(config.shutdownGraceMs)]);
+        await Promise.all([listener.stop(config.shutdownGraceMs), plainListener?.stop(config.shutdownGraceMs), adminSocket?.stop(config.shutdownGraceMs)]);
         shutdown.abort();
         // Aborted fills clean up their temp files; one already committing finishes. Either way
         // nothing may touch the store or the index once stop() returns.
@@ -310,6 +336,23 @@ async function openClientAuth(config: Config, clients: Map<string, UpstreamClien
     counters,
     log,
   });
+}
+
+/**
+ * Names admin requests may carry in Host besides loopback, the node's addresses and host name
+ * (admin-gate.ts): the TLS certificate's names, the upstream hosts and routed registry hosts
+ * (clients reach Cove under those by /etc/hosts), the listen address, and COVE_ADMIN_HOSTS.
+ */
+function adminNames(config: Config): string[] {
+  const hostOf = (url: string) => new URL(url).hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  const names = [
+    ...(config.tls ? certificateNames(config.tls.cert) : []),
+    ...config.upstreams.map((u) => hostOf(u.url)),
+    ...config.routes.map((r) => r.match.replace(/:\d+$/, '')),
+    config.listen.host.toLowerCase(),
+    ...config.adminHosts,
+  ];
+  return [...new Set(names.filter((n) => n !== '' && n !== '0.0.0.0' && n !== '::'))];
 }
 
 /** Process memory in MiB, for /healthz: an edge host has little to spare. */

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { CONFIG_FLAGS, DEFAULTS, loadConfig, loadDataDir, type Config } from '../src/config.js';
+import { CONFIG_FLAGS, DEFAULTS, loadAdminSockets, loadAdminToken, loadConfig, loadDataDir, type Config } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 
 const ORIGIN_URL = 'https://harbor.example.com';
@@ -579,4 +579,35 @@ t.test('prewarm list, platforms and the admin token', async (t) => {
   bad({ COVE_PREWARM: 'proj/app:1,Not A Ref' }, /^COVE_PREWARM: "Not A Ref": /);
   bad({ COVE_ADMIN_TOKEN: 'short' }, /COVE_ADMIN_TOKEN: needs at least 16 characters/);
   bad({ COVE_PREWARM_INTERVAL: '5s' }, /COVE_PREWARM_INTERVAL: "5s" must be at least 60000 ms/);
+});
+
+t.test('admin socket and admin host names', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1', COVE_DATA_DIR: '/var/lib/cove-test' };
+  t.equal(loadConfig({ env: base, flags: {} }).adminSocket, '/var/lib/cove-test/admin.sock', 'default: in the data directory');
+  t.equal(loadConfig({ env: { ...base, RUNTIME_DIRECTORY: '/run/cove:/run/other' }, flags: {} }).adminSocket, '/run/cove/admin.sock', "under systemd: $RUNTIME_DIRECTORY's first entry");
+  t.equal(loadConfig({ env: { ...base, RUNTIME_DIRECTORY: '/run/cove', COVE_ADMIN_SOCKET: '/srv/cove.sock' }, flags: {} }).adminSocket, '/srv/cove.sock', 'the setting wins');
+  t.equal(loadConfig({ env: { ...base, COVE_ADMIN_SOCKET: 'off' }, flags: {} }).adminSocket, null, '"off" turns it off');
+  t.throws(() => loadConfig({ env: { ...base, COVE_ADMIN_SOCKET: `/tmp/${'x'.repeat(100)}/admin.sock` }, flags: {} }), /COVE_ADMIN_SOCKET: the admin socket .* is too long for a Unix socket path/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_ADMIN_SOCKET: '/run/cove/' }, flags: {} }), /COVE_ADMIN_SOCKET: "\/run\/cove\/" must name a socket file/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_DATA_DIR: `/tmp/${'d'.repeat(100)}` }, flags: {} }), /the data directory: the admin socket .* too long.*set COVE_ADMIN_SOCKET/);
+
+  t.same(loadConfig({ env: base, flags: {} }).adminHosts, []);
+  t.same(loadConfig({ env: { ...base, COVE_ADMIN_HOSTS: 'Edge-7.Site.example.com., 10.0.0.7,[fd00::7],*.edge.example.com' }, flags: {} }).adminHosts, [
+    'edge-7.site.example.com',
+    '10.0.0.7',
+    'fd00::7',
+    '*.edge.example.com',
+  ]);
+  t.throws(() => loadConfig({ env: { ...base, COVE_ADMIN_HOSTS: 'edge 7' }, flags: {} }), /COVE_ADMIN_HOSTS: "edge 7" must list host names or addresses/);
+
+  // What the cove command looks for.
+  t.same(loadAdminSockets({ env: base }), { sockets: ['/var/lib/cove-test/admin.sock', '/run/cove/admin.sock'], explicit: false });
+  t.same(loadAdminSockets({ env: { ...base, RUNTIME_DIRECTORY: '/run/x' } }).sockets, ['/run/x/admin.sock', '/var/lib/cove-test/admin.sock', '/run/cove/admin.sock']);
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_SOCKET: '/srv/a.sock' } }), { sockets: ['/srv/a.sock'], explicit: true });
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_SOCKET: '/srv/a.sock' }, socket: '/srv/b.sock' }).sockets, ['/srv/b.sock'], '--socket wins');
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_SOCKET: 'off' } }), { sockets: [], explicit: true });
+  // A token file the socket does not need is not read (a credential name outside systemd, say).
+  t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_TOKEN_FILE: 'cove-admin-token' } }).explicit, false);
+  t.equal(loadAdminToken({ env: { ...base, COVE_ADMIN_TOKEN: 'an-admin-token-of-length' } }), 'an-admin-token-of-length');
+  t.equal(loadAdminToken({ env: base }), null);
 });

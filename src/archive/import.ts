@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { manifestReferences } from '../oci/mediatypes.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
+import { NOT_VALIDATED } from '../store/records.js';
 import { ArchiveError, describeError } from './common.js';
 import { readDockerArchive } from './docker-archive.js';
 import type { Inventory } from './inventory.js';
@@ -146,7 +147,9 @@ class Importer {
     for (const t of targets) {
       const key = { upstream: t.upstream, repo: t.repo, tag: t.tag };
       this.#tagsBefore.push({ key, record: await catalog.getTag(key) });
-      await catalog.putTag(key, { digest: t.image.digest, mediaType: t.image.mediaType, size: t.image.size, fetchedAt: now, validatedAt: now });
+      // An archive's names are the importer's word, not the origin's: the tag answers at once only
+      // while no upstream can be asked; the next pull with the origin up asks it first.
+      await catalog.putTag(key, { digest: t.image.digest, mediaType: t.image.mediaType, size: t.image.size, fetchedAt: now, validatedAt: NOT_VALIDATED });
       images.push({ ref: t.ref, digest: t.image.digest, mediaType: t.image.mediaType, upstream: t.upstream, repo: t.repo, tag: t.tag });
     }
 

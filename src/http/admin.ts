@@ -1,7 +1,6 @@
 // Operator endpoints: the peer table, tag invalidation, eviction, pins, the image list, prewarm
-// and Harbor's push webhook. Clients on this host may call them; other hosts (Harbor, for its
-// webhook) only with the admin token (COVE_ADMIN_TOKEN) as a bearer token.
-import { timingSafeEqual, createHash } from 'node:crypto';
+// and Harbor's push webhook. Who may call them, and how, is admin-gate.ts's call: the admin
+// socket (the `cove` command) or the admin token (COVE_ADMIN_TOKEN) over HTTP.
 import { Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { ArchiveError } from '../archive/common.js';
@@ -22,8 +21,11 @@ import type { Catalog } from '../store/catalog.js';
 import type { Evictor } from '../store/eviction.js';
 import { listImages } from '../store/inventory.js';
 import type { PinStore } from '../store/pins.js';
+import type { AdminChannel, AdminGate } from './admin-gate.js';
 import { breakResponse, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
 import type { AdminAction } from './router.js';
+
+export { hasAdminToken } from './admin-gate.js';
 
 /** Largest JSON body /admin/prewarm reads. */
 const PREWARM_BODY_MAX = 256 * 1024;
@@ -40,13 +42,23 @@ export interface AdminDeps {
   prewarm: PrewarmDeps;
   platforms: readonly Platform[];
   adminToken: string | null;
+  /** Checks who calls and what they send, before any endpoint runs. */
+  gate: AdminGate;
   log: Logger;
   /** Aborted on shutdown: webhook prewarms stop with the daemon. */
   signal: AbortSignal;
 }
 
-export async function handleAdmin(deps: AdminDeps, req: Req, res: Res, facts: RequestFacts, action: AdminAction, ns: string | null): Promise<void> {
-  requireAdmin(req, deps.adminToken);
+export async function handleAdmin(
+  deps: AdminDeps,
+  req: Req,
+  res: Res,
+  facts: RequestFacts,
+  action: AdminAction,
+  ns: string | null,
+  channel: AdminChannel = 'tcp',
+): Promise<void> {
+  await deps.gate.admit(req, action, channel);
   const head = req.method === 'HEAD';
   switch (action.kind) {
     case 'peers':
@@ -238,33 +250,6 @@ async function harborWebhook(deps: AdminDeps, req: Req, res: Res, facts: Request
     .then((result) => deps.log.info({ refs: event.refs, ok: result.ok, errors: result.errors }, 'harbor push prewarmed'))
     .catch((err: Error) => deps.log.error({ refs: event.refs, err: err.message }, 'harbor push prewarm failed'));
   facts.bytes = sendJson(res, 202, { accepted: true, refs: event.refs });
-}
-
-function requireAdmin(req: Req, token: string | null): void {
-  const refusal = adminRefusal(req.socket.remoteAddress, req.headers.authorization, token);
-  if (refusal) throw refusal;
-}
-
-/** Loopback clients pass; anyone else needs `Authorization: Bearer <COVE_ADMIN_TOKEN>`. */
-export function adminRefusal(address: string | undefined, authorization: string | undefined, token: string | null): OciError | null {
-  if (isLoopback(address)) return null;
-  if (token === null) return new OciError('DENIED', 'admin endpoints answer only clients on this host (loopback), unless COVE_ADMIN_TOKEN is set');
-  if (hasAdminToken(authorization, token)) return null;
-  return new OciError('UNAUTHORIZED', 'admin endpoints need Authorization: Bearer <COVE_ADMIN_TOKEN> from other hosts');
-}
-
-/** Whether a request carries `Authorization: Bearer <COVE_ADMIN_TOKEN>` (never true without a token set). */
-export function hasAdminToken(authorization: string | undefined, token: string | null): boolean {
-  if (token === null) return false;
-  const sent = /^Bearer\s+(.+)$/i.exec(String(authorization ?? '').trim())?.[1] ?? '';
-  // Hashes have equal length, so the comparison takes the same time whatever was sent.
-  const digest = (text: string) => createHash('sha256').update(text).digest();
-  return timingSafeEqual(digest(sent), digest(token));
-}
-
-function isLoopback(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
 /** A writable that sends the response headers before the first byte and counts what passes. */

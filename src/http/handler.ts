@@ -15,6 +15,7 @@ import type { ClientAuth } from '../client-auth/gate.js';
 import type { RepoScope } from '../client-auth/repo-scope.js';
 import { OciError } from '../errors.js';
 import { handleAdmin, hasAdminToken, type AdminDeps } from './admin.js';
+import type { AdminChannel } from './admin-gate.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
 import type { Metrics } from './metrics.js';
@@ -62,8 +63,11 @@ const STATUS_PAGE_BYTES = Buffer.from(STATUS_PAGE);
 
 type PullEndpoint = Extract<Endpoint, { kind: 'manifest' | 'blob' | 'tags' | 'referrers' }>;
 
-/** Builds the request listener for the HTTP (or HTTP/2) server. */
-export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
+/**
+ * Builds the request listener for the HTTP (or HTTP/2) server, or (channel "socket") for the
+ * admin socket, which answers the admin and status endpoints without a token and nothing else.
+ */
+export function createHandler(deps: HandlerDeps, channel: AdminChannel = 'tcp'): (req: Req, res: Res) => void {
   const onServed = (tier: string, n: number) => deps.counters.add(deps.counters.bytesServed, tier, n);
   // One log of seen request nonces per running node: a signed peer request is accepted once.
   const peerAuth: PeerAuth | null = deps.peerKey === null ? null : { key: deps.peerKey, nonces: new NonceLog() };
@@ -94,16 +98,30 @@ export function createHandler(deps: HandlerDeps): (req: Req, res: Res) => void {
         'request',
       );
     });
-    dispatch(deps, peerAuth, req, res, facts, onServed).catch((err: unknown) => {
+    dispatch(deps, peerAuth, req, res, facts, onServed, channel).catch((err: unknown) => {
       if (!(err instanceof Error && 'status' in err)) deps.log.debug({ err }, 'request failed');
       sendError(req, res, facts, err);
     });
   };
 }
 
-async function dispatch(deps: HandlerDeps, peerAuth: PeerAuth | null, req: Req, res: Res, facts: RequestFacts, onServed: (tier: string, n: number) => void): Promise<void> {
+/** What the admin socket answers: the operator's endpoints, not the pull API. */
+const SOCKET_ENDPOINTS: ReadonlySet<Endpoint['kind']> = new Set(['admin', 'health', 'ready', 'metrics', 'node', 'status', 'status-page']);
+
+async function dispatch(
+  deps: HandlerDeps,
+  peerAuth: PeerAuth | null,
+  req: Req,
+  res: Res,
+  facts: RequestFacts,
+  onServed: (tier: string, n: number) => void,
+  channel: AdminChannel,
+): Promise<void> {
   const head = req.method === 'HEAD';
   const { endpoint, ns } = route(req.method ?? 'GET', req.url ?? '/');
+  if (channel === 'socket' && !SOCKET_ENDPOINTS.has(endpoint.kind)) {
+    throw new OciError('NAME_UNKNOWN', 'the admin socket answers /admin/ and the status endpoints only; pull through Cove\'s listener (COVE_LISTEN)');
+  }
   switch (endpoint.kind) {
     case 'health':
       facts.bytes = sendJson(res, 200, { status: 'ok', ...deps.health() }, {}, head);
@@ -129,7 +147,7 @@ async function dispatch(deps: HandlerDeps, peerAuth: PeerAuth | null, req: Req, 
       return;
     case 'status': {
       // With client auth on, what is cached is nobody's business but the operator's.
-      const names = deps.clientAuth === null || hasAdminToken(req.headers.authorization, deps.admin.adminToken);
+      const names = deps.clientAuth === null || channel === 'socket' || hasAdminToken(req.headers.authorization, deps.admin.adminToken);
       facts.bytes = sendJson(res, 200, await deps.status.json({ names }), { 'cache-control': 'no-store' }, head);
       return;
     }
@@ -147,7 +165,7 @@ async function dispatch(deps: HandlerDeps, peerAuth: PeerAuth | null, req: Req, 
       facts.bytes = sendJson(res, 200, deps.node, challengeAnswer(req, deps.peerKey, deps.node), head);
       return;
     case 'admin':
-      return handleAdmin(deps.admin, req, res, facts, endpoint.action, ns);
+      return handleAdmin(deps.admin, req, res, facts, endpoint.action, ns, channel);
   }
   const from = originOf(req, deps.node.id, peerAuth);
   if (peerAuth !== null && from.nonce !== null && from.peer !== null) authenticateAnswer(res, peerAuth.key, from.nonce, deps.node.id, from.peer);

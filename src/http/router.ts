@@ -22,7 +22,7 @@ export type Endpoint =
   | { kind: 'tags'; name: string; n: number | undefined; last: string | undefined }
   | { kind: 'referrers'; name: string; digest: string; artifactType: string | undefined };
 
-/** Operator endpoints under /admin/ (and the peer table): loopback clients, or the admin token. */
+/** Operator endpoints under /admin/ (and the peer table): the admin socket, or the admin token (admin-gate.ts). */
 export type AdminAction =
   | { kind: 'peers' }
   | { kind: 'invalidate'; name: string; tag: string | null }
@@ -71,7 +71,10 @@ export function route(method: string, target: string): RoutedRequest {
     if (method !== 'GET' && method !== 'HEAD') throw new OciError('UNSUPPORTED', 'the token endpoint answers GET', { headers: { allow: 'GET' } });
     return { endpoint: { kind: 'token', query: q }, ns: null };
   }
-  if (path === '/_cove/peers') return { endpoint: { kind: 'admin', action: { kind: 'peers' } }, ns: null };
+  if (path === '/_cove/peers') {
+    if (method !== 'GET' && method !== 'HEAD') throw new OciError('UNSUPPORTED', 'use GET /_cove/peers', { headers: { allow: 'GET, HEAD' } });
+    return { endpoint: { kind: 'admin', action: { kind: 'peers' } }, ns: null };
+  }
   if (path.startsWith('/admin/')) return { endpoint: { kind: 'admin', action: adminAction(method, path, q) }, ns };
   if (!path.startsWith('/v2/') && path !== '/v2') {
     throw new OciError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`);
@@ -110,6 +113,10 @@ function adminAction(method: string, path: string, q: URLSearchParams): AdminAct
   const post = (usage: string) => {
     if (method !== 'POST') throw new OciError('UNSUPPORTED', `use POST ${usage}`, { headers: { allow: 'POST' } });
   };
+  // Reads change nothing; a POST (what an HTML form can send) to one is refused all the same.
+  const get = (usage: string) => {
+    if (method !== 'GET' && method !== 'HEAD') throw new OciError('UNSUPPORTED', `use GET ${usage}`, { headers: { allow: 'GET, HEAD' } });
+  };
   switch (path) {
     case '/admin/invalidate': {
       post('/admin/invalidate?repo=NAME[&tag=TAG][&ns=REGISTRY]');
@@ -131,6 +138,7 @@ function adminAction(method: string, path: string, q: URLSearchParams): AdminAct
       return { kind: 'pin', name, reference, pin: path === '/admin/pin' };
     }
     case '/admin/images':
+      get('/admin/images');
       return { kind: 'images' };
     case '/admin/prewarm':
       post('/admin/prewarm with a JSON body {"refs": ["proj/app:1"], "platforms": "linux/arm64"}');
@@ -139,6 +147,7 @@ function adminAction(method: string, path: string, q: URLSearchParams): AdminAct
       post('/admin/import[?tag=REPO:TAG][&pin=1] with the archive as the body');
       return { kind: 'import', tags: q.getAll('tag'), pin: ['1', 'true'].includes(q.get('pin') ?? '') };
     case '/admin/export': {
+      get('/admin/export?ref=REPO:TAG[&ref=...]');
       const refs = q.getAll('ref');
       if (refs.length === 0) throw new OciError('NAME_INVALID', 'export needs at least one ?ref=REPO:TAG (or REPO@DIGEST)');
       return { kind: 'export', refs };

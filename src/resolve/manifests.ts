@@ -20,6 +20,7 @@ import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from '../store/blobs.js';
 import { descriptorSizes } from './size-hints.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
+import { NOT_VALIDATED } from '../store/records.js';
 import type { PeerTagAnswer } from '../tiers/peers.js';
 import type { FetchedManifest, Target } from '../tiers/tier.js';
 import { SingleFlight } from './flight.js';
@@ -42,8 +43,8 @@ export interface ManifestAnswer {
   tier: string;
 }
 
-/** validatedAt of a tag an operator invalidated: older than any TTL. */
-const INVALIDATED = 0;
+/** validatedAt of a tag an operator invalidated, or no upstream ever confirmed (an import): older than any TTL. */
+const INVALIDATED = NOT_VALIDATED;
 
 export interface ManifestResolverOptions {
   store: BlobStore;
@@ -205,7 +206,8 @@ export class ManifestResolver {
     const now = this.#now();
     const cached: ManifestAnswer = { ...local, digest: record.digest, cache: 'hit', tier: 'local' };
     if (now - record.validatedAt < this.#o.tagTtlMs) return cached;
-    // An invalidated tag (validatedAt 0) is revalidated before answering, even with SWR.
+    // An invalidated or imported tag (validatedAt 0) is revalidated before answering, even with
+    // SWR: nothing upstream vouched for it, so serving it first would serve whatever was imported.
     if (!this.#o.staleWhileRevalidate || record.validatedAt === INVALIDATED) return this.#revalidate(target, key, record, cached, now);
     // Stale-while-revalidate: answer now, ask the upstream once in the background.
     const flight = JSON.stringify([key.upstream, key.repo, key.tag, key.accept ?? '']);

@@ -23,9 +23,18 @@ export interface TagRecord {
   size: number;
   /** When the manifest was fetched from upstream (ms since the epoch). */
   fetchedAt: number;
-  /** When upstream last confirmed the tag still points here (ms since the epoch). */
+  /** When upstream last confirmed the tag still points here (ms since the epoch); NOT_VALIDATED if never. */
   validatedAt: number;
 }
+
+/**
+ * validatedAt of a tag no upstream has confirmed: one an operator invalidated, one learnt from a
+ * stale source, and one an offline import wrote (an archive's names are only the importer's
+ * word). Older than any TTL: the next pull asks upstream before answering, even with
+ * stale-while-revalidate, and an upstream answer replaces it; with nothing upstream reachable,
+ * the record is served stale.
+ */
+export const NOT_VALIDATED = 0;
 
 /** Bookkeeping for one stored blob. */
 export interface BlobRecord {

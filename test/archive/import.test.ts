@@ -62,6 +62,7 @@ t.test('OCI layout: blobs verified into the store, manifest and tag registered',
   t.same(await env.store.readAll(image.manifestDigest), image.manifest, 'manifest bytes exactly as in the archive');
   const tag = await env.catalog.getTag({ upstream: 'origin', repo: 'proj/app', tag: '1' });
   t.match(tag, { digest: image.manifestDigest, mediaType: OCI_MANIFEST, size: image.manifest.length, fetchedAt: 1_700_000_000_000 });
+  t.equal(tag?.validatedAt, 0, 'never validated: the next pull with the origin up asks it first');
   t.match(await env.catalog.getBlob(image.manifestDigest), { mediaType: OCI_MANIFEST, size: image.manifest.length, pinned: false });
   t.match(await env.catalog.getBlob(image.layers[0]!.digest), { mediaType: null, size: 300_000 });
   t.same((await env.catalog.manifestRefs(image.manifestDigest))?.sort(), [image.configDigest, ...image.layers.map((l) => l.digest)].sort());

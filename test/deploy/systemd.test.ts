@@ -65,6 +65,8 @@ t.test('the unit keeps what install.sh, the README and Cove rely on', async (t) 
   t.ok(values('LoadCredential').includes('origin-password:/etc/cove/origin-password'), 'credential "origin-password" (COVE_UPSTREAM_PASSWORD_FILE=origin-password)');
   t.same(values('DynamicUser'), ['yes'], 'DynamicUser=yes');
   t.same(values('StateDirectory'), ['cove'], 'StateDirectory=cove (Cove defaults to $STATE_DIRECTORY)');
+  t.same(values('RuntimeDirectory'), ['cove'], 'RuntimeDirectory=cove: the admin socket goes to $RUNTIME_DIRECTORY (/run/cove, where the cove command looks)');
+  t.same(values('RuntimeDirectoryMode'), ['0700'], 'RuntimeDirectoryMode=0700: only Cove\'s user (and root) reach the admin socket');
   t.same(values('EnvironmentFile'), ['-/etc/cove/cove.env'], 'optional EnvironmentFile /etc/cove/cove.env');
   t.same(values('CapabilityBoundingSet'), [''], 'no capabilities');
   t.same(values('RestrictAddressFamilies'), ['AF_INET AF_INET6 AF_UNIX AF_NETLINK'], 'AF_NETLINK stays for mDNS interface listing');

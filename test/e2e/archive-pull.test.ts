@@ -16,12 +16,13 @@ t.test('skopeo archives imported with cove import, then pulled through Cove with
   await run('skopeo', ['copy', '-q', `oci:${image.layout}:${image.tag}`, `oci-archive:${ociTar}:1`]);
   // No origin at all: a closed loopback port.
   const cove = await startCove(cleanup, 'http://127.0.0.1:9', { COVE_TAG_TTL: '1h' });
-  const url = `http://${cove.hostPort}`;
+  // The cove command reaches the daemon over its admin socket.
+  const socket = cove.adminSocket;
 
-  const fromDocker = await run(process.execPath, [COVE_CLI, 'import', dockerTar, '--url', url]);
+  const fromDocker = await run(process.execPath, [COVE_CLI, 'import', dockerTar, '--socket', socket]);
   t.equal(fromDocker.code, 0, fromDocker.stderr);
   t.match(fromDocker.stdout, /^docker\.io\/proj\/app:1: sha256:/m);
-  const fromOci = await run(process.execPath, [COVE_CLI, 'import', ociTar, '--tag', 'proj/app:oci', '--url', url]);
+  const fromOci = await run(process.execPath, [COVE_CLI, 'import', ociTar, '--tag', 'proj/app:oci', '--socket', socket]);
   t.equal(fromOci.code, 0, fromOci.stderr);
   t.match(fromOci.stdout, new RegExp(`^proj/app:oci: ${image.manifestDigest}$`, 'm'));
 

@@ -572,6 +572,10 @@ export class CoveProc {
   get hostPort(): string {
     return `127.0.0.1:${this.port}`;
   }
+  /** The admin socket the `cove` command uses (in the data directory outside systemd). */
+  get adminSocket(): string {
+    return join(this.dataDir, 'admin.sock');
+  }
   get pid(): number {
     return this.proc.pid;
   }

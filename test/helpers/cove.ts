@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { Agent, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import { loadConfig } from '../../src/config.js';
 import { startCove, type Cove } from '../../src/main.js';
 
@@ -11,6 +12,8 @@ export interface TestCove extends Cove {
   dataDir: string;
   /** Resolves once no fill is running: a client gets its last byte when the digest checks out, the commit to the store follows. */
   fillsDone(): Promise<void>;
+  /** A request to the admin endpoints over the admin socket, as the `cove` command sends them (no token). */
+  adminFetch(path: string, init?: RequestInit): Promise<Response>;
 }
 
 /** Starts Cove in front of `upstream` with extra COVE_* settings; stops it and removes its data at teardown. */
@@ -28,7 +31,9 @@ export async function startTestCove(
   // Several Coves share one test process: name each node in its log lines.
   const log = env.COVE_NODE_ID ? base.child({ node: env.COVE_NODE_ID }) : base;
   const cove = await startCove(config, { log });
+  const socketAgent = cove.adminSocket === null ? null : new Agent({ connect: { socketPath: cove.adminSocket } });
   t.teardown(async () => {
+    await socketAgent?.destroy();
     await cove.stop();
     if (!options.keepData) rmSync(dataDir, { recursive: true, force: true });
   });
@@ -40,5 +45,12 @@ export async function startTestCove(
     }
     throw new Error('fills still running after 5 s');
   };
-  return Object.assign(cove, { dataDir, fillsDone });
+  const adminFetch = (path: string, init: RequestInit = {}) => {
+    if (socketAgent === null) throw new Error('this Cove has no admin socket (COVE_ADMIN_SOCKET=off)');
+    const body = init.body;
+    // Each body with the type its endpoint reads, as the cove command sends it.
+    const type = body === undefined || body === null ? {} : { 'content-type': typeof body === 'string' ? 'application/json' : 'application/x-tar' };
+    return undiciFetch(`http://localhost${path}`, { ...init, headers: { ...type, ...(init.headers as Record<string, string> | undefined) }, dispatcher: socketAgent });
+  };
+  return Object.assign(cove, { dataDir, fillsDone, adminFetch });
 }

@@ -17,7 +17,7 @@ const CLI = new URL('../../src/cli.js', import.meta.url).pathname;
 const NO_ORIGIN = 'http://127.0.0.1:9';
 
 async function listed(cove: TestCove): Promise<Array<{ repo: string; tag: string | null; digest: string; pinned: boolean }>> {
-  return ((await (await fetch(`${cove.url}/admin/images`)).json()) as { images: never[] }).images;
+  return ((await (await cove.adminFetch('/admin/images')).json()) as { images: never[] }).images;
 }
 
 t.test('import seeds a Cove that has no origin; export carries the image to another', async (t) => {
@@ -28,7 +28,7 @@ t.test('import seeds a Cove that has no origin; export carries the image to anot
   writeFileSync(archive, await buildTar([...layoutFiles([descriptorOf(image, { 'org.opencontainers.image.ref.name': '1', 'io.containerd.image.name': 'proj/app:1' })]), ...imageBlobs(image)], { gzip: true }));
 
   const edge = await startTestCove(t, NO_ORIGIN, { COVE_TAG_TTL: '1h' });
-  const imported = await run(process.execPath, [CLI, 'import', archive, '--pin', '--url', edge.url], { timeout: 30_000 });
+  const imported = await run(process.execPath, [CLI, 'import', archive, '--pin', '--socket', edge.adminSocket!], { timeout: 30_000 });
   t.match(imported.stdout, new RegExp(`^proj/app:1: ${image.manifestDigest} \\(pinned\\)$`, 'm'));
   t.match(imported.stdout, /imported 1 image\(s\) from a oci-layout: 4 blob\(s\), 4 new/);
   t.match(imported.stderr, /^import app\.tar\.gz: /m, 'progress lines when not on a terminal');
@@ -37,15 +37,15 @@ t.test('import seeds a Cove that has no origin; export carries the image to anot
   t.match(await listed(edge), [{ repo: 'proj/app', tag: '1', digest: image.manifestDigest, pinned: true }]);
 
   const out = join(dir, 'out.tar');
-  const exported = await run(process.execPath, [CLI, 'export', 'proj/app:1', '-o', out, '--url', edge.url], { timeout: 30_000 });
+  const exported = await run(process.execPath, [CLI, 'export', 'proj/app:1', '-o', out, '--socket', edge.adminSocket!], { timeout: 30_000 });
   t.match(exported.stdout, /^exported 1 image reference\(s\) to .*out\.tar/);
   t.notOk(existsSync(`${out}.part`), 'no partial file is left');
   const other = await startTestCove(t, NO_ORIGIN, { COVE_TAG_TTL: '1h' });
-  await run(process.execPath, [CLI, 'import', out, '--url', other.url], { timeout: 30_000 });
+  await run(process.execPath, [CLI, 'import', out, '--socket', other.adminSocket!], { timeout: 30_000 });
   await pullImage(other.url, 'proj/app', '1', image);
   t.pass('the exported archive seeds a second Cove with the same digests');
 
-  const unknown = await run(process.execPath, [CLI, 'export', 'proj/none:1', '-o', join(dir, 'none.tar'), '--url', edge.url]).catch((err: { code: number; stderr: string }) => err);
+  const unknown = await run(process.execPath, [CLI, 'export', 'proj/none:1', '-o', join(dir, 'none.tar'), '--socket', edge.adminSocket!]).catch((err: { code: number; stderr: string }) => err);
   t.equal((unknown as { code: number }).code, 1);
   t.match((unknown as { stderr: string }).stderr, /export failed \(404\)/);
   t.notOk(existsSync(join(dir, 'none.tar')), 'nothing written for an unknown image');
@@ -64,15 +64,15 @@ t.test('a tampered archive is refused with the reason, and leaves nothing behind
   const cove = await startTestCove(t, NO_ORIGIN);
   const before = await listed(cove);
 
-  const refused = await run(process.execPath, [CLI, 'import', archive, '--url', cove.url], { timeout: 30_000 }).catch((err: { code: number; stderr: string }) => err);
+  const refused = await run(process.execPath, [CLI, 'import', archive, '--socket', cove.adminSocket!], { timeout: 30_000 }).catch((err: { code: number; stderr: string }) => err);
   t.equal((refused as { code: number }).code, 1);
   t.match((refused as { stderr: string }).stderr, /import failed \(400\).*ARCHIVE_DIGEST_MISMATCH/);
   t.same(await listed(cove), before, 'no image registered');
   t.same(readdirSync(join(cove.dataDir, 'blobs', 'tmp')), [], 'no temp file left');
   const shortFile = join(dir, 'short.tar');
   writeFileSync(shortFile, (await buildTar([...layoutFiles([descriptorOf(image)]), ...imageBlobs(image)])).subarray(0, 200_000));
-  const truncated = await run(process.execPath, [CLI, 'import', shortFile, '--url', cove.url], { timeout: 30_000 }).catch((err: { code: number; stderr: string }) => err);
+  const truncated = await run(process.execPath, [CLI, 'import', shortFile, '--socket', cove.adminSocket!], { timeout: 30_000 }).catch((err: { code: number; stderr: string }) => err);
   t.match((truncated as { stderr: string }).stderr, /ARCHIVE_TRUNCATED/);
-  const missing = await run(process.execPath, [CLI, 'import', join(dir, 'absent.tar'), '--url', cove.url]).catch((err: { code: number; stderr: string }) => err);
+  const missing = await run(process.execPath, [CLI, 'import', join(dir, 'absent.tar'), '--socket', cove.adminSocket!]).catch((err: { code: number; stderr: string }) => err);
   t.match((missing as { stderr: string }).stderr, /absent\.tar cannot be read \(ENOENT\)/);
 });

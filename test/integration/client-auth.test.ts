@@ -217,7 +217,7 @@ t.test('the log names subject and repository, never a password or token', async 
   });
   const cove = await startCove(config, { log });
   t.teardown(() => cove.stop());
-  const pulled = await pull(Object.assign(cove, { dataDir, fillsDone: async () => {} }), 'team-a/app', a, basic('reader-a', 'secret-a'));
+  const pulled = await pull(Object.assign(cove, { dataDir, fillsDone: async () => {}, adminFetch: () => Promise.reject(new Error('not used')) }), 'team-a/app', a, basic('reader-a', 'secret-a'));
   t.same(pulled, { status: 200, ok: true });
   const text = lines.join('');
   t.match(text, /"msg":"client auth decision"/);

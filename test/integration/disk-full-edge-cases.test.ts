@@ -53,7 +53,7 @@ t.test('disk full during a prewarm (no reader): the fill ends at once and the pr
   const cove = await startTestCove(t, origin.url, {}, { dataDir: join(dir, 'data'), keepData: true });
 
   const body = await new Promise<string>((resolve, reject) => {
-    const req = request(`${cove.url}/admin/prewarm`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+    const req = request({ socketPath: cove.adminSocket!, path: '/admin/prewarm', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve(Buffer.concat(chunks).toString()));

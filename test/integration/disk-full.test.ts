@@ -33,7 +33,7 @@ t.test('ENOSPC during a fill: clients get the whole blob, nothing partial stays,
 
   await pullImage(cove.url, 'proj/old', '1', old);
   await pullImage(cove.url, 'proj/small', '1', small);
-  await fetch(`${cove.url}/admin/pin?repo=proj/small&ref=1`, { method: 'POST' });
+  await cove.adminFetch('/admin/pin?repo=proj/small&ref=1', { method: 'POST' });
   await cove.fillsDone();
 
   // Slow enough that both clients are reading before the disk runs out.
@@ -59,6 +59,6 @@ t.test('ENOSPC during a fill: clients get the whole blob, nothing partial stays,
   const hit = await fetchAll(`${cove.url}/v2/proj/small/blobs/${small.layers[0]!.digest}`);
   t.equal(hit.headers['cache-status'], 'cove; hit', 'a cached (pinned) image is still served from the disk');
   t.equal(sha256(hit.body), small.layers[0]!.digest);
-  const images = (await (await fetch(`${cove.url}/admin/images`)).json()) as { images: Array<{ repo: string }> };
+  const images = (await (await cove.adminFetch('/admin/images')).json()) as { images: Array<{ repo: string }> };
   t.notOk(images.images.some((i) => i.repo === 'proj/old'), 'the least recently pulled unpinned image made room');
 });

@@ -28,7 +28,7 @@ function filesIn(dataDir: string): Set<string> {
 }
 
 async function images(cove: TestCove): Promise<{ bytes: number; images: Array<{ repo: string; tag: string | null; digest: string; size: number; pinned: boolean }> }> {
-  return (await (await fetch(`${cove.url}/admin/images`)).json()) as never;
+  return (await (await cove.adminFetch('/admin/images')).json()) as never;
 }
 
 /** Starts a GET and reads only its first chunk, then waits: a client that is slow to read. */
@@ -80,7 +80,7 @@ t.test('the cap is reached while clients read: readers finish, pins and in-use i
   const cove = await startTestCove(t, origin.url, { COVE_MAX_CACHE_BYTES: '48MiB', COVE_TAG_TTL: '1h' });
 
   await pullImage(cove.url, 'proj/app1', '1', imgs[0]!);
-  const pinned = await run(process.execPath, [CLI, 'pin', 'proj/app1:1', '--url', cove.url]);
+  const pinned = await run(process.execPath, [CLI, 'pin', 'proj/app1:1', '--socket', cove.adminSocket!]);
   t.equal(pinned.stdout.trim(), 'proj/app1:1: pinned');
   await pullImage(cove.url, 'proj/big', '1', big);
   await cove.fillsDone();
@@ -94,7 +94,7 @@ t.test('the cap is reached while clients read: readers finish, pins and in-use i
     await pullImage(cove.url, `proj/app${i}`, '1', imgs[i - 1]!);
     await cove.fillsDone();
   }
-  const first = (await (await fetch(`${cove.url}/admin/gc`, { method: 'POST' })).json()) as { bytesAfter: number; keptPinned: number; keptInUse: number };
+  const first = (await (await cove.adminFetch('/admin/gc', { method: 'POST' })).json()) as { bytesAfter: number; keptPinned: number; keptInUse: number };
   const during = (await images(cove)).images.map((i) => i.repo);
   t.ok(during.includes('proj/big'), 'the image being read stayed, although it was the oldest unpinned one');
   t.ok(during.includes('proj/app1'), 'the pinned image stayed, although it was the oldest');
@@ -102,7 +102,7 @@ t.test('the cap is reached while clients read: readers finish, pins and in-use i
   for (const [i, r] of readers.entries()) t.equal(sha256(await r.finish()), layer.digest, `reader ${i + 1} got the whole layer while eviction ran`);
 
   // Once its readers are done, the big image can go too.
-  await fetch(`${cove.url}/admin/gc`, { method: 'POST' });
+  await cove.adminFetch('/admin/gc', { method: 'POST' });
   const after = await images(cove);
   t.ok(after.bytes <= 0.8 * 48 * MiB, `the cache ends under the low watermark (${after.bytes} bytes)`);
   const repos = after.images.map((i) => i.repo);
@@ -143,11 +143,11 @@ t.test('an evicted image is fetched again on the next pull; dry runs change noth
   for (let i = 0; i < 100 && (await images(cove)).images.some((x) => x.repo === 'proj/a'); i++) await new Promise((r) => setTimeout(r, 20));
   t.notOk((await images(cove)).images.some((x) => x.repo === 'proj/a'), 'the older image was evicted automatically');
 
-  const dry = await run(process.execPath, [CLI, 'gc', '--dry-run', '--url', cove.url]);
+  const dry = await run(process.execPath, [CLI, 'gc', '--dry-run', '--socket', cove.adminSocket!]);
   t.match(dry.stdout, /^would evict 0 blob\(s\)/, 'nothing more to evict');
   await pullImage(cove.url, 'proj/shared', '1', shared);
   const before = (await images(cove)).images.length;
-  const dry2 = JSON.parse((await run(process.execPath, [CLI, 'gc', '--dry-run', '--json', '--url', cove.url])).stdout) as { dryRun: boolean; evicted: unknown[] };
+  const dry2 = JSON.parse((await run(process.execPath, [CLI, 'gc', '--dry-run', '--json', '--socket', cove.adminSocket!])).stdout) as { dryRun: boolean; evicted: unknown[] };
   t.equal(dry2.dryRun, true);
   t.equal((await images(cove)).images.length, before, 'a dry run removes nothing');
 
@@ -156,13 +156,13 @@ t.test('an evicted image is fetched again on the next pull; dry runs change noth
   t.ok(again.blobs.every((x) => x.cache.includes('fwd=miss')), 'the evicted image comes from the origin again, whole and verified');
   t.equal(origin.count({ method: 'GET', kind: 'blob' }), gets + 3);
 
-  const ls = await run(process.execPath, [CLI, 'ls', '--url', cove.url]);
+  const ls = await run(process.execPath, [CLI, 'ls', '--socket', cove.adminSocket!]);
   t.match(ls.stdout, /^\d+ image\(s\), .* cached of 1\.8 MiB$/m);
   t.match(ls.stdout, /^REPOSITORY\s+TAG\s+DIGEST\s+SIZE\s+LAST PULL\s+PINNED$/m);
   t.match(ls.stdout, /^proj\/a\s+1\s+sha256:/m);
-  const unpin = await run(process.execPath, [CLI, 'unpin', 'proj/a:1', '--url', cove.url]);
+  const unpin = await run(process.execPath, [CLI, 'unpin', 'proj/a:1', '--socket', cove.adminSocket!]);
   t.equal(unpin.stdout.trim(), 'proj/a:1: was not pinned');
-  const bad = await run(process.execPath, [CLI, 'pin', 'proj/a', '--url', cove.url]).catch((err: { code: number; stderr: string }) => err);
+  const bad = await run(process.execPath, [CLI, 'pin', 'proj/a', '--socket', cove.adminSocket!]).catch((err: { code: number; stderr: string }) => err);
   t.equal((bad as { code: number }).code, 2);
   t.match((bad as { stderr: string }).stderr, /pin needs REPO:TAG or REPO@sha256/);
   const remote = await fetchAll(`${cove.url}/admin/gc`, { method: 'GET' });

@@ -1,5 +1,5 @@
-// Forcing revalidation of cached tags: POST /admin/invalidate (loopback clients only) and the
-// `cove invalidate` command that calls it.
+// Forcing revalidation of cached tags: POST /admin/invalidate (over the admin socket, or with the
+// admin token) and the `cove invalidate` command that calls it.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import t from 'tap';
@@ -26,14 +26,14 @@ t.test('an invalidated tag is revalidated on the next pull, whatever the TTL', a
   origin.moveTag('proj/app', 'latest', v2);
   t.equal(sha256((await pull('latest')).body), v1.manifestDigest, 'within the TTL the old digest is served');
 
-  const r = await fetchAll(`${cove.url}/admin/invalidate?repo=proj/app&tag=latest`, { method: 'POST' });
+  const r = await cove.adminFetch('/admin/invalidate?repo=proj/app&tag=latest', { method: 'POST' });
   t.equal(r.status, 200);
-  t.same(JSON.parse(r.body.toString()), { upstream: 'origin', repo: 'proj/app', tag: 'latest', invalidated: 1 });
+  t.same(await r.json(), { upstream: 'origin', repo: 'proj/app', tag: 'latest', invalidated: 1 });
   const moved = await pull('latest');
   t.equal(sha256(moved.body), v2.manifestDigest, 'the next pull asked the origin and followed the move');
   t.equal((await pull('latest')).headers['cache-status'], 'cove; hit', 'and then the TTL applies again');
 
-  const { stdout } = await run(process.execPath, [CLI, 'invalidate', 'proj/app', '--url', cove.url]);
+  const { stdout } = await run(process.execPath, [CLI, 'invalidate', 'proj/app', '--socket', cove.adminSocket!]);
   t.equal(JSON.parse(stdout).invalidated, 2, 'the command marks every cached tag of the repository');
   t.equal((await pull('stable')).headers['cache-status'], 'cove; hit; detail=revalidated');
 });
@@ -42,12 +42,12 @@ t.test('refusals: wrong method, bad names, no running Cove', async (t) => {
   const origin = await OriginRegistry.start();
   t.teardown(() => origin.close());
   const cove = await startTestCove(t, origin.url);
-  t.equal((await fetchAll(`${cove.url}/admin/invalidate?repo=proj/app`)).status, 405);
-  const bad = await fetchAll(`${cove.url}/admin/invalidate?repo=Proj`, { method: 'POST' });
+  t.equal((await cove.adminFetch('/admin/invalidate?repo=proj/app')).status, 405);
+  const bad = await cove.adminFetch('/admin/invalidate?repo=Proj', { method: 'POST' });
   t.equal(bad.status, 400);
-  t.equal(JSON.parse(bad.body.toString()).errors[0].code, 'NAME_INVALID');
-  const none = await fetchAll(`${cove.url}/admin/invalidate?repo=proj/none&tag=1`, { method: 'POST' });
-  t.equal(JSON.parse(none.body.toString()).invalidated, 0, 'a tag never cached: nothing to do');
+  t.equal(((await bad.json()) as { errors: Array<{ code: string }> }).errors[0]!.code, 'NAME_INVALID');
+  const none = await cove.adminFetch('/admin/invalidate?repo=proj/none&tag=1', { method: 'POST' });
+  t.equal(((await none.json()) as { invalidated: number }).invalidated, 0, 'a tag never cached: nothing to do');
   const failed = await run(process.execPath, [CLI, 'invalidate', 'proj/app', '--url', 'http://127.0.0.1:1']).catch((e: { code: number; stderr: string }) => e);
   t.equal((failed as { code: number }).code, 1);
   t.match((failed as { stderr: string }).stderr, /no Cove answered at http:\/\/127\.0\.0\.1:1/);
