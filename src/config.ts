@@ -594,7 +594,8 @@ function buildTls(src: Sources): { cert: string; key: string } | null {
   if (cert === undefined && key === undefined) return null;
   if (cert === undefined) throw new ConfigError(`${key!.label} is set but COVE_TLS_CERT is not; set both or neither`);
   if (key === undefined) throw new ConfigError(`${cert.label} is set but COVE_TLS_KEY is not; set both or neither`);
-  return { cert: readPem(cert, 'CERTIFICATE'), key: readPem(key, 'PRIVATE KEY') };
+  const credentialsDir = src.env('CREDENTIALS_DIRECTORY');
+  return { cert: readPem(cert, 'CERTIFICATE', credentialsDir), key: readPem(key, 'PRIVATE KEY', credentialsDir) };
 }
 
 /** COVE_LISTEN_HTTP: a plain-HTTP listener beside the TLS one; meaningless without TLS. */
@@ -606,13 +607,15 @@ function buildListenHttp(src: Sources): { host: string; port: number } | null {
 }
 
 /** Reads a PEM file named by `raw` and checks it holds at least one block of the given kind. */
-function readPem(raw: Raw, kind: 'CERTIFICATE' | 'PRIVATE KEY'): string {
-  const path = resolve(raw.baseDir, str(raw));
+/** With `credentialsDir` ($CREDENTIALS_DIRECTORY, LoadCredential=), a relative name is looked up there, as for passwords. */
+function readPem(raw: Raw, kind: 'CERTIFICATE' | 'PRIVATE KEY', credentialsDir?: string): string {
+  const name = str(raw);
+  const path = isAbsolute(name) ? name : credentialsDir !== undefined ? join(credentialsDir, name) : resolve(raw.baseDir, name);
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    return fail(raw, `cannot be read (${errorCode(err)})`);
+    return fail(raw, `cannot be read (${errorCode(err)})${path !== resolve(raw.baseDir, name) ? ` at ${show(path)} ($CREDENTIALS_DIRECTORY)` : ''}`);
   }
   // "PRIVATE KEY" also matches "RSA PRIVATE KEY" and "EC PRIVATE KEY".
   if (!new RegExp(`-----BEGIN [A-Z ]*${kind}-----`).test(text)) return fail(raw, `holds no PEM ${kind.toLowerCase()}`);

@@ -257,6 +257,16 @@ t.test('TLS: both or neither', async (t) => {
   t.match(configError(t, () => load({ COVE_TLS_CERT: cert, COVE_TLS_KEY: join(dir, 'nope.pem') }), 'missing key')?.message, /COVE_TLS_KEY: ".*nope.pem" cannot be read/);
 });
 
+t.test('TLS: bare names are read from $CREDENTIALS_DIRECTORY (LoadCredential= under DynamicUser=)', async (t) => {
+  file('tls-creds/server.crt', PEM_CERT);
+  file('tls-creds/server.key', PEM_KEY);
+  const credDir = join(dir, 'tls-creds');
+  t.same(load({ COVE_TLS_CERT: 'server.crt', COVE_TLS_KEY: 'server.key', CREDENTIALS_DIRECTORY: credDir }).tls, { cert: PEM_CERT, key: PEM_KEY });
+  const absolute = file('tls/abs.pem', PEM_CERT);
+  t.same(load({ COVE_TLS_CERT: absolute, COVE_TLS_KEY: 'server.key', CREDENTIALS_DIRECTORY: credDir }).tls, { cert: PEM_CERT, key: PEM_KEY }, 'an absolute path stays as it is');
+  t.match(configError(t, () => load({ COVE_TLS_CERT: 'server.crt', COVE_TLS_KEY: 'other.key', CREDENTIALS_DIRECTORY: credDir }), 'missing credential')?.message, /COVE_TLS_KEY: "other.key" cannot be read \(ENOENT\) at ".*tls-creds\/other.key" \(\$CREDENTIALS_DIRECTORY\)/);
+});
+
 t.test('routes', async (t) => {
   const hub = (match: string) => ({ match, upstream: 'origin', prefix: 'dockerhub/', libraryPrefix: true });
   const cases: Array<[string, Record<string, string>, string | null, unknown]> = [
