@@ -77,7 +77,9 @@ export interface Config {
   /** Byte cap, watermarks and idle limit for eviction. */
   cache: { maxBytes: number | null; highWater: number; lowWater: number; maxIdleMs: number | null };
   /** Images fetched before anyone asks, refreshed on an interval; platforms taken from multi-arch images. */
-  prewarm: { refs: string[]; intervalMs: number; platforms: Platform[] };
+  prewarm: { refs: string[]; intervalMs: number; platforms: Platform[]; jobs: number; queueMax: number };
+  /** Bounds on an archive import: decompressed bytes in all, and decompressed per compressed byte (0: no ratio check). */
+  import: { maxBytes: number; maxRatio: number };
   /** Token that opens the admin endpoints to other hosts (a Harbor webhook); loopback needs none. */
   adminToken: string | null;
   /** Who may pull what: everyone (open) or what the origin lets each client pull (passthrough). */
@@ -138,6 +140,14 @@ export const DEFAULTS = Object.freeze({
   peerTimeout: '1s',
   parentTimeout: '5s',
   prewarmInterval: '1h',
+  /** Prewarm jobs (one image each) running at once, from the webhook, /admin/prewarm and the list together. */
+  prewarmJobs: 2,
+  /** Prewarm jobs waiting; as many as one /admin/prewarm call may name, so any single call fits an idle queue. */
+  prewarmQueue: 1000,
+  /** Decompressed bytes one import may produce when no cache cap is set (with one, the cap). */
+  importMaxBytes: '64GiB',
+  /** Decompressed bytes per compressed byte an import may reach (a gzip of zeros reaches ~1000). */
+  importMaxRatio: 100,
   clientAuth: 'open',
   clientAuthTtl: '5m',
   clientAuthGrace: '24h',
@@ -190,6 +200,10 @@ const SETTINGS = {
   platforms: { env: 'COVE_PLATFORMS' },
   prewarm: { env: 'COVE_PREWARM' },
   prewarmInterval: { env: 'COVE_PREWARM_INTERVAL' },
+  prewarmJobs: { env: 'COVE_PREWARM_JOBS' },
+  prewarmQueue: { env: 'COVE_PREWARM_QUEUE' },
+  importMaxBytes: { env: 'COVE_IMPORT_MAX_BYTES' },
+  importMaxRatio: { env: 'COVE_IMPORT_MAX_RATIO' },
   adminToken: { env: 'COVE_ADMIN_TOKEN' },
   adminTokenFile: { env: 'COVE_ADMIN_TOKEN_FILE' },
   clientAuth: { env: 'COVE_CLIENT_AUTH' },
@@ -263,7 +277,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
       refs: parseRefList(src.get('prewarm')),
       intervalMs: durationOf(src, 'prewarmInterval', DEFAULTS.prewarmInterval, 60_000),
       platforms: parsePlatformSetting(src.get('platforms')),
+      jobs: wholeOf(src, 'prewarmJobs', DEFAULTS.prewarmJobs, 1, 64),
+      queueMax: wholeOf(src, 'prewarmQueue', DEFAULTS.prewarmQueue, 1, 100_000),
     },
+    import: buildImportLimits(src),
     adminToken: secretOf(src, 'adminToken', 'adminTokenFile'),
     clientAuth: {
       mode: parseClientAuthMode(src.get('clientAuth')),
@@ -780,6 +797,36 @@ function durationOf(src: Sources, key: Key, fallback: string, min: number): numb
   }
   if (ms < min) fail(raw, `must be at least ${min} ms`);
   return ms;
+}
+
+/** A whole number from a layer or the default, within [min, max]. */
+function wholeOf(src: Sources, key: Key, fallback: number, min: number, max: number): number {
+  const raw = src.get(key);
+  if (raw === undefined) return fallback;
+  const n = typeof raw.value === 'number' ? raw.value : /^\s*\d+\s*$/.test(str(raw)) ? Number(str(raw)) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) fail(raw, `must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** COVE_IMPORT_MAX_BYTES (default: the cache cap, else 64 GiB) and COVE_IMPORT_MAX_RATIO (0 turns the ratio check off). */
+function buildImportLimits(src: Sources): Config['import'] {
+  const raw = src.get('importMaxBytes');
+  let maxBytes: number;
+  if (raw === undefined) {
+    const capRaw = src.get('maxCacheBytes');
+    const cap = capRaw === undefined ? null : typeof capRaw.value === 'number' ? capRaw.value : parseSize(str(capRaw));
+    maxBytes = cap ?? parseSize(DEFAULTS.importMaxBytes);
+  } else {
+    try {
+      maxBytes = typeof raw.value === 'number' ? raw.value : parseSize(str(raw));
+    } catch (err) {
+      throw new ConfigError(`${raw.label}: ${oneLine(err)}`);
+    }
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1024 * 1024) fail(raw, 'must be a size of at least 1MiB, e.g. 20GiB');
+  }
+  const maxRatio = wholeOf(src, 'importMaxRatio', DEFAULTS.importMaxRatio, 0, 1_000_000);
+  if (maxRatio === 1) fail(src.get('importMaxRatio')!, 'must be 0 (no ratio check) or at least 2');
+  return { maxBytes, maxRatio };
 }
 
 function defaultRaw(value: string): Raw {

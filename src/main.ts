@@ -24,6 +24,7 @@ import { PeerClient } from './peers/client.js';
 import { formatVia } from './peers/protocol.js';
 import { PeerTable } from './peers/table.js';
 import { PeerTier } from './tiers/peers.js';
+import { PrewarmQueue } from './prewarm/queue.js';
 import { PrewarmSchedule } from './prewarm/schedule.js';
 import type { Tier } from './tiers/tier.js';
 import { RouteMap } from './routes.js';
@@ -153,7 +154,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   });
 
   const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
-  const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmDeps, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
+  const prewarmQueue = new PrewarmQueue(prewarmDeps, { concurrency: config.prewarm.jobs, maxQueued: config.prewarm.queueMax });
+  const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmQueue, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
   const handler = createHandler({
     clientAuth,
     repoScope,
@@ -178,7 +180,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       evictor,
       peers: peers?.table ?? null,
       node: { id: nodeId, site: config.node.site },
-      prewarm: prewarmDeps,
+      prewarmQueue,
       platforms: config.prewarm.platforms,
       adminToken: config.adminToken,
       log,
@@ -260,6 +262,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
         await mdns?.stop();
         status.stop();
         await evictor.stop();
+        prewarmQueue.close();
         await prewarmList.stop();
         await peers?.table.stop();
         await Promise.all([listener.stop(config.shutdownGraceMs), plainListener?.stop(config.shutdownGraceMs)]);

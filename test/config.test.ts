@@ -553,7 +553,7 @@ t.test('cache cap, watermarks and idle limit', async (t) => {
 t.test('prewarm list, platforms and the admin token', async (t) => {
   const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
   const defaults = loadConfig({ env: base, flags: {} });
-  t.same(defaults.prewarm, { refs: [], intervalMs: 3_600_000, platforms: [] });
+  t.same(defaults.prewarm, { refs: [], intervalMs: 3_600_000, platforms: [], jobs: 2, queueMax: 1000 });
   t.equal(defaults.adminToken, null);
   const set = loadConfig({ env: { ...base, COVE_PREWARM: 'proj/app:1, proj/base@sha256:' + 'a'.repeat(64), COVE_PREWARM_INTERVAL: '10m', COVE_PLATFORMS: 'linux/arm64,linux/arm/v7', COVE_ADMIN_TOKEN: 'an-admin-token-of-length' }, flags: {} });
   t.same(set.prewarm.refs, ['proj/app:1', `proj/base@sha256:${'a'.repeat(64)}`]);
@@ -565,4 +565,25 @@ t.test('prewarm list, platforms and the admin token', async (t) => {
   bad({ COVE_PREWARM: 'proj/app:1,Not A Ref' }, /^COVE_PREWARM: "Not A Ref": /);
   bad({ COVE_ADMIN_TOKEN: 'short' }, /COVE_ADMIN_TOKEN: needs at least 16 characters/);
   bad({ COVE_PREWARM_INTERVAL: '5s' }, /COVE_PREWARM_INTERVAL: "5s" must be at least 60000 ms/);
+});
+
+t.test('prewarm queue and import limits', async (t) => {
+  const defaults = load({});
+  t.equal(defaults.prewarm.jobs, 2);
+  t.equal(defaults.prewarm.queueMax, 1000);
+  t.same(defaults.import, { maxBytes: 64 * 1024 ** 3, maxRatio: 100 });
+  t.equal(load({ COVE_MAX_CACHE_BYTES: '20GiB' }).import.maxBytes, 20 * 1024 ** 3, 'the cache cap bounds an import by default');
+  const set = load({ COVE_PREWARM_JOBS: '4', COVE_PREWARM_QUEUE: '50', COVE_IMPORT_MAX_BYTES: '2GiB', COVE_IMPORT_MAX_RATIO: '0' });
+  t.same([set.prewarm.jobs, set.prewarm.queueMax], [4, 50]);
+  t.same(set.import, { maxBytes: 2 * 1024 ** 3, maxRatio: 0 }, '0 turns the ratio check off');
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ COVE_PREWARM_JOBS: '0' }, /COVE_PREWARM_JOBS: "0" must be a whole number from 1 to 64/],
+    [{ COVE_PREWARM_JOBS: '2.5' }, /COVE_PREWARM_JOBS: "2.5" must be a whole number/],
+    [{ COVE_PREWARM_QUEUE: 'lots' }, /COVE_PREWARM_QUEUE: "lots" must be a whole number from 1 to 100000/],
+    [{ COVE_IMPORT_MAX_BYTES: '10KiB' }, /COVE_IMPORT_MAX_BYTES: "10KiB" must be a size of at least 1MiB/],
+    [{ COVE_IMPORT_MAX_BYTES: 'big' }, /COVE_IMPORT_MAX_BYTES: /],
+    [{ COVE_IMPORT_MAX_RATIO: '1' }, /COVE_IMPORT_MAX_RATIO: "1" must be 0 \(no ratio check\) or at least 2/],
+    [{ COVE_IMPORT_MAX_RATIO: '-5' }, /COVE_IMPORT_MAX_RATIO: "-5" must be a whole number/],
+  ];
+  for (const [env, pattern] of bad) t.match(configError(t, () => load(env), JSON.stringify(env))?.message, pattern);
 });
