@@ -181,6 +181,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       peers: peers?.table ?? null,
       node: { id: nodeId, site: config.node.site },
       prewarmQueue,
+      importLimits: config.import,
       platforms: config.prewarm.platforms,
       adminToken: config.adminToken,
       log,

@@ -5,6 +5,7 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { ArchiveError } from '../archive/common.js';
+import type { ImportLimits } from '../archive/decompress.js';
 import { exportImages } from '../archive/export.js';
 import { importArchive } from '../archive/import.js';
 import { OciError } from '../errors.js';
@@ -38,6 +39,8 @@ export interface AdminDeps {
   evictor: Evictor;
   peers: PeerTable | null;
   node: { id: string; site: string };
+  /** Bounds on what /admin/import may decompress (COVE_IMPORT_MAX_BYTES, COVE_IMPORT_MAX_RATIO). */
+  importLimits: ImportLimits;
   /** Every prewarm (this endpoint, the webhook, the list) runs through this one queue. */
   prewarmQueue: PrewarmQueue;
   platforms: readonly Platform[];
@@ -112,12 +115,13 @@ async function importNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFact
       log: deps.log,
       resolveName: (name) => archiveName(deps.routes, name),
       tags: tags.length > 0 ? tags : undefined,
+      limits: deps.importLimits,
     });
   } catch (err) {
     if (!(err instanceof ArchiveError)) throw err;
     // The archive was refused: say why; what the client still sends is read and dropped.
     (req as unknown as Readable).resume();
-    facts.bytes = sendJson(res, 400, { errors: [{ code: err.code, message: err.message }] });
+    facts.bytes = sendJson(res, err.code === 'ARCHIVE_LIMIT' ? 413 : 400, { errors: [{ code: err.code, message: err.message }] });
     return;
   }
   deps.evictor.added(result.newBytes);
