@@ -1,6 +1,8 @@
 // `cove cert`: a local CA (made once, reused after) and a server certificate signed by it, with
 // the names in the subjectAltName (Go clients ignore the CN), serverAuth, keys mode 0600.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { createServer as createHttpsServer } from 'node:https';
+import { promisify } from 'node:util';
 import { X509Certificate } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:tls';
@@ -10,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { CertError, instructions, makeCertificates, nameConstraints } from '../../src/cli/cert.js';
 
+const execFileAsync = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const hasOpenssl = spawnSync('openssl', ['version']).status === 0;
 
@@ -255,4 +258,31 @@ t.test('work files live in a fresh private directory, not at a predictable name'
   t.equal(readFileSync(victim, 'utf8'), 'precious\n', 'the planted link is not written through');
   t.match(readFileSync(f.key, 'utf8'), /PRIVATE KEY/);
   t.ok(lstatSync(join(planted, 'server.key')).isSymbolicLink(), 'the planted directory is not used');
+});
+
+const hasSkopeo = spawnSync('skopeo', ['--version']).status === 0;
+
+t.test('a Go client (skopeo) honours the name constraints', { skip: hasOpenssl && hasSkopeo ? false : 'openssl or skopeo not installed' }, async (t) => {
+  const dir = tmp(t);
+  const f = makeCertificates({ hosts: ['localhost'], ips: ['127.0.0.1'], outDir: join(dir, 'tls'), days: 5 });
+  const certs = join(dir, 'certs');
+  mkdirSync(certs);
+  writeFileSync(join(certs, 'ca.crt'), readFileSync(f.caCert));
+  const forged = forge(dir, f.caCert, f.caKey, 'DNS:localhost, DNS:bank.example');
+  const inspect = async (cert: string, key: string) => {
+    const server = createHttpsServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+      res.writeHead(req.url === '/v2/' ? 200 : 404, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0' });
+      res.end(req.url === '/v2/' ? '{}' : '{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no such image","detail":null}]}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const r = await execFileAsync('skopeo', ['inspect', '--cert-dir', certs, `docker://localhost:${port}/proj/app:1`], { timeout: 20_000 }).catch((e: { stderr: string }) => e);
+      return (r as { stderr: string }).stderr;
+    } finally {
+      server.close();
+    }
+  };
+  t.match(await inspect(f.cert, f.key), /manifest unknown/, 'the issued certificate is accepted (TLS passed, the registry answered)');
+  t.match(await inspect(forged, forged.replace(/\.crt$/, '')), /not authorized to sign for this name.*bank\.example/, 'a forged one is refused for the constraint');
 });
