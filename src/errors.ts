@@ -83,7 +83,11 @@ export class UpstreamStatusError extends CoveError {
     this.retryAfter = retryAfter;
     this.publicMessage =
       options?.publicMessage ??
-      (status === 429 ? `${publicUpstream(upstream)} is rate-limiting Cove (429); retry later` : `${publicUpstream(upstream)} answered ${status}`);
+      (status === 429
+        ? `${publicUpstream(upstream)} is rate-limiting Cove (429); retry later`
+        : status >= 400
+          ? `${publicUpstream(upstream)} answered ${status}`
+          : `${publicUpstream(upstream)} sent an answer Cove cannot use (${status}); see the Cove log`);
   }
 }
 
