@@ -52,10 +52,12 @@ Usage:
                            registry-mirrors, containerd certs.d/<registry>/hosts.toml (--skip-verify),
                            a podman registries.conf drop-in, or an /etc/hosts line; printed, or with
                            --write merged into place (the old file kept as <file>.bak-<timestamp>)
-  cove cert --host NAME [--host NAME]... [--ip ADDR]... [--out DIR] [--days N]
+  cove cert --host NAME [--host NAME]... [--ip ADDR]... [--out DIR] [--ca-dir DIR] [--days N]
                            make a local CA (once; reused after) and a TLS certificate for Cove
                            under the Harbor hostname (openssl; default DIR /etc/cove/tls), and
-                           print where the CA goes on clients (Docker, containerd, system store)
+                           print where the CA goes on clients (Docker, containerd, system store);
+                           --ca-dir keeps ca.key there (e.g. on a workstation): copy only OUT's
+                           ca.crt, server.crt and server.key to the node
   cove --help | --version
 
 Options (each also settable as COVE_* environment or in the JSON config file):
@@ -96,6 +98,7 @@ async function main(argv: string[]): Promise<number> {
       host: { type: 'string', multiple: true },
       ip: { type: 'string', multiple: true },
       out: { type: 'string' },
+      'ca-dir': { type: 'string' },
       days: { type: 'string' },
       cache: { type: 'string' },
       registry: { type: 'string' },
@@ -117,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, cache, registry, write, root, 'skip-verify': skipVerify, host, ip, out, days, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, cache, registry, write, root, 'skip-verify': skipVerify, host, ip, out, 'ca-dir': caDir, days, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -159,6 +162,7 @@ async function main(argv: string[]): Promise<number> {
         hosts: Array.isArray(host) ? host : [],
         ips: Array.isArray(ip) ? ip : [],
         outDir: typeof out === 'string' ? out : DEFAULT_CERT_DIR,
+        caDir: typeof caDir === 'string' ? caDir : undefined,
         days: typeof days === 'string' ? Number(days) : DEFAULT_SERVER_DAYS,
       });
     case 'invalidate':

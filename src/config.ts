@@ -83,7 +83,9 @@ export interface Config {
   /** Bounds on cold blobs coming in: concurrent fills, the wait for a slot, abandoned fills, blob size. */
   fills: FillLimitsConfig;
   /** Images fetched before anyone asks, refreshed on an interval; platforms taken from multi-arch images. */
-  prewarm: { refs: string[]; intervalMs: number; platforms: Platform[] };
+  prewarm: { refs: string[]; intervalMs: number; platforms: Platform[]; jobs: number; queueMax: number };
+  /** Bounds on an archive import: decompressed bytes in all, and decompressed per compressed byte (0: no ratio check). */
+  import: { maxBytes: number; maxRatio: number };
   /** Token that opens the admin endpoints over HTTP (a Harbor webhook, a remote operator); null = admin over HTTP is off. */
   adminToken: string | null;
   /** Unix socket the `cove` command uses for admin without a token (mode 0600), or null when off. */
@@ -165,6 +167,14 @@ export const DEFAULTS = Object.freeze({
   mdnsMaxPeers: '32',
   parentTimeout: '5s',
   prewarmInterval: '1h',
+  /** Prewarm jobs (one image each) running at once, from the webhook, /admin/prewarm and the list together. */
+  prewarmJobs: 2,
+  /** Prewarm jobs waiting; as many as one /admin/prewarm call may name, so any single call fits an idle queue. */
+  prewarmQueue: 1000,
+  /** Decompressed bytes one import may produce when no cache cap is set (with one, the cap). */
+  importMaxBytes: '64GiB',
+  /** Decompressed bytes per compressed byte an import may reach (a gzip of zeros reaches ~1000). */
+  importMaxRatio: 100,
   clientAuth: 'open',
   clientAuthTtl: '5m',
   clientAuthGrace: '24h',
@@ -228,6 +238,10 @@ const SETTINGS = {
   platforms: { env: 'COVE_PLATFORMS' },
   prewarm: { env: 'COVE_PREWARM' },
   prewarmInterval: { env: 'COVE_PREWARM_INTERVAL' },
+  prewarmJobs: { env: 'COVE_PREWARM_JOBS' },
+  prewarmQueue: { env: 'COVE_PREWARM_QUEUE' },
+  importMaxBytes: { env: 'COVE_IMPORT_MAX_BYTES' },
+  importMaxRatio: { env: 'COVE_IMPORT_MAX_RATIO' },
   adminToken: { env: 'COVE_ADMIN_TOKEN' },
   adminTokenFile: { env: 'COVE_ADMIN_TOKEN_FILE' },
   adminSocket: { env: 'COVE_ADMIN_SOCKET' },
@@ -274,6 +288,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const upstream = buildUpstream(src);
   const routes = buildRoutes(src.get('routes'), [upstream.name]);
   const dataDir = dataDirFrom(src);
+  const cache = buildCache(src);
   const config: Config = {
     listen: parseListen(src.get('listen') ?? defaultRaw(DEFAULTS.listen)),
     dataDir,
@@ -305,13 +320,16 @@ export function loadConfig(options: LoadOptions = {}): Config {
       password: null,
       timeoutMs: durationOf(src, 'parentTimeout', DEFAULTS.parentTimeout, 1),
     })),
-    cache: buildCache(src),
+    cache,
     fills: buildFillLimits(src),
     prewarm: {
       refs: parseRefList(src.get('prewarm')),
       intervalMs: durationOf(src, 'prewarmInterval', DEFAULTS.prewarmInterval, 60_000),
       platforms: parsePlatformSetting(src.get('platforms')),
+      jobs: wholeOf(src, 'prewarmJobs', DEFAULTS.prewarmJobs, 1, 64),
+      queueMax: wholeOf(src, 'prewarmQueue', DEFAULTS.prewarmQueue, 1, 100_000),
     },
+    import: buildImportLimits(src, cache),
     adminToken: secretOf(src, 'adminToken', 'adminTokenFile'),
     adminSocket: adminSocketFrom(src, dataDir),
     adminHosts: parseHostNames(src.get('adminHosts')),
@@ -725,7 +743,8 @@ function buildTls(src: Sources): { cert: string; key: string } | null {
   if (cert === undefined && key === undefined) return null;
   if (cert === undefined) throw new ConfigError(`${key!.label} is set but COVE_TLS_CERT is not; set both or neither`);
   if (key === undefined) throw new ConfigError(`${cert.label} is set but COVE_TLS_KEY is not; set both or neither`);
-  return { cert: readPem(cert, 'CERTIFICATE'), key: readPem(key, 'PRIVATE KEY') };
+  const credentialsDir = src.env('CREDENTIALS_DIRECTORY');
+  return { cert: readPem(cert, 'CERTIFICATE', credentialsDir), key: readPem(key, 'PRIVATE KEY', credentialsDir) };
 }
 
 /** COVE_LISTEN_HTTP: a plain-HTTP listener beside the TLS one; meaningless without TLS. */
@@ -737,13 +756,15 @@ function buildListenHttp(src: Sources): { host: string; port: number } | null {
 }
 
 /** Reads a PEM file named by `raw` and checks it holds at least one block of the given kind. */
-function readPem(raw: Raw, kind: 'CERTIFICATE' | 'PRIVATE KEY'): string {
-  const path = resolve(raw.baseDir, str(raw));
+/** With `credentialsDir` ($CREDENTIALS_DIRECTORY, LoadCredential=), a relative name is looked up there, as for passwords. */
+function readPem(raw: Raw, kind: 'CERTIFICATE' | 'PRIVATE KEY', credentialsDir?: string): string {
+  const name = str(raw);
+  const path = isAbsolute(name) ? name : credentialsDir !== undefined ? join(credentialsDir, name) : resolve(raw.baseDir, name);
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    return fail(raw, `cannot be read (${errorCode(err)})`);
+    return fail(raw, `cannot be read (${errorCode(err)})${path !== resolve(raw.baseDir, name) ? ` at ${show(path)} ($CREDENTIALS_DIRECTORY)` : ''}`);
   }
   // "PRIVATE KEY" also matches "RSA PRIVATE KEY" and "EC PRIVATE KEY".
   if (!new RegExp(`-----BEGIN [A-Z ]*${kind}-----`).test(text)) return fail(raw, `holds no PEM ${kind.toLowerCase()}`);
@@ -959,6 +980,37 @@ function durationOf(src: Sources, key: Key, fallback: string, min: number): numb
   }
   if (ms < min) fail(raw, `must be at least ${min} ms`);
   return ms;
+}
+
+/** A whole number from a layer or the default, within [min, max]. */
+function wholeOf(src: Sources, key: Key, fallback: number, min: number, max: number): number {
+  const raw = src.get(key);
+  if (raw === undefined) return fallback;
+  const n = typeof raw.value === 'number' ? raw.value : /^\s*\d+\s*$/.test(str(raw)) ? Number(str(raw)) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) fail(raw, `must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/**
+ * COVE_IMPORT_MAX_BYTES (default: the cache cap when it is a size, else 64 GiB) and
+ * COVE_IMPORT_MAX_RATIO (0 turns the ratio check off).
+ */
+function buildImportLimits(src: Sources, cache: Config['cache']): Config['import'] {
+  const raw = src.get('importMaxBytes');
+  let maxBytes: number;
+  if (raw === undefined) {
+    maxBytes = cache.maxBytes ?? parseSize(DEFAULTS.importMaxBytes);
+  } else {
+    try {
+      maxBytes = typeof raw.value === 'number' ? raw.value : parseSize(str(raw));
+    } catch (err) {
+      throw new ConfigError(`${raw.label}: ${oneLine(err)}`);
+    }
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1024 * 1024) fail(raw, 'must be a size of at least 1MiB, e.g. 20GiB');
+  }
+  const maxRatio = wholeOf(src, 'importMaxRatio', DEFAULTS.importMaxRatio, 0, 1_000_000);
+  if (maxRatio === 1) fail(src.get('importMaxRatio')!, 'must be 0 (no ratio check) or at least 2');
+  return { maxBytes, maxRatio };
 }
 
 function defaultRaw(value: string): Raw {

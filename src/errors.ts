@@ -52,12 +52,21 @@ export class OciError extends CoveError {
   }
 }
 
+// Upstream errors carry two messages. `message` is for the log and the operator: it names the
+// origin's URL, a redirect target, a token realm or the proxy, and the socket error. `publicMessage`
+// is what a client is told: what went wrong, in terms of the configured upstream's name, never a
+// URL, host, port or proxy address (an anonymous LAN client has no business learning where the
+// origin or the egress proxy is). A throw site that knows a more useful safe sentence passes it.
+
 /** The upstream could not be reached or did not answer in time (refused, DNS, timeout, TLS). */
 export class UpstreamUnavailableError extends CoveError {
   readonly upstream: string;
-  constructor(upstream: string, message: string, options?: { cause?: unknown }) {
+  readonly publicMessage: string;
+  constructor(upstream: string, message: string, options?: { cause?: unknown; publicMessage?: string }) {
     super('UPSTREAM_UNAVAILABLE', message, options);
     this.upstream = upstream;
+    const kind = errorKind(options?.cause);
+    this.publicMessage = options?.publicMessage ?? `${publicUpstream(upstream)} is unreachable${kind === null ? '' : ` (${kind})`}`;
   }
 }
 
@@ -66,11 +75,19 @@ export class UpstreamStatusError extends CoveError {
   readonly upstream: string;
   readonly status: number;
   readonly retryAfter: string | undefined;
-  constructor(upstream: string, status: number, message: string, retryAfter?: string) {
+  readonly publicMessage: string;
+  constructor(upstream: string, status: number, message: string, retryAfter?: string, options?: { publicMessage?: string }) {
     super('UPSTREAM_STATUS', message);
     this.upstream = upstream;
     this.status = status;
     this.retryAfter = retryAfter;
+    this.publicMessage =
+      options?.publicMessage ??
+      (status === 429
+        ? `${publicUpstream(upstream)} is rate-limiting Cove (429); retry later`
+        : status >= 400
+          ? `${publicUpstream(upstream)} answered ${status}`
+          : `${publicUpstream(upstream)} sent an answer Cove cannot use (${status}); see the Cove log`);
   }
 }
 
@@ -78,11 +95,39 @@ export class UpstreamStatusError extends CoveError {
 export class UpstreamAuthError extends CoveError {
   readonly upstream: string;
   readonly status: number;
-  constructor(upstream: string, status: number, message: string, options?: { cause?: unknown }) {
+  readonly publicMessage: string;
+  constructor(upstream: string, status: number, message: string, options?: { cause?: unknown; publicMessage?: string }) {
     super('UPSTREAM_AUTH', message, options);
     this.upstream = upstream;
     this.status = status;
+    this.publicMessage = options?.publicMessage ?? `${publicUpstream(upstream)} did not accept Cove's credentials or token (${status}); see the Cove log`;
   }
+}
+
+/**
+ * How a client hears of an upstream: the origin by its configured name, a parent Cove without its
+ * address (its name is `parent:<host:port>`).
+ */
+export function publicUpstream(name: string): string {
+  return name.startsWith('parent:') ? 'a parent Cove' : `upstream ${name}`;
+}
+
+/**
+ * The first system or library error code in a cause chain (ECONNREFUSED, ENOTFOUND,
+ * UND_ERR_CONNECT_TIMEOUT, CERT_HAS_EXPIRED, ...): a constant that says what failed and names no
+ * address, unlike the messages that carry it.
+ */
+export function errorKind(err: unknown): string | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^[A-Z][A-Z0-9_]{1,40}$/.test(code) && !code.startsWith('UPSTREAM_')) return code;
+  }
+  return null;
+}
+
+/** The upstream's name as an error's detail shows it (a parent's address left out). */
+function detailUpstream(name: string): string {
+  return name.startsWith('parent:') ? 'parent' : name;
 }
 
 /** Bytes received do not hash to the digest they were asked for, or their length is wrong. */
@@ -125,7 +170,7 @@ export function toOciResponse(err: unknown): OciErrorResponse {
   if (err instanceof UpstreamUnavailableError) {
     return {
       status: 503,
-      body: one('UPSTREAM_UNAVAILABLE', err.message, { upstream: err.upstream }),
+      body: one('UPSTREAM_UNAVAILABLE', err.publicMessage, { upstream: detailUpstream(err.upstream) }),
       headers: { 'retry-after': '10' },
     };
   }
@@ -133,14 +178,14 @@ export function toOciResponse(err: unknown): OciErrorResponse {
     if (err.status === 429) {
       return {
         status: 429,
-        body: one('TOOMANYREQUESTS', err.message, { upstream: err.upstream }),
+        body: one('TOOMANYREQUESTS', err.publicMessage, { upstream: detailUpstream(err.upstream) }),
         headers: { 'retry-after': err.retryAfter ?? '60' },
       };
     }
-    return { status: 502, body: one('UNKNOWN', err.message, { upstream: err.upstream, status: err.status }), headers: {} };
+    return { status: 502, body: one('UNKNOWN', err.publicMessage, { upstream: detailUpstream(err.upstream), status: err.status }), headers: {} };
   }
   if (err instanceof UpstreamAuthError) {
-    return { status: 502, body: one('UNKNOWN', err.message, { upstream: err.upstream, status: err.status }), headers: {} };
+    return { status: 502, body: one('UNKNOWN', err.publicMessage, { upstream: detailUpstream(err.upstream), status: err.status }), headers: {} };
   }
   if (err instanceof DigestMismatchError) {
     return { status: 502, body: one('UNKNOWN', err.message), headers: {} };

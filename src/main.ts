@@ -26,6 +26,7 @@ import { PeerClient } from './peers/client.js';
 import { formatVia } from './peers/protocol.js';
 import { PeerTable } from './peers/table.js';
 import { PeerTier } from './tiers/peers.js';
+import { PrewarmQueue } from './prewarm/queue.js';
 import { PrewarmSchedule } from './prewarm/schedule.js';
 import type { Tier } from './tiers/tier.js';
 import { RouteMap } from './routes.js';
@@ -172,7 +173,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   });
 
   const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
-  const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmDeps, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
+  const prewarmQueue = new PrewarmQueue(prewarmDeps, { concurrency: config.prewarm.jobs, maxQueued: config.prewarm.queueMax });
+  const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmQueue, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
   const handlerDeps: Parameters<typeof createHandler>[0] = {
     clientAuth,
     repoScope,
@@ -197,7 +199,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       evictor,
       peers: peers?.table ?? null,
       node: { id: nodeId, site: config.node.site },
-      prewarm: prewarmDeps,
+      prewarmQueue,
+      importLimits: config.import,
       platforms: config.prewarm.platforms,
       adminToken: config.adminToken,
       gate: new AdminGate({ token: config.adminToken, names: adminNames(config), socketPath: config.adminSocket }),
@@ -301,6 +304,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
         await mdns?.stop();
         status.stop();
         await evictor.stop();
+        prewarmQueue.close();
         await prewarmList.stop();
         await peers?.table.stop();
         await Promise.all([listener.stop(config.shutdownGraceMs), plainListener?.stop(config.shutdownGraceMs), adminSocket?.stop(config.shutdownGraceMs)]);

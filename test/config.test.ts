@@ -257,6 +257,16 @@ t.test('TLS: both or neither', async (t) => {
   t.match(configError(t, () => load({ COVE_TLS_CERT: cert, COVE_TLS_KEY: join(dir, 'nope.pem') }), 'missing key')?.message, /COVE_TLS_KEY: ".*nope.pem" cannot be read/);
 });
 
+t.test('TLS: bare names are read from $CREDENTIALS_DIRECTORY (LoadCredential= under DynamicUser=)', async (t) => {
+  file('tls-creds/server.crt', PEM_CERT);
+  file('tls-creds/server.key', PEM_KEY);
+  const credDir = join(dir, 'tls-creds');
+  t.same(load({ COVE_TLS_CERT: 'server.crt', COVE_TLS_KEY: 'server.key', CREDENTIALS_DIRECTORY: credDir }).tls, { cert: PEM_CERT, key: PEM_KEY });
+  const absolute = file('tls/abs.pem', PEM_CERT);
+  t.same(load({ COVE_TLS_CERT: absolute, COVE_TLS_KEY: 'server.key', CREDENTIALS_DIRECTORY: credDir }).tls, { cert: PEM_CERT, key: PEM_KEY }, 'an absolute path stays as it is');
+  t.match(configError(t, () => load({ COVE_TLS_CERT: 'server.crt', COVE_TLS_KEY: 'other.key', CREDENTIALS_DIRECTORY: credDir }), 'missing credential')?.message, /COVE_TLS_KEY: "other.key" cannot be read \(ENOENT\) at ".*tls-creds\/other.key" \(\$CREDENTIALS_DIRECTORY\)/);
+});
+
 t.test('routes', async (t) => {
   const hub = (match: string) => ({ match, upstream: 'origin', prefix: 'dockerhub/', libraryPrefix: true });
   const cases: Array<[string, Record<string, string>, string | null, unknown]> = [
@@ -567,7 +577,7 @@ t.test('fill caps, the wait for a slot, the abandon grace and the largest blob',
 t.test('prewarm list, platforms and the admin token', async (t) => {
   const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
   const defaults = loadConfig({ env: base, flags: {} });
-  t.same(defaults.prewarm, { refs: [], intervalMs: 3_600_000, platforms: [] });
+  t.same(defaults.prewarm, { refs: [], intervalMs: 3_600_000, platforms: [], jobs: 2, queueMax: 1000 });
   t.equal(defaults.adminToken, null);
   const set = loadConfig({ env: { ...base, COVE_PREWARM: 'proj/app:1, proj/base@sha256:' + 'a'.repeat(64), COVE_PREWARM_INTERVAL: '10m', COVE_PLATFORMS: 'linux/arm64,linux/arm/v7', COVE_ADMIN_TOKEN: 'an-admin-token-of-length' }, flags: {} });
   t.same(set.prewarm.refs, ['proj/app:1', `proj/base@sha256:${'a'.repeat(64)}`]);
@@ -610,4 +620,27 @@ t.test('admin socket and admin host names', async (t) => {
   t.same(loadAdminSockets({ env: { ...base, COVE_ADMIN_TOKEN_FILE: 'cove-admin-token' } }).explicit, false);
   t.equal(loadAdminToken({ env: { ...base, COVE_ADMIN_TOKEN: 'an-admin-token-of-length' } }), 'an-admin-token-of-length');
   t.equal(loadAdminToken({ env: base }), null);
+});
+
+t.test('prewarm queue and import limits', async (t) => {
+  const defaults = load({});
+  t.equal(defaults.prewarm.jobs, 2);
+  t.equal(defaults.prewarm.queueMax, 1000);
+  t.same(defaults.import, { maxBytes: 64 * 1024 ** 3, maxRatio: 100 });
+  t.equal(load({ COVE_MAX_CACHE_BYTES: '20GiB' }).import.maxBytes, 20 * 1024 ** 3, 'the cache cap bounds an import by default');
+  t.equal(load({ COVE_MAX_CACHE_BYTES: '50%' }).import.maxBytes, 64 * 1024 ** 3, 'a share of the file system is no size yet: 64 GiB');
+  t.equal(load({ COVE_MAX_CACHE_BYTES: 'off' }).import.maxBytes, 64 * 1024 ** 3, 'no cache cap: 64 GiB');
+  const set = load({ COVE_PREWARM_JOBS: '4', COVE_PREWARM_QUEUE: '50', COVE_IMPORT_MAX_BYTES: '2GiB', COVE_IMPORT_MAX_RATIO: '0' });
+  t.same([set.prewarm.jobs, set.prewarm.queueMax], [4, 50]);
+  t.same(set.import, { maxBytes: 2 * 1024 ** 3, maxRatio: 0 }, '0 turns the ratio check off');
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ COVE_PREWARM_JOBS: '0' }, /COVE_PREWARM_JOBS: "0" must be a whole number from 1 to 64/],
+    [{ COVE_PREWARM_JOBS: '2.5' }, /COVE_PREWARM_JOBS: "2.5" must be a whole number/],
+    [{ COVE_PREWARM_QUEUE: 'lots' }, /COVE_PREWARM_QUEUE: "lots" must be a whole number from 1 to 100000/],
+    [{ COVE_IMPORT_MAX_BYTES: '10KiB' }, /COVE_IMPORT_MAX_BYTES: "10KiB" must be a size of at least 1MiB/],
+    [{ COVE_IMPORT_MAX_BYTES: 'big' }, /COVE_IMPORT_MAX_BYTES: /],
+    [{ COVE_IMPORT_MAX_RATIO: '1' }, /COVE_IMPORT_MAX_RATIO: "1" must be 0 \(no ratio check\) or at least 2/],
+    [{ COVE_IMPORT_MAX_RATIO: '-5' }, /COVE_IMPORT_MAX_RATIO: "-5" must be a whole number/],
+  ];
+  for (const [env, pattern] of bad) t.match(configError(t, () => load(env), JSON.stringify(env))?.message, pattern);
 });

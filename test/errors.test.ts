@@ -38,3 +38,21 @@ t.test('mapping', async (t) => {
   const internal = toOciResponse(new TypeError('secret internals'));
   t.notMatch(JSON.stringify(internal.body), /secret internals/, 'internal messages are not sent to clients');
 });
+
+t.test('upstream errors tell the client what failed, never where the upstream or the proxy is', async (t) => {
+  const refused = Object.assign(new Error('connect ECONNREFUSED 10.1.2.3:3128'), { code: 'ECONNREFUSED' });
+  const wrapped = Object.assign(new TypeError('fetch failed'), { cause: refused });
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['unreachable', new UpstreamUnavailableError('origin', 'upstream origin at https://harbor.internal:8443 unavailable: fetch failed', { cause: wrapped }), /^upstream origin is unreachable \(ECONNREFUSED\)$/],
+    ['parent', new UpstreamUnavailableError('parent:10.9.9.9:5000', 'upstream parent:10.9.9.9:5000 at http://10.9.9.9:5000 unavailable'), /^a parent Cove is unreachable$/],
+    ['500', new UpstreamStatusError('origin', 500, 'token endpoint https://harbor.internal:8443/service/token of upstream origin answered 500'), /^upstream origin answered 500$/],
+    ['429', new UpstreamStatusError('origin', 429, 'https://harbor.internal:8443 said 429', '5'), /rate-limiting Cove \(429\)/],
+    ['auth', new UpstreamAuthError('origin', 401, 'token endpoint https://harbor.internal:8443/service/token refused'), /did not accept Cove's credentials or token \(401\)/],
+  ];
+  for (const [name, err, want] of cases) {
+    const body = JSON.stringify(toOciResponse(err).body);
+    t.match(toOciResponse(err).body.errors[0]!.message, want, `${name}: message`);
+    t.notMatch(body, /harbor\.internal|8443|10\.1\.2\.3|3128|10\.9\.9\.9|5000/, `${name}: no host, port or proxy`);
+    t.match((err as Error).message, /harbor\.internal|10\.9\.9\.9/, `${name}: the log message keeps the address`);
+  }
+});

@@ -19,6 +19,8 @@ export type ArchiveErrorCode =
   | 'ARCHIVE_BAD_JSON'
   /** A metadata entry is larger than Cove reads into memory. */
   | 'ARCHIVE_TOO_LARGE'
+  /** The archive decompresses to more than the import limits allow (size or expansion ratio). */
+  | 'ARCHIVE_LIMIT'
   /** A blob's bytes do not hash to its name (or the descriptor pointing at it), or its size differs. */
   | 'ARCHIVE_DIGEST_MISMATCH'
   /** Something the archive's index or manifest.json refers to is not in the archive. */

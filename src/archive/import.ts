@@ -17,6 +17,7 @@ import { ArchiveError, describeError } from './common.js';
 import { readDockerArchive } from './docker-archive.js';
 import type { Inventory } from './inventory.js';
 import { readOciLayout } from './oci-layout.js';
+import type { ImportLimits } from './decompress.js';
 import { quietly, Staging } from './staging.js';
 import { tagTargets } from './tag-targets.js';
 import { TarReader } from './tar-reader.js';
@@ -38,6 +39,8 @@ export interface ImportOptions {
   now?: () => number;
   /** Pin the imported blobs so eviction never removes them. Default false. */
   pin?: boolean;
+  /** Bounds on the decompressed size and expansion ratio (default DEFAULT_IMPORT_LIMITS). */
+  limits?: ImportLimits;
 }
 
 export interface ImportedImage {
@@ -81,7 +84,7 @@ class Importer {
   constructor(opts: ImportOptions) {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
-    this.#reader = new TarReader(opts.onProgress);
+    this.#reader = new TarReader(opts.onProgress, opts.limits);
     this.#staging = new Staging(opts.store, opts.log);
   }
 

@@ -5,21 +5,23 @@ import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { ArchiveError, describeError } from './common.js';
-import { Decompressor } from './decompress.js';
+import { Decompressor, type ImportLimits } from './decompress.js';
 
 /** One entry as tar-stream's extractor yields it. */
 export type TarEntry = AsyncIterable<Buffer> & { header: tar.Header };
 
 export class TarReader {
   readonly #onProgress: ((bytesRead: number) => void) | undefined;
+  readonly #limits: ImportLimits | undefined;
   #bytesRead = 0;
   #entries = 0;
   /** The path of the entry being read, for messages. */
   #current = '';
 
   /** `onProgress` is called as the input is read, with the (compressed) bytes read so far. */
-  constructor(onProgress?: (bytesRead: number) => void) {
+  constructor(onProgress?: (bytesRead: number) => void, limits?: ImportLimits) {
     this.#onProgress = onProgress;
+    this.#limits = limits;
   }
 
   /** Bytes read from the input so far (compressed size for a gzip archive). */
@@ -37,7 +39,7 @@ export class TarReader {
     const decoder = new Decompressor((n) => {
       this.#bytesRead += n;
       this.#onProgress?.(this.#bytesRead);
-    });
+    }, this.#limits);
     const extract = tar.extract();
     let inputError: Error | null = null;
     let extractError: Error | null = null;

@@ -4,6 +4,7 @@
 import { Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { ArchiveError } from '../archive/common.js';
+import type { ImportLimits } from '../archive/decompress.js';
 import { exportImages } from '../archive/export.js';
 import { importArchive } from '../archive/import.js';
 import { OciError } from '../errors.js';
@@ -13,7 +14,8 @@ import type { PeerTable } from '../peers/table.js';
 import { HarborWebhookError, parseHarborWebhook, readBoundedBody } from '../prewarm/harbor-webhook.js';
 import { parsePlatforms, type Platform } from '../prewarm/platforms.js';
 import { ImageRefError } from '../oci/image-ref.js';
-import { prewarm, type PrewarmDeps } from '../prewarm/prewarm.js';
+import type { PrewarmResult } from '../prewarm/prewarm.js';
+import type { PrewarmQueue, Submitted } from '../prewarm/queue.js';
 import type { ManifestResolver } from '../resolve/manifests.js';
 import type { RouteMap } from '../routes.js';
 import type { BlobStore } from '../store/blobs.js';
@@ -39,7 +41,10 @@ export interface AdminDeps {
   evictor: Evictor;
   peers: PeerTable | null;
   node: { id: string; site: string };
-  prewarm: PrewarmDeps;
+  /** Bounds on what /admin/import may decompress (COVE_IMPORT_MAX_BYTES, COVE_IMPORT_MAX_RATIO). */
+  importLimits: ImportLimits;
+  /** Every prewarm (this endpoint, the webhook, the list) runs through this one queue. */
+  prewarmQueue: PrewarmQueue;
   platforms: readonly Platform[];
   adminToken: string | null;
   /** Checks who calls and what they send, before any endpoint runs. */
@@ -122,12 +127,13 @@ async function importNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFact
       log: deps.log,
       resolveName: (name) => archiveName(deps.routes, name),
       tags: tags.length > 0 ? tags : undefined,
+      limits: deps.importLimits,
     });
   } catch (err) {
     if (!(err instanceof ArchiveError)) throw err;
     // The archive was refused: say why; what the client still sends is read and dropped.
     (req as unknown as Readable).resume();
-    facts.bytes = sendJson(res, 400, { errors: [{ code: err.code, message: err.message }] });
+    facts.bytes = sendJson(res, err.code === 'ARCHIVE_LIMIT' ? 413 : 400, { errors: [{ code: err.code, message: err.message }] });
     return;
   }
   deps.evictor.added(result.newBytes);
@@ -198,30 +204,32 @@ async function prewarmNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFac
       throw new OciError('UNSUPPORTED', (err as Error).message);
     }
   }
-  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
   const line = (value: unknown) => {
     const text = `${JSON.stringify(value)}\n`;
     facts.bytes += Buffer.byteLength(text);
     (res as NodeJS.WritableStream).write(text);
   };
-  const abort = new AbortController();
-  const stop = () => abort.abort();
-  res.once('close', stop);
-  deps.signal.addEventListener('abort', stop, { once: true });
+  // Queued before the 200 goes out, so a full queue is a plain 429. The jobs belong to the cache:
+  // a caller that goes away stops listening (the write fails quietly), the jobs run on; shutdown
+  // aborts them through the queue.
+  let submitted: Submitted[];
   try {
-    const result = await prewarm(body.refs as string[], deps.prewarm, {
-      platforms,
-      ns: typeof body.ns === 'string' ? body.ns : ns,
-      signal: abort.signal,
-      onProgress: (event) => line({ event }),
-    });
-    deps.log.info({ refs: body.refs, ok: result.ok, errors: result.errors }, 'prewarm done');
-    line({ result });
+    submitted = deps.prewarmQueue.submit(body.refs as string[], { platforms, ns: typeof body.ns === 'string' ? body.ns : ns });
   } catch (err) {
     if (!(err instanceof ImageRefError)) throw err;
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     line({ result: { ok: false, refs: [], errors: [{ ref: '', message: err.message }] } });
+    res.end();
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  try {
+    const result: PrewarmResult = await deps.prewarmQueue.wait(submitted, (event) => {
+      if (!res.writableEnded && !res.destroyed) line({ event });
+    });
+    deps.log.info({ refs: body.refs, ok: result.ok, errors: result.errors }, 'prewarm done');
+    if (!res.destroyed) line({ result });
   } finally {
-    deps.signal.removeEventListener('abort', stop);
     res.end();
   }
 }
@@ -245,11 +253,21 @@ async function harborWebhook(deps: AdminDeps, req: Req, res: Res, facts: Request
     facts.bytes = sendJson(res, 200, { accepted: false, reason: event.ignored });
     return;
   }
-  deps.log.info({ type: event.type, repository: event.repository, operator: event.operator, refs: event.refs }, 'harbor push: prewarming');
-  prewarm(event.refs, deps.prewarm, { platforms: deps.platforms, names: 'upstream', signal: deps.signal })
-    .then((result) => deps.log.info({ refs: event.refs, ok: result.ok, errors: result.errors }, 'harbor push prewarmed'))
-    .catch((err: Error) => deps.log.error({ refs: event.refs, err: err.message }, 'harbor push prewarm failed'));
-  facts.bytes = sendJson(res, 202, { accepted: true, refs: event.refs });
+  // Through the queue: a push Harbor reports several times (retries, several webhook policies)
+  // joins the job already pending instead of starting another. A full queue answers 429.
+  const submitted = deps.prewarmQueue.submit(event.refs, { platforms: deps.platforms, names: 'upstream' });
+  deps.log.info(
+    { type: event.type, repository: event.repository, operator: event.operator, refs: event.refs, joined: submitted.filter((s) => s.joined).map((s) => s.ref) },
+    'harbor push: prewarming',
+  );
+  void Promise.all(submitted.map((s) => s.job.done)).then((results) =>
+    deps.log.info({ refs: event.refs, ok: results.every((r) => r.ok), errors: results.filter((r) => !r.ok).map((r) => ({ ref: r.ref, message: r.error })) }, 'harbor push prewarmed'),
+  );
+  facts.bytes = sendJson(res, 202, {
+    accepted: true,
+    refs: event.refs,
+    jobs: submitted.map((s) => ({ ref: s.ref, state: s.joined ? `already ${s.job.state}` : s.job.state })),
+  });
 }
 
 /** A writable that sends the response headers before the first byte and counts what passes. */

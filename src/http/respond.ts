@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { constants as h2 } from 'node:http2';
-import { toOciResponse } from '../errors.js';
+import { toOciResponse, UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
 
 export type Req = IncomingMessage | Http2ServerRequest;
 export type Res = ServerResponse | Http2ServerResponse;
@@ -64,6 +64,8 @@ export function sendJson(res: Res, status: number, body: unknown, headers: Recor
 export function sendError(req: Req, res: Res, facts: RequestFacts, err: unknown): void {
   const mapped = toOciResponse(err);
   facts.error = mapped.body.errors[0]?.code;
+  // The client's message leaves out where the upstream is; the access line keeps the full story.
+  if (err instanceof UpstreamUnavailableError || err instanceof UpstreamStatusError || err instanceof UpstreamAuthError) facts.error = `${facts.error}: ${err.message}`;
   if (res.headersSent) {
     breakResponse(res);
     return;

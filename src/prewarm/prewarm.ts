@@ -165,7 +165,8 @@ interface BlobRef {
   size: number;
 }
 
-async function prewarmOne(ref: string, deps: PrewarmDeps, opts: PrewarmOptions): Promise<PrewarmRefResult> {
+/** Prewarms one reference; never rejects: a failure (an abort included) is in the result. */
+export async function prewarmOne(ref: string, deps: PrewarmDeps, opts: PrewarmOptions): Promise<PrewarmRefResult> {
   const started = Date.now();
   const result: PrewarmRefResult = {
     ref,

@@ -1,23 +1,24 @@
 // The configured prewarm list (COVE_PREWARM): fetched shortly after start and again every
 // COVE_PREWARM_INTERVAL, one run at a time, so the images are local before anyone pulls them
-// and tags that moved at the origin are followed.
+// and tags that moved at the origin are followed. Runs go through the shared prewarm queue, so an
+// image the webhook or an operator is prewarming already is joined, not fetched twice.
 import type { Logger } from '../log.js';
-import { prewarm, type PrewarmDeps } from './prewarm.js';
 import type { Platform } from './platforms.js';
+import type { PrewarmQueue } from './queue.js';
 
 export class PrewarmSchedule {
   readonly #refs: readonly string[];
-  readonly #deps: PrewarmDeps;
+  readonly #queue: PrewarmQueue;
   readonly #platforms: readonly Platform[];
   readonly #intervalMs: number;
   readonly #log: Logger;
-  readonly #abort = new AbortController();
-  #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
+  #timers: NodeJS.Timeout[] = [];
   #running: Promise<void> | null = null;
 
-  constructor(refs: readonly string[], deps: PrewarmDeps, options: { platforms: readonly Platform[]; intervalMs: number; log: Logger }) {
+  constructor(refs: readonly string[], queue: PrewarmQueue, options: { platforms: readonly Platform[]; intervalMs: number; log: Logger }) {
     this.#refs = refs;
-    this.#deps = deps;
+    this.#queue = queue;
     this.#platforms = options.platforms;
     this.#intervalMs = options.intervalMs;
     this.#log = options.log;
@@ -28,26 +29,28 @@ export class PrewarmSchedule {
     // The first run waits a moment: start-up (and the first client pulls) come first.
     const first = setTimeout(() => this.#tick(), 1000);
     first.unref();
-    this.#timer = setInterval(() => this.#tick(), this.#intervalMs);
-    this.#timer.unref();
+    const every = setInterval(() => this.#tick(), this.#intervalMs);
+    every.unref();
+    this.#timers = [first, every];
   }
 
-  /** Stops the schedule; a run in progress is aborted (fills it started finish for the cache). */
+  /** Stops the schedule. Its jobs are the queue's: closing the queue aborts them. */
   async stop(): Promise<void> {
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#abort.abort();
+    this.#stopped = true;
+    for (const timer of this.#timers) clearTimeout(timer);
     await this.#running?.catch(() => undefined);
   }
 
   #tick(): void {
-    if (this.#running || this.#abort.signal.aborted) return;
+    if (this.#running || this.#stopped) return;
     const started = Date.now();
-    this.#running = prewarm(this.#refs, this.#deps, { platforms: this.#platforms, signal: this.#abort.signal })
+    this.#running = this.#queue
+      .run(this.#refs, { platforms: this.#platforms })
       .then((result) => {
-        const fetched = result.refs.reduce((n, r) => n + (r.bytes.fetched), 0);
+        const fetched = result.refs.reduce((n, r) => n + r.bytes.fetched, 0);
         this.#log.info({ refs: this.#refs.length, ok: result.ok, errors: result.errors, fetchedBytes: fetched, ms: Date.now() - started }, 'prewarm list refreshed');
       })
-      .catch((err: Error) => this.#log.error({ err: err.message }, 'prewarm list failed'))
+      .catch((err: Error) => this.#log.warn({ err: err.message }, 'prewarm list not run this time'))
       .finally(() => {
         this.#running = null;
       });

@@ -135,7 +135,8 @@ export class RegistryTier implements Tier {
     const declared = contentLength(res.headers);
     if (declared !== null && declared > MANIFEST_MAX_BYTES) {
       dropBody(res.body);
-      throw new UpstreamStatusError(client.name, res.status, `manifest ${target.repo}:${reference} from upstream ${client.name} is ${declared} bytes, over the ${MANIFEST_MAX_BYTES}-byte limit`);
+      const message = `manifest ${target.repo}:${reference} from upstream ${client.name} is ${declared} bytes, over the ${MANIFEST_MAX_BYTES}-byte limit`;
+      throw new UpstreamStatusError(client.name, res.status, message, undefined, { publicMessage: message });
     }
     const bytes = await this.#read(client, res, MANIFEST_MAX_BYTES, `manifest ${target.repo}:${reference}`);
     if (declared !== null && bytes.length !== declared) {
@@ -287,7 +288,8 @@ export class RegistryTier implements Tier {
         length += buf.length;
         if (length > limit) {
           dropBody(res.body);
-          throw new UpstreamStatusError(client.name, res.status, `${what} from upstream ${client.name} is over the ${limit}-byte limit`);
+          const message = `${what} from upstream ${client.name} is over the ${limit}-byte limit`;
+          throw new UpstreamStatusError(client.name, res.status, message, undefined, { publicMessage: message });
         }
         chunks.push(buf);
       }

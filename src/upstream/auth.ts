@@ -4,7 +4,7 @@
 // an expired or insufficient token with a *Basic* challenge: the token is dropped and re-fetched
 // from the remembered realm rather than treated as "use Basic".
 import type { Logger } from 'pino';
-import { UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
+import { UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError, publicUpstream } from '../errors.js';
 import { findChallenge, parseChallenges } from './challenge.js';
 import { TokenCache, type IssuedToken, type TokenKey } from './token-cache.js';
 
@@ -153,10 +153,12 @@ export class UpstreamAuth {
         return { authorization: `Bearer ${token}`, tokenKey: key };
       }
       if (this.#basic === null) {
-        throw new UpstreamAuthError(name, 401, `upstream ${name} requires credentials (Basic challenge, 401) and none are configured`);
+        throw new UpstreamAuthError(name, 401, `upstream ${name} requires credentials (Basic challenge, 401) and none are configured`, {
+          publicMessage: `${publicUpstream(name)} requires credentials (401) and Cove has none configured`,
+        });
       }
       if (previous.authorization === this.#basic) {
-        throw new UpstreamAuthError(name, 401, `upstream ${name} refused the configured credentials (401)`);
+        throw new UpstreamAuthError(name, 401, `upstream ${name} refused the configured credentials (401)`, { publicMessage: `${publicUpstream(name)} refused Cove's credentials (401)` });
       }
       if (this.#mode !== 'basic') this.#o.logger.debug({ upstream: name }, 'upstream uses basic auth');
       this.#mode = 'basic';
@@ -174,10 +176,12 @@ export class UpstreamAuth {
   rejected(attempt: AuthAttempt, status = 401): UpstreamAuthError {
     const name = this.#o.upstream;
     if (this.#basic === null) {
-      return new UpstreamAuthError(name, status, `upstream ${name} refused anonymous access (${status}); configure credentials`);
+      return new UpstreamAuthError(name, status, `upstream ${name} refused anonymous access (${status}); configure credentials`, {
+        publicMessage: `${publicUpstream(name)} refused anonymous access (${status}); Cove needs credentials for it`,
+      });
     }
     const how = attempt.authorization?.startsWith('Bearer ') ? 'a token obtained with the configured credentials' : 'the configured credentials';
-    return new UpstreamAuthError(name, status, `upstream ${name} refused ${how} (${status})`);
+    return new UpstreamAuthError(name, status, `upstream ${name} refused ${how} (${status})`, { publicMessage: `${publicUpstream(name)} refused ${how} (${status})` });
   }
 
   /** Forget learned state (scheme, realm, tokens). */

@@ -4,7 +4,7 @@
 // delay); a background probe of /v2/ closes it when the origin answers again. The back-off
 // between probes grows exponentially, with jitter, up to a cap.
 import type { Logger } from 'pino';
-import { UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
+import { UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError, errorKind, publicUpstream } from '../errors.js';
 
 /** Consecutive failures to reach the upstream that open the breaker. */
 export const BREAKER_THRESHOLD = 3;
@@ -22,6 +22,10 @@ export interface BreakerSnapshot {
   probeAt: number | null;
   /** Times the breaker opened since start. */
   opened: number;
+  /**
+   * The last failure as a client may read it (/healthz, the status page): what failed, never the
+   * URL, host or proxy (the log has those).
+   */
   lastError: string | null;
   /** Until when (ms since epoch) the upstream asked not to be sent requests (429 Retry-After). */
   retryAfterUntil: number | null;
@@ -53,6 +57,7 @@ export class Breaker {
   #timer: NodeJS.Timeout | null = null;
   #opened = 0;
   #lastError: string | null = null;
+  #lastPublicError: string | null = null;
   #stopped = false;
   #retryAfterUntil = 0;
 
@@ -77,13 +82,16 @@ export class Breaker {
     const held = this.#retryAfterUntil - this.#now();
     if (held > 0) {
       const seconds = String(Math.ceil(held / 1000));
-      throw new UpstreamStatusError(this.#name, 429, `upstream ${this.#name} asked to wait (429 Retry-After); ${seconds} s left`, seconds);
+      throw new UpstreamStatusError(this.#name, 429, `upstream ${this.#name} asked to wait (429 Retry-After); ${seconds} s left`, seconds, {
+        publicMessage: `${publicUpstream(this.#name)} asked Cove to wait (429); ${seconds} s left`,
+      });
     }
     if (!this.#open) return;
     const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
     throw new UpstreamUnavailableError(
       this.#name,
       `upstream ${this.#name} is marked down after ${this.#failures} failed attempts (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
+      { publicMessage: `${publicUpstream(this.#name)} is marked down after ${this.#failures} failed attempts; next probe in ${wait} s` },
     );
   }
 
@@ -97,6 +105,7 @@ export class Breaker {
   failure(err: Error): void {
     this.#failures++;
     this.#lastError = err.message;
+    this.#lastPublicError = publicError(this.#name, err);
     if (!this.#open && this.#failures >= this.#threshold) {
       this.#open = true;
       this.#opened++;
@@ -123,7 +132,7 @@ export class Breaker {
       consecutiveFailures: this.#failures,
       probeAt: this.#open ? this.#probeAt : null,
       opened: this.#opened,
-      lastError: this.#lastError,
+      lastError: this.#lastPublicError,
     };
   }
 
@@ -158,6 +167,7 @@ export class Breaker {
     } catch (err) {
       this.#probesFailed++;
       this.#lastError = (err as Error).message;
+      this.#lastPublicError = publicError(this.#name, err);
       this.#log.debug({ upstream: this.#name, err: this.#lastError }, 'upstream probe failed');
       this.#schedule();
     }
@@ -170,4 +180,11 @@ export class Breaker {
     this.#timer = null;
     this.#log.info({ upstream: this.#name, by }, 'upstream reachable again');
   }
+}
+
+/** A failure as a client may read it: the error's own public message, else its kind. */
+function publicError(name: string, err: unknown): string {
+  if (err instanceof UpstreamUnavailableError || err instanceof UpstreamStatusError || err instanceof UpstreamAuthError) return err.publicMessage;
+  const kind = errorKind(err);
+  return `${publicUpstream(name)} failed${kind === null ? '' : ` (${kind})`}`;
 }

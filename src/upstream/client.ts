@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { request as undiciRequest, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config.js';
-import { UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError } from '../errors.js';
+import { UpstreamAuthError, UpstreamStatusError, UpstreamUnavailableError, publicUpstream } from '../errors.js';
 import { realmAllowed, UpstreamAuth, type AuthAttempt } from './auth.js';
 import { Breaker, type BreakerSnapshot } from './breaker.js';
 import { dropBody, readSmall } from '../http-util.js';
@@ -124,8 +124,10 @@ export class UpstreamClient {
    * UpstreamAuthError when it refuses every credential Cove can offer.
    */
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
-    if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
-    if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`);
+    if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`, { publicMessage: 'Cove is shutting down' });
+    if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`, {
+      publicMessage: `offline mode: ${publicUpstream(this.name)} is never contacted`,
+    });
     this.#breaker.check();
     const url = new URL(this.#base + req.path);
     const headers: Record<string, string> = {};
@@ -190,8 +192,10 @@ export class UpstreamClient {
    * anything else is refused before it is sent. Answers status, headers and a small body.
    */
   async askAs(url: URL, authorization: string | null, signal?: AbortSignal): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
-    if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`);
-    if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`);
+    if (this.#closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} client is closed`, { publicMessage: 'Cove is shutting down' });
+    if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`, {
+      publicMessage: `offline mode: ${publicUpstream(this.name)} is never contacted`,
+    });
     const own = url.origin === this.baseUrl.origin;
     if (!own && !realmAllowed(url, this.baseUrl, this.#tokenRealms)) {
       throw new UpstreamAuthError(this.name, 401, `upstream ${this.name} named ${url.origin}, which is not its own origin nor in COVE_UPSTREAM_TOKEN_REALMS; client credentials are not sent there`);

@@ -96,3 +96,108 @@ t.test("Harbor's push webhook prewarms what was pushed", async (t) => {
   const broken = await fetch(`${cove.url}/admin/webhook/harbor`, { method: 'POST', body: '{"type":', headers });
   t.equal(broken.status, 400);
 });
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Harbor's push event for proj/app:TAG at `digest`. */
+function pushEvent(tag: string, digest: string) {
+  return {
+    type: 'PUSH_ARTIFACT',
+    occur_at: 1700000000,
+    operator: 'robot$ci',
+    event_data: {
+      resources: [{ digest, tag, resource_url: `harbor.example.com/proj/app:${tag}` }],
+      repository: { name: 'app', namespace: 'proj', repo_full_name: 'proj/app', repo_type: 'private' },
+    },
+  };
+}
+
+/** Origin requests until the Cove has fetched `blobs` blobs and its fills are done. */
+async function settle(cove: TestCove, origin: OriginRegistry, blobs: number): Promise<void> {
+  for (let i = 0; i < 200 && origin.count({ method: 'GET', kind: 'blob' }) < blobs; i++) await new Promise((r) => setTimeout(r, 25));
+  await cove.fillsDone();
+  // The job ends just after its last fill; give its last manifest work a moment to show.
+  await new Promise((r) => setTimeout(r, 200));
+}
+
+t.test('five identical Harbor webhooks cost the origin what one does (they were 133 requests in 4 s)', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [300_000], seed: 'pw-five-hooks' });
+  origin.putImage('proj/app', '3', image);
+  // Slow blobs, so the later webhooks arrive while the first prewarm is still running.
+  origin.setFault({ kind: 'blob' }, { type: 'slow', bytesPerSecond: 300_000 });
+  const hook = (cove: TestCove) =>
+    cove.adminFetch('/admin/webhook/harbor', { method: 'POST', body: JSON.stringify(pushEvent('3', image.manifestDigest)) }).then(async (r) => ({ status: r.status, body: (await r.json()) as { jobs?: Array<{ state: string }> } }));
+
+  const alone = await startTestCove(t, origin.url);
+  t.equal((await hook(alone)).status, 202);
+  await settle(alone, origin, 2);
+  const one = origin.requests.length;
+  t.ok(one >= 3, `one webhook: ${one} origin requests`);
+
+  const five = await startTestCove(t, origin.url);
+  const start = origin.requests.length;
+  // As Harbor sends them: one after another while the first prewarm runs, not in one instant.
+  const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => delay(i * 100).then(() => hook(five))));
+  t.ok(answers.every((a) => a.status === 202), 'each webhook accepted');
+  t.equal(answers.filter((a) => a.body.jobs?.[0]?.state.startsWith('already')).length, 4, 'four were told the job is already queued or running');
+  await settle(five, origin, 4);
+  t.equal(origin.requests.length - start, one, `five webhooks: ${origin.requests.length - start} origin requests, one alone: ${one}`);
+});
+
+t.test('five identical /admin/prewarm calls share one job and all get its result', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [300_000], seed: 'pw-five-admin' });
+  origin.putImage('proj/app', '4', image);
+  origin.setFault({ kind: 'blob' }, { type: 'slow', bytesPerSecond: 300_000 });
+  const call = (cove: TestCove) =>
+    cove.adminFetch('/admin/prewarm', { method: 'POST', body: JSON.stringify({ refs: [`proj/app:4@${image.manifestDigest}`] }) }).then(async (r) => {
+      const lines = (await r.text()).trim().split('\n').map((l) => JSON.parse(l) as { result?: { ok: boolean } });
+      return { status: r.status, result: lines.at(-1)?.result };
+    });
+  const alone = await startTestCove(t, origin.url);
+  t.equal((await call(alone)).result?.ok, true);
+  await alone.fillsDone();
+  const one = origin.requests.length;
+
+  const five = await startTestCove(t, origin.url);
+  const start = origin.requests.length;
+  const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => delay(i * 100).then(() => call(five))));
+  t.ok(answers.every((a) => a.status === 200 && a.result?.ok === true), 'each call gets the successful result');
+  await five.fillsDone();
+  t.equal(origin.requests.length - start, one, `five calls: ${origin.requests.length - start} origin requests, one alone: ${one}`);
+});
+
+t.test('the prewarm queue is bounded: over COVE_PREWARM_QUEUE a call gets 429, at most COVE_PREWARM_JOBS run', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const images = Array.from({ length: 4 }, (_, i) => makeImage({ layers: [100_000], seed: `pw-bound-${i}` }));
+  images.forEach((image, i) => origin.putImage(`proj/b${i}`, '1', image));
+  origin.setFault({ kind: 'blob' }, { type: 'slow', bytesPerSecond: 200_000 });
+  const cove = await startTestCove(t, origin.url, { COVE_PREWARM_JOBS: '1', COVE_PREWARM_QUEUE: '1' });
+  const hook = (i: number) =>
+    cove.adminFetch('/admin/webhook/harbor', {
+      method: 'POST',
+      body: JSON.stringify({ ...pushEvent('1', images[i]!.manifestDigest), event_data: { resources: [{ digest: images[i]!.manifestDigest, tag: '1' }], repository: { name: `b${i}`, namespace: 'proj', repo_full_name: `proj/b${i}` } } }),
+    });
+  t.equal((await hook(0)).status, 202, 'the first runs');
+  t.equal((await hook(1)).status, 202, 'the second waits');
+  const refused = await hook(2);
+  t.equal(refused.status, 429, 'the third finds the queue full');
+  t.equal(refused.headers.get('retry-after'), '30');
+  t.match(await refused.text(), /prewarm queue is full.*COVE_PREWARM_QUEUE/);
+  // One job at a time: never two repositories' blobs in flight together.
+  let overlap = 0;
+  for (let i = 0; i < 200 && origin.count({ method: 'GET', kind: 'blob' }) < 4; i++) {
+    const b0 = origin.count({ method: 'GET', kind: 'blob', repo: 'proj/b0' });
+    const b1 = origin.count({ method: 'GET', kind: 'blob', repo: 'proj/b1' });
+    if (b1 > 0 && b0 < 2) overlap++;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  await cove.fillsDone();
+  t.equal(overlap, 0, 'the second job started only after the first fetched its blobs');
+  t.equal(origin.count({ method: 'GET', kind: 'blob', repo: 'proj/b1' }), 2, 'the waiting job ran once the first was done');
+  t.equal(origin.count({ method: 'GET', kind: 'blob', repo: 'proj/b2' }), 0, 'the refused push was not fetched');
+});
