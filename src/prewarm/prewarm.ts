@@ -165,10 +165,9 @@ interface BlobRef {
   size: number;
 }
 
-/** Prewarms one reference; never rejects: a failure (an abort included) is in the result. */
-export async function prewarmOne(ref: string, deps: PrewarmDeps, opts: PrewarmOptions): Promise<PrewarmRefResult> {
-  const started = Date.now();
-  const result: PrewarmRefResult = {
+/** The result of a reference before any work: nothing counted, not ok. */
+export function emptyResult(ref: string): PrewarmRefResult {
+  return {
     ref,
     ok: false,
     platforms: [],
@@ -179,6 +178,12 @@ export async function prewarmOne(ref: string, deps: PrewarmDeps, opts: PrewarmOp
     warnings: [],
     ms: 0,
   };
+}
+
+/** Prewarms one reference; never rejects: a failure (an abort included) is in the result. */
+export async function prewarmOne(ref: string, deps: PrewarmDeps, opts: PrewarmOptions): Promise<PrewarmRefResult> {
+  const started = Date.now();
+  const result = emptyResult(ref);
   try {
     checkAborted(opts.signal);
     emit(deps, opts, { type: 'ref-start', ref });

@@ -12,6 +12,7 @@ import { ImageRefError, parseRef } from '../oci/image-ref.js';
 import { formatPlatform } from './platforms.js';
 import {
   PREWARM_MAX_REFS,
+  emptyResult,
   prewarmOne,
   targetOf,
   type PrewarmDeps,
@@ -241,18 +242,7 @@ export class PrewarmQueue {
 }
 
 function failed(ref: string, error: string): PrewarmRefResult {
-  return {
-    ref,
-    ok: false,
-    error,
-    platforms: [],
-    skipped: [],
-    manifests: { total: 0, cached: 0 },
-    blobs: { total: 0, cached: 0, fetched: 0, joined: 0, failed: 0 },
-    bytes: { total: 0, cached: 0, fetched: 0, joined: 0 },
-    warnings: [],
-    ms: 0,
-  };
+  return { ...emptyResult(ref), error };
 }
 
 /** A job that failed before it could be queued (an invalid or unroutable reference). */

@@ -184,6 +184,19 @@ export class Proc {
   tail(lines = 20): string {
     return this.log().split('\n').slice(-lines).join('\n');
   }
+  /** The log's JSON lines (a Cove's pino output), skipping other lines and one cut by a kill. */
+  jsonLines(): Array<Record<string, unknown>> {
+    const out: Array<Record<string, unknown>> = [];
+    for (const line of this.log().split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // a line cut by a kill
+      }
+    }
+    return out;
+  }
   /** SIGTERM this PID, wait up to `graceMs`, then SIGKILL it. Never signals anything else. */
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.running || this.child.pid === undefined) return;

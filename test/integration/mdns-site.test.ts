@@ -49,20 +49,6 @@ interface PullJson {
   error?: string;
 }
 
-/** Every JSON line a process printed (its events, or Cove's pino lines). */
-function jsonLines(proc: Proc): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  for (const l of proc.log().split('\n')) {
-    if (!l.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(l) as Record<string, unknown>);
-    } catch {
-      // a line cut by a kill
-    }
-  }
-  return out;
-}
-
 /** One `cove serve` in one namespace. */
 class CoveNode {
   constructor(
@@ -76,7 +62,7 @@ class CoveNode {
     return `http://${this.host.address}:${PORT}`;
   }
   logged(msg: string, fields: Record<string, unknown> = {}): boolean {
-    return jsonLines(this.proc).some((l) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v));
+    return this.proc.jsonLines().some((l) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v));
   }
 }
 
@@ -179,7 +165,7 @@ t.test('Coves in separate namespaces find each other by mDNS and share blobs whe
     logFile: join(dir, 'origin.log'),
     name: 'origin',
   });
-  const originEvent = (event: string) => jsonLines(origin).find((l) => l.event === event);
+  const originEvent = (event: string) => origin.jsonLines().find((l) => l.event === event);
   await waitFor('the origin to listen', () => {
     if (!origin.running) throw new Error(`the origin exited (code ${origin.exitCode}):\n${origin.tail()}`);
     return originEvent('listening') !== undefined;

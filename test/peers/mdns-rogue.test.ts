@@ -14,19 +14,6 @@ import { MAX_DISCOVERED_PEERS } from '../../src/peers/table.js';
 
 const PORT = 5000;
 
-function jsonLines(proc: Proc): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  for (const l of proc.log().split('\n')) {
-    if (!l.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(l) as Record<string, unknown>);
-    } catch {
-      // a line cut by a kill
-    }
-  }
-  return out;
-}
-
 function startRogue(lan: Lan, dir: string, host: LanHost, options: Record<string, unknown>): Proc {
   return lan.exec(host.ns, process.execPath, [helperScript('mdns-rogue.js'), JSON.stringify({ address: host.address, ...options })], {
     logFile: join(dir, 'rogue.log'),
@@ -54,15 +41,15 @@ t.test('announcements at link-local, metadata, loopback or foreign addresses are
   ];
   const control = { id: 'on-lan', address: `${lan.prefix}.77` };
   const rogue = startRogue(lan, dir, h2, { announce: [...bad, control].map((a) => ({ ...a, site: 's1', port: 80 })), rounds: 4, intervalMs: 500 });
-  const sightings = () => jsonLines(node).filter((l) => l.event === 'peer').map((l) => l.peer as { id: string; url: string });
-  await waitFor('the rogue to send its rounds', () => jsonLines(rogue).filter((l) => l.event === 'round').length >= 4, 15_000, 100);
+  const sightings = () => node.jsonLines().filter((l) => l.event === 'peer').map((l) => l.peer as { id: string; url: string });
+  await waitFor('the rogue to send its rounds', () => rogue.jsonLines().filter((l) => l.event === 'round').length >= 4, 15_000, 100);
   await waitFor('node-a to report the control announcement', () => sightings().some((p) => p.id === 'on-lan'), 10_000, 100);
   t.same(
     [...new Set(sightings().map((p) => `${p.id} ${p.url}`))],
     [`on-lan http://${control.address}:80`],
     'only the announcement at an address on the LAN was reported, at that address',
   );
-  const dropped = jsonLines(node).filter((l) => l.msg === 'mdns peer ignored: no announced address on this link').map((l) => l.peer);
+  const dropped = node.jsonLines().filter((l) => l.msg === 'mdns peer ignored: no announced address on this link').map((l) => l.peer);
   for (const b of bad) t.ok(dropped.includes(b.id), `${b.id} (${b.address}) was heard and dropped`);
   await node.stop(8000);
   await rogue.stop(8000);
@@ -127,8 +114,8 @@ t.test('a flood of fake ids and a claim on a sibling\'s id leave the site as it 
     rounds: 3,
     intervalMs: 1500,
   });
-  await waitFor('the rogue to send three rounds', () => jsonLines(rogue).filter((l) => l.event === 'round').length >= 3, 60_000, 200);
-  const impostorUrl = String(jsonLines(rogue).find((l) => l.event === 'impersonating')?.url);
+  await waitFor('the rogue to send three rounds', () => rogue.jsonLines().filter((l) => l.event === 'round').length >= 3, 60_000, 200);
+  const impostorUrl = String(rogue.jsonLines().find((l) => l.event === 'impersonating')?.url);
   // Let node-a probe what it took in (the probes of addresses nobody holds time out).
   await new Promise((r) => setTimeout(r, 3000));
   rows = await peersOfA();
@@ -141,7 +128,7 @@ t.test('a flood of fake ids and a claim on a sibling\'s id leave the site as it 
     'node-b is the only live peer, still at its first URL: no fake owns a digest',
   );
   t.notOk(rows.some((p) => p.url === impostorUrl), `the claim on node-b's id at ${impostorUrl} was ignored`);
-  t.ok(jsonLines(a).some((l) => l.msg === 'peer table full: announcement ignored'), 'node-a logged that it ignored announcements past the cap');
+  t.ok(a.jsonLines().some((l) => l.msg === 'peer table full: announcement ignored'), 'node-a logged that it ignored announcements past the cap');
   await rogue.stop(8000);
   await a.stop(8000);
   await b.stop(8000);
