@@ -11,6 +11,7 @@ import { createHandler } from './http/handler.js';
 import { createMetrics } from './http/metrics.js';
 import { checkReadiness } from './http/readiness.js';
 import { listen } from './http/server.js';
+import { ConnectionGate } from './http/connection-gate.js';
 import { Status } from './http/status.js';
 import { listImages } from './store/inventory.js';
 import { createLogger, type Logger } from './log.js';
@@ -201,9 +202,12 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     metrics,
     status,
   });
-  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls });
+  // Both listeners count against one set of connection caps.
+  const connectionGate = new ConnectionGate(config.listenLimits);
+  const limits = { limits: config.listenLimits, gate: connectionGate, log };
+  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls, ...limits });
   // With TLS on :443, clients that only speak plain HTTP (or an operator's curl) may use :80.
-  const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null }) : null;
+  const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null, ...limits }) : null;
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
   const url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listener.port}`;
