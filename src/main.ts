@@ -204,10 +204,10 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   });
   // Both listeners count against one set of connection caps.
   const connectionGate = new ConnectionGate(config.listenLimits);
-  const limits = { limits: config.listenLimits, gate: connectionGate, log };
-  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls, ...limits });
+  const shared = { limits: config.listenLimits, gate: connectionGate, log };
+  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls, ...shared });
   // With TLS on :443, clients that only speak plain HTTP (or an operator's curl) may use :80.
-  const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null, ...limits }) : null;
+  const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null, ...shared }) : null;
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
   const url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listener.port}`;
