@@ -61,6 +61,8 @@ export interface Config {
   tls: { cert: string; key: string } | null;
   /** With TLS on, a second plain-HTTP listener (e.g. :80 beside :443), or null. */
   listenHttp: { host: string; port: number } | null;
+  /** What one client may ask of the listeners: deadlines, header size, connection caps. */
+  listenLimits: ListenLimitsConfig;
   logLevel: string;
   shutdownGraceMs: number;
   /** Never contact an upstream: serve only what is cached (a site cut off on purpose). */
@@ -120,6 +122,20 @@ export interface FillLimitsConfig {
   abandonGraceMs: number;
   /** No blob grows past this many bytes when nothing better bounds it (manifest, tier, HEAD). */
   maxBlobBytes: number;
+}
+
+/** Deadlines, sizes and caps the listeners hold every client to. */
+export interface ListenLimitsConfig {
+  /** A request's headers must be complete this long after the connection opened (TLS included) or the request began. */
+  headersTimeoutMs: number;
+  /** The whole request, body included, within this long; 0: no bound. */
+  requestTimeoutMs: number;
+  /** Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes. */
+  maxHeaderBytes: number;
+  /** Open connections in all, over every listener. */
+  maxConnections: number;
+  /** Open connections from one client address (an IPv6 client: its /64). */
+  maxConnectionsPerClient: number;
 }
 
 /** Sibling Coves on the site's LAN. */
@@ -188,6 +204,11 @@ export const DEFAULTS = Object.freeze({
   adminSocketName: 'admin.sock',
   /** Where the unit's RuntimeDirectory=cove puts it; the `cove` command looks there too. */
   runtimeDir: '/run/cove',
+  headersTimeout: '30s',
+  requestTimeout: '5m',
+  maxHeaderSize: '64KiB',
+  maxConnections: 4096,
+  maxConnectionsPerClient: 256,
 });
 
 /** Name of the single upstream configured by COVE_UPSTREAM. */
@@ -254,6 +275,11 @@ const SETTINGS = {
   fillQueueWait: { env: 'COVE_FILL_QUEUE_WAIT' },
   fillAbandonGrace: { env: 'COVE_FILL_ABANDON_GRACE' },
   maxBlobBytes: { env: 'COVE_MAX_BLOB_BYTES' },
+  headersTimeout: { env: 'COVE_HEADERS_TIMEOUT' },
+  requestTimeout: { env: 'COVE_REQUEST_TIMEOUT' },
+  maxHeaderSize: { env: 'COVE_MAX_HEADER_SIZE' },
+  maxConnections: { env: 'COVE_MAX_CONNECTIONS' },
+  maxConnectionsPerClient: { env: 'COVE_MAX_CONNECTIONS_PER_CLIENT' },
 } as const satisfies Record<string, { env: string; flag?: keyof typeof CONFIG_FLAGS }>;
 
 type Key = keyof typeof SETTINGS;
@@ -298,6 +324,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     tagTtlMs: durationOf(src, 'tagTtl', DEFAULTS.tagTtl, 0),
     tls: buildTls(src),
     listenHttp: buildListenHttp(src),
+    listenLimits: buildListenLimits(src),
     logLevel: parseLogLevel(src.get('logLevel') ?? defaultRaw(DEFAULTS.logLevel)),
     shutdownGraceMs: durationOf(src, 'shutdownGrace', DEFAULTS.shutdownGrace, 0),
     offline: parseBool(src.get('offline'), false),
@@ -753,6 +780,39 @@ function buildListenHttp(src: Sources): { host: string; port: number } | null {
   if (raw === undefined) return null;
   if (src.get('tlsCert') === undefined) throw new ConfigError(`${raw.label} is set but COVE_TLS_CERT is not: without TLS, COVE_LISTEN is already plain HTTP`);
   return parseListen(raw);
+}
+
+/** Deadlines, header size and connection caps of the listeners. */
+function buildListenLimits(src: Sources): ListenLimitsConfig {
+  const headersTimeoutMs = durationOf(src, 'headersTimeout', DEFAULTS.headersTimeout, 100);
+  const requestTimeoutMs = durationOf(src, 'requestTimeout', DEFAULTS.requestTimeout, 0);
+  if (requestTimeoutMs !== 0 && requestTimeoutMs < headersTimeoutMs) {
+    throw new ConfigError(`${src.get('requestTimeout')?.label ?? 'COVE_REQUEST_TIMEOUT'} (${requestTimeoutMs} ms) must be 0 (no bound) or at least COVE_HEADERS_TIMEOUT (${headersTimeoutMs} ms)`);
+  }
+  const headerRaw = src.get('maxHeaderSize') ?? defaultRaw(DEFAULTS.maxHeaderSize);
+  let maxHeaderBytes: number;
+  try {
+    maxHeaderBytes = typeof headerRaw.value === 'number' ? headerRaw.value : parseSize(str(headerRaw));
+  } catch (err) {
+    throw new ConfigError(`${headerRaw.label}: ${oneLine(err)}`);
+  }
+  // Below 4 KiB ordinary requests with a token fail; above 1 MiB one header block costs too much memory.
+  if (!Number.isSafeInteger(maxHeaderBytes) || maxHeaderBytes < 4096 || maxHeaderBytes > 1048576) fail(headerRaw, 'must be a size from 4KiB to 1MiB');
+  const maxConnections = connectionsOf(src, 'maxConnections', DEFAULTS.maxConnections);
+  const maxConnectionsPerClient = connectionsOf(src, 'maxConnectionsPerClient', DEFAULTS.maxConnectionsPerClient);
+  if (maxConnectionsPerClient > maxConnections) {
+    throw new ConfigError(`COVE_MAX_CONNECTIONS_PER_CLIENT (${maxConnectionsPerClient}) must not be above COVE_MAX_CONNECTIONS (${maxConnections})`);
+  }
+  return { headersTimeoutMs, requestTimeoutMs, maxHeaderBytes, maxConnections, maxConnectionsPerClient };
+}
+
+/** A whole number of at least 1 (a count of connections). */
+function connectionsOf(src: Sources, key: Key, fallback: number): number {
+  const raw = src.get(key);
+  if (raw === undefined) return fallback;
+  const n = typeof raw.value === 'number' ? raw.value : /^\s*\d{1,9}\s*$/.test(str(raw)) ? Number(str(raw)) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) fail(raw, 'must be a whole number of at least 1');
+  return n;
 }
 
 /** Reads a PEM file named by `raw` and checks it holds at least one block of the given kind. */

@@ -13,6 +13,7 @@ import { createHandler } from './http/handler.js';
 import { createMetrics } from './http/metrics.js';
 import { checkReadiness } from './http/readiness.js';
 import { listen } from './http/server.js';
+import { ConnectionGate } from './http/connection-gate.js';
 import { Status } from './http/status.js';
 import { listImages } from './store/inventory.js';
 import { createLogger, type Logger } from './log.js';
@@ -238,13 +239,21 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       throw err;
     }
   }
+  // Both listeners count against one set of connection caps.
+  const connectionGate = new ConnectionGate(config.listenLimits);
+  const shared = { limits: config.listenLimits, gate: connectionGate, log };
   // A port Cove cannot take ends start-up; the admin socket must not keep the process alive then.
-  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls }).catch(async (err: unknown) => {
+  const listener = await listen(handler, { host: config.listen.host, port: config.listen.port, tls: config.tls, ...shared }).catch(async (err: unknown) => {
     await adminSocket?.stop(0);
     throw err;
   });
   // With TLS on :443, clients that only speak plain HTTP (or an operator's curl) may use :80.
-  const plainListener = config.listenHttp ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null }) : null;
+  const plainListener = config.listenHttp
+    ? await listen(handler, { host: config.listenHttp.host, port: config.listenHttp.port, tls: null, ...shared }).catch(async (err: unknown) => {
+        await Promise.all([listener.stop(0), adminSocket?.stop(0)]);
+        throw err;
+      })
+    : null;
   const scheme: 'http' | 'https' = config.tls ? 'https' : 'http';
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
   const url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listener.port}`;

@@ -644,3 +644,31 @@ t.test('prewarm queue and import limits', async (t) => {
   ];
   for (const [env, pattern] of bad) t.match(configError(t, () => load(env), JSON.stringify(env))?.message, pattern);
 });
+
+t.test('listener limits: deadlines, header size, connection caps', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  t.same(loadConfig({ env: base, flags: {} }).listenLimits, {
+    headersTimeoutMs: 30_000,
+    requestTimeoutMs: 300_000,
+    maxHeaderBytes: 65_536,
+    maxConnections: 4096,
+    maxConnectionsPerClient: 256,
+  });
+  const set = loadConfig({
+    env: { ...base, COVE_HEADERS_TIMEOUT: '10s', COVE_REQUEST_TIMEOUT: '0', COVE_MAX_HEADER_SIZE: '32KiB', COVE_MAX_CONNECTIONS: '20000', COVE_MAX_CONNECTIONS_PER_CLIENT: '2000' },
+    flags: {},
+  });
+  t.same(set.listenLimits, { headersTimeoutMs: 10_000, requestTimeoutMs: 0, maxHeaderBytes: 32_768, maxConnections: 20_000, maxConnectionsPerClient: 2000 });
+  const file = json('limits.json', { upstream: ORIGIN_URL, headersTimeout: 20, maxConnections: 64, maxConnectionsPerClient: 8, maxHeaderSize: '16KiB' });
+  t.same(loadConfig({ env: {}, file }).listenLimits, { headersTimeoutMs: 20_000, requestTimeoutMs: 300_000, maxHeaderBytes: 16_384, maxConnections: 64, maxConnectionsPerClient: 8 }, 'from the config file');
+  const bad = (env: Record<string, string>, pattern: RegExp) => t.throws(() => loadConfig({ env: { ...base, ...env }, flags: {} }), pattern);
+  bad({ COVE_HEADERS_TIMEOUT: '0' }, /^COVE_HEADERS_TIMEOUT: "0" must be at least 100 ms/);
+  bad({ COVE_HEADERS_TIMEOUT: 'soon' }, /^COVE_HEADERS_TIMEOUT: "soon" is not a duration/);
+  bad({ COVE_REQUEST_TIMEOUT: '10s' }, /^COVE_REQUEST_TIMEOUT \(10000 ms\) must be 0 \(no bound\) or at least COVE_HEADERS_TIMEOUT \(30000 ms\)/);
+  bad({ COVE_MAX_HEADER_SIZE: '1KiB' }, /^COVE_MAX_HEADER_SIZE: "1KiB" must be a size from 4KiB to 1MiB/);
+  bad({ COVE_MAX_HEADER_SIZE: 'huge' }, /^COVE_MAX_HEADER_SIZE: "huge" is not a size/);
+  bad({ COVE_MAX_CONNECTIONS: '0' }, /^COVE_MAX_CONNECTIONS: "0" must be a whole number of at least 1/);
+  bad({ COVE_MAX_CONNECTIONS: 'many' }, /^COVE_MAX_CONNECTIONS: "many" must be a whole number/);
+  bad({ COVE_MAX_CONNECTIONS_PER_CLIENT: '1.5' }, /^COVE_MAX_CONNECTIONS_PER_CLIENT: "1.5" must be a whole number/);
+  bad({ COVE_MAX_CONNECTIONS: '100', COVE_MAX_CONNECTIONS_PER_CLIENT: '200' }, /COVE_MAX_CONNECTIONS_PER_CLIENT \(200\) must not be above COVE_MAX_CONNECTIONS \(100\)/);
+});

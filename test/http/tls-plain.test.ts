@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { listen, type Listener } from '../../src/http/server.js';
+import { defaultLimits } from './limits.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cove-tlsplain-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -24,7 +25,7 @@ async function start(t: { teardown(fn: () => unknown): void }): Promise<Listener
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(`hello over HTTP/${req.httpVersion}`);
     },
-    { host: '127.0.0.1', port: 0, tls: { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } },
+    { host: '127.0.0.1', port: 0, tls: { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') }, limits: defaultLimits() },
   );
   t.teardown(() => listener.stop(500));
   return listener;
