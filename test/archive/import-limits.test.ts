@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
 import { ArchiveError, importArchive } from '../../src/archive/import.js';
-import { startTestCove } from '../helpers/cove.js';
+import { startTestCove, type TestCove } from '../helpers/cove.js';
 import { openStore, resolveName, snapshot, type Env } from './helpers.js';
 
 const MiB = 1024 * 1024;
@@ -115,7 +115,8 @@ t.test('the total cap holds for plain and gzip archives; with the ratio check of
 
 t.test('/admin/import answers a bomb with 413 naming the limit', async (t) => {
   const cove = await startTestCove(t, 'http://127.0.0.1:9');
-  const post = (body: Buffer, url = cove.url) => fetch(`${url}/admin/import`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'application/gzip' } });
+  // Over the admin socket, as the cove command sends an archive.
+  const post = (body: Buffer, on: TestCove = cove) => on.adminFetch('/admin/import', { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'application/gzip' } });
   const r = await post(gzipBomb(1024));
   t.equal(r.status, 413);
   const error = ((await r.json()) as { errors: Array<{ code: string; message: string }> }).errors[0]!;
@@ -124,7 +125,7 @@ t.test('/admin/import answers a bomb with 413 naming the limit', async (t) => {
   t.same(readdirSync(join(cove.dataDir, 'blobs', 'tmp')), [], 'no temp file left');
 
   const capped = await startTestCove(t, 'http://127.0.0.1:9', { COVE_IMPORT_MAX_BYTES: '4MiB', COVE_IMPORT_MAX_RATIO: '0' });
-  const r2 = await post(gzipBomb(16), capped.url);
+  const r2 = await post(gzipBomb(16), capped);
   t.equal(r2.status, 413);
   t.match(await r2.text(), /larger than 4194304 bytes once decompressed \(COVE_IMPORT_MAX_BYTES\)/);
 });
