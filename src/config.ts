@@ -71,6 +71,8 @@ export interface Config {
   onUpstreamNotFound: NotFoundPolicy;
   /** Past the tag TTL, answer from cache at once and revalidate in the background. */
   staleWhileRevalidate: boolean;
+  /** How long a pull waits for a cached tag's revalidation before the cached answer goes out stale (0: no deadline). */
+  revalidateDeadlineMs: number;
   /** This node among its siblings: its id (null: the one kept in the data directory) and site. */
   node: { id: string | null; site: string };
   peers: PeersConfig;
@@ -176,6 +178,7 @@ export const DEFAULTS = Object.freeze({
   upstreamTimeout: '10s',
   upstreamBodyTimeout: '30s',
   tagTtl: '5m',
+  revalidateDeadline: '1s',
   shutdownGrace: '10s',
   logLevel: 'info',
   site: 'default',
@@ -241,6 +244,7 @@ const SETTINGS = {
   offline: { env: 'COVE_OFFLINE' },
   onUpstreamNotFound: { env: 'COVE_ON_UPSTREAM_NOT_FOUND' },
   staleWhileRevalidate: { env: 'COVE_STALE_WHILE_REVALIDATE' },
+  revalidateDeadline: { env: 'COVE_REVALIDATE_DEADLINE' },
   nodeId: { env: 'COVE_NODE_ID' },
   site: { env: 'COVE_SITE' },
   peers: { env: 'COVE_PEERS' },
@@ -330,6 +334,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     offline: parseBool(src.get('offline'), false),
     onUpstreamNotFound: parseNotFoundPolicy(src.get('onUpstreamNotFound')),
     staleWhileRevalidate: parseBool(src.get('staleWhileRevalidate'), false),
+    revalidateDeadlineMs: durationOf(src, 'revalidateDeadline', DEFAULTS.revalidateDeadline, 0),
     node: { id: parseNodeId(src.get('nodeId')), site: parseSite(src.get('site')) },
     peers: {
       urls: parseUrlList(src.get('peers'), 'http://10.0.0.2:5000,http://10.0.0.3:5000'),

@@ -141,6 +141,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     tagTtlMs: config.tagTtlMs,
     onUpstreamNotFound: config.onUpstreamNotFound,
     staleWhileRevalidate: config.staleWhileRevalidate,
+    revalidateDeadlineMs: config.revalidateDeadlineMs,
     peerTags: peers ? (target, tag, accept) => peers.tier.tagFromPeers(target, tag, accept) : undefined,
     onStored: (n) => evictor.added(n),
     // Which repository holds what matters only when clients are told apart (client-auth/repo-scope).

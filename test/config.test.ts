@@ -73,6 +73,7 @@ t.test('defaults', async (t) => {
   t.same(c.routes, []);
   t.equal(c.defaultNs, null);
   t.equal(c.tagTtlMs, 300_000);
+  t.equal(c.revalidateDeadlineMs, 1_000, 'a revalidation waits at most 1 s by default');
   t.equal(c.tls, null);
   t.equal(c.logLevel, 'info');
   t.equal(c.shutdownGraceMs, 10_000);
@@ -671,4 +672,11 @@ t.test('listener limits: deadlines, header size, connection caps', async (t) => 
   bad({ COVE_MAX_CONNECTIONS: 'many' }, /^COVE_MAX_CONNECTIONS: "many" must be a whole number/);
   bad({ COVE_MAX_CONNECTIONS_PER_CLIENT: '1.5' }, /^COVE_MAX_CONNECTIONS_PER_CLIENT: "1.5" must be a whole number/);
   bad({ COVE_MAX_CONNECTIONS: '100', COVE_MAX_CONNECTIONS_PER_CLIENT: '200' }, /COVE_MAX_CONNECTIONS_PER_CLIENT \(200\) must not be above COVE_MAX_CONNECTIONS \(100\)/);
+});
+
+t.test('the revalidation deadline', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  t.equal(loadConfig({ env: { ...base, COVE_REVALIDATE_DEADLINE: '250ms' }, flags: {} }).revalidateDeadlineMs, 250);
+  t.equal(loadConfig({ env: { ...base, COVE_REVALIDATE_DEADLINE: '0' }, flags: {} }).revalidateDeadlineMs, 0, '0: no deadline, wait for the upstream');
+  t.throws(() => loadConfig({ env: { ...base, COVE_REVALIDATE_DEADLINE: 'soon' }, flags: {} }), /^COVE_REVALIDATE_DEADLINE: "soon" is not a duration/);
 });

@@ -22,7 +22,7 @@ import { descriptorSizes } from './size-hints.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
 import { NOT_VALIDATED } from '../store/records.js';
 import type { PeerTagAnswer } from '../tiers/peers.js';
-import type { FetchedManifest, Target } from '../tiers/tier.js';
+import type { FetchedManifest, Target, Tier } from '../tiers/tier.js';
 import { SingleFlight } from './flight.js';
 import type { Resolver } from './resolver.js';
 
@@ -57,6 +57,12 @@ export interface ManifestResolverOptions {
   onUpstreamNotFound?: NotFoundPolicy;
   /** Past the TTL, serve the cached tag at once and revalidate it in the background. */
   staleWhileRevalidate?: boolean;
+  /**
+   * How long a client waits for a cached tag's revalidation (0: as long as the upstream takes).
+   * Past it the client gets the cached answer, stale; the revalidation goes on and updates the
+   * tag if it succeeds, and the tier that kept silent is marked down at once.
+   */
+  revalidateDeadlineMs?: number;
   /** A tag as LAN peers hold it: asked only when no tier above could be asked and nothing is cached. */
   peerTags?: (target: Target, tag: string, accept: readonly string[]) => Promise<PeerTagAnswer | null>;
   /** Told of every manifest newly written to the store (eviction keeps count). */
@@ -70,8 +76,12 @@ export class ManifestResolver {
   readonly #o: ManifestResolverOptions;
   readonly #now: () => number;
   readonly #flights = new SingleFlight<{ manifest: FetchedManifest; tier: string } | null>();
-  /** Tags being revalidated in the background (stale-while-revalidate). */
-  readonly #revalidating = new Set<string>();
+  /** Revalidations under way, one per tag record: concurrent pulls of a tag share one. */
+  readonly #revalidating = new Map<string, Promise<ManifestAnswer>>();
+  /** The tier each revalidation under way is asking now, to mark down if it keeps silent. */
+  readonly #asking = new Map<string, { tier: Tier; target: Target }>();
+  /** Revalidations past their deadline: later pulls of the tag get the cached answer at once. */
+  readonly #late = new Set<string>();
 
   constructor(options: ManifestResolverOptions) {
     this.#o = options;
@@ -208,15 +218,52 @@ export class ManifestResolver {
     if (now - record.validatedAt < this.#o.tagTtlMs) return cached;
     // An invalidated or imported tag (validatedAt 0) is revalidated before answering, even with
     // SWR: nothing upstream vouched for it, so serving it first would serve whatever was imported.
-    if (!this.#o.staleWhileRevalidate || record.validatedAt === INVALIDATED) return this.#revalidate(target, key, record, cached, now);
-    // Stale-while-revalidate: answer now, ask the upstream once in the background.
-    const flight = JSON.stringify([key.upstream, key.repo, key.tag, key.accept ?? '']);
-    if (!this.#revalidating.has(flight)) {
-      this.#revalidating.add(flight);
-      this.#revalidate(target, key, record, cached, now)
-        .catch((err: Error) => this.#o.log.warn({ repo: key.repo, tag: key.tag, err: err.message }, 'background revalidation failed'))
-        .finally(() => this.#revalidating.delete(flight));
+    const revalidation = this.#revalidation(target, key, record, cached, now);
+    if (!this.#o.staleWhileRevalidate || record.validatedAt === INVALIDATED) return this.#withinDeadline(key, record, cached, revalidation);
+    // Stale-while-revalidate: answer now; the revalidation goes on in the background.
+    return { ...cached, cache: 'stale' };
+  }
+
+  /** The revalidation of this tag record: the one under way, or a new one. */
+  #revalidation(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number): Promise<ManifestAnswer> {
+    const flight = flightOf(key);
+    let running = this.#revalidating.get(flight);
+    if (running === undefined) {
+      running = this.#revalidate(target, key, record, cached, now).finally(() => {
+        this.#revalidating.delete(flight);
+        this.#asking.delete(flight);
+        this.#late.delete(flight);
+      });
+      // Whoever stops waiting (a deadline, stale-while-revalidate) leaves it to finish here.
+      running.catch((err: Error) => this.#o.log.warn({ repo: key.repo, tag: key.tag, err: err.message }, 'revalidation failed'));
+      this.#revalidating.set(flight, running);
     }
+    return running;
+  }
+
+  /**
+   * The revalidation's answer if it comes within the deadline; else the cached answer, stale,
+   * and the tier being asked is marked down (its silence is taken as an outage).
+   */
+  async #withinDeadline(key: TagKey, record: TagRecord, cached: ManifestAnswer, revalidation: Promise<ManifestAnswer>): Promise<ManifestAnswer> {
+    const deadlineMs = this.#o.revalidateDeadlineMs ?? 0;
+    if (deadlineMs <= 0) return revalidation;
+    const flight = flightOf(key);
+    if (this.#late.has(flight)) {
+      this.#o.counters.staleServed++;
+      return { ...cached, cache: 'stale' };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), deadlineMs);
+    });
+    const answer = await Promise.race([revalidation, late]).finally(() => clearTimeout(timer));
+    if (answer !== null) return answer;
+    this.#late.add(flight);
+    const asking = this.#asking.get(flight);
+    asking?.tier.suspect?.(asking.target, `no answer within the revalidation deadline (${deadlineMs} ms)`);
+    this.#o.counters.staleServed++;
+    this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest, tier: asking?.tier.name, deadlineMs }, 'revalidation past its deadline: serving cached tag stale, the revalidation goes on');
     return { ...cached, cache: 'stale' };
   }
 
@@ -227,9 +274,13 @@ export class ManifestResolver {
    */
   async #revalidate(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number): Promise<ManifestAnswer> {
     const accept = key.accept === undefined ? ALL_MANIFEST_ACCEPT : key.accept.split(',');
+    const flight = flightOf(key);
     let head;
     try {
-      head = await this.#o.resolver.first(target, (tier) => tier.headManifest(target, key.tag, accept));
+      head = await this.#o.resolver.first(target, (tier) => {
+        this.#asking.set(flight, { tier, target });
+        return tier.headManifest(target, key.tag, accept);
+      });
     } catch (err) {
       if (!isUpstreamFailure(err)) throw err;
       this.#o.counters.staleServed++;
@@ -362,4 +413,9 @@ function manifestUnknown(target: Target, reference: string): OciError {
   return new OciError('MANIFEST_UNKNOWN', `manifest unknown: ${target.repo}:${reference} is not at the upstream`, {
     detail: { name: target.repo, reference },
   });
+}
+
+/** One key per tag record (a class's record apart from the tag's own): what a revalidation is of. */
+function flightOf(key: TagKey): string {
+  return JSON.stringify([key.upstream, key.repo, key.tag, key.accept ?? '']);
 }

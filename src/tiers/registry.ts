@@ -257,6 +257,10 @@ export class RegistryTier implements Tier {
     return this.#o.headers?.(target) ?? {};
   }
 
+  suspect(target: Target, reason: string): void {
+    this.#o.clientFor(target)?.suspect(reason);
+  }
+
   #client(target: Target): UpstreamClient {
     const client = this.#o.clientFor(target);
     if (!client) throw new UpstreamUnavailableError(target.upstream, `no upstream named ${JSON.stringify(target.upstream)} is configured`);

@@ -87,4 +87,9 @@ export interface Tier {
   listTags(target: Target, query: { n?: number; last?: string }, signal?: AbortSignal): Promise<PassThroughResponse | null>;
   /** GET /v2/<repo>/referrers/<digest>, passed through (null: not asked here). */
   referrers(target: Target, digest: string, artifactType: string | undefined, signal?: AbortSignal): Promise<PassThroughResponse | null>;
+  /**
+   * The tier did not answer within a deadline of Cove's own (a revalidation's): a tier with a
+   * breaker marks itself down now, so later requests do not wait for it again.
+   */
+  suspect?(target: Target, reason: string): void;
 }

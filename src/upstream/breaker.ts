@@ -88,10 +88,12 @@ export class Breaker {
     }
     if (!this.#open) return;
     const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
+    // Opened by failures, or at once by a silence past a deadline (trip).
+    const why = this.#failures > 0 ? `after ${this.#failures} failed attempts` : `(${this.#lastPublicError ?? 'no answer'})`;
     throw new UpstreamUnavailableError(
       this.#name,
-      `upstream ${this.#name} is marked down after ${this.#failures} failed attempts (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
-      { publicMessage: `${publicUpstream(this.#name)} is marked down after ${this.#failures} failed attempts; next probe in ${wait} s` },
+      `upstream ${this.#name} is marked down ${why} (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
+      { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s` },
     );
   }
 
@@ -113,6 +115,22 @@ export class Breaker {
       this.#log.warn({ upstream: this.#name, failures: this.#failures, err: err.message }, 'upstream marked down: answering from cache without waiting');
       this.#schedule();
     }
+  }
+
+  /**
+   * The upstream did not answer within a deadline Cove keeps for itself (a revalidation's): one
+   * such silence is strong evidence (a black hole, a dead link), so the breaker opens now, and
+   * requests fail at once until a probe gets an answer, instead of each waiting its own deadline.
+   */
+  trip(reason: string): void {
+    this.#lastError = reason;
+    this.#lastPublicError = reason;
+    if (this.#open) return;
+    this.#open = true;
+    this.#opened++;
+    this.#probesFailed = 0;
+    this.#log.warn({ upstream: this.#name, reason }, 'upstream marked down at once: answering from cache without waiting');
+    this.#schedule();
   }
 
   /** The upstream answered 429 with Retry-After: send it nothing for that long. */

@@ -214,6 +214,11 @@ export class UpstreamClient {
     }
   }
 
+  /** No answer within a deadline of Cove's own: mark the upstream down now (see Breaker.trip). */
+  suspect(reason: string): void {
+    if (!this.#closed) this.#breaker.trip(reason);
+  }
+
   /** Closes every connection this client holds. */
   async close(): Promise<void> {
     if (this.#closed) return;

@@ -35,6 +35,8 @@ export type Fault =
   | { type: 'wrong-bytes' }
   | { type: 'stall'; afterBytes?: number }
   | { type: 'blackhole' }
+  /** The answer comes, whole and right, after `ms` (a slow link's round trip, or an overloaded origin). */
+  | { type: 'delay'; ms: number }
   | { type: 'head-404' }
   /** 200 with Content-Length 0 and an empty body, whatever the blob is. */
   | { type: 'zero-length' }
@@ -366,6 +368,24 @@ export class OriginRegistry {
 
     // A black hole takes the connection before anything else, auth included: it never answers.
     if (this.#takeFault(rec, (f) => f.type === 'blackhole')) return;
+    const delay = this.#takeFault(rec, (f) => f.type === 'delay');
+    if (delay?.type === 'delay') {
+      setTimeout(() => {
+        if (res.destroyed) return;
+        try {
+          this.#afterDelay(url, rec, req, res);
+        } catch (err) {
+          if (res.headersSent) res.destroy();
+          else sendError(res, 500, 'UNKNOWN', (err as Error).message);
+        }
+      }, delay.ms);
+      return;
+    }
+    this.#afterDelay(url, rec, req, res);
+  }
+
+  /** The request past the black hole and delay faults: auth, status faults, then the registry. */
+  #afterDelay(url: URL, rec: RecordedRequest, req: IncomingMessage, res: ServerResponse): void {
     // Auth before status faults, so a 401 round of the Bearer flow does not use up a `times: 1` fault.
     if (!this.#authorized(rec, req, res)) return;
     const statusFault = this.#takeFault(rec, (f) => f.type === 'status');
