@@ -79,7 +79,7 @@ export class ManifestResolver {
   /** Revalidations under way, one per tag record: concurrent pulls of a tag share one. */
   readonly #revalidating = new Map<string, Promise<ManifestAnswer>>();
   /** The tier each revalidation under way is asking now, to mark down if it keeps silent. */
-  readonly #asking = new Map<string, { tier: Tier; target: Target }>();
+  readonly #asking = new Map<string, { tier: Tier; target: Target; since: number }>();
   /** Revalidations past their deadline: later pulls of the tag get the cached answer at once. */
   readonly #late = new Set<string>();
 
@@ -261,7 +261,7 @@ export class ManifestResolver {
     if (answer !== null) return answer;
     this.#late.add(flight);
     const asking = this.#asking.get(flight);
-    asking?.tier.suspect?.(asking.target, `no answer within the revalidation deadline (${deadlineMs} ms)`);
+    asking?.tier.suspect?.(asking.target, `no answer within the revalidation deadline (${deadlineMs} ms)`, asking.since);
     this.#o.counters.staleServed++;
     this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest, tier: asking?.tier.name, deadlineMs }, 'revalidation past its deadline: serving cached tag stale, the revalidation goes on');
     return { ...cached, cache: 'stale' };
@@ -278,7 +278,7 @@ export class ManifestResolver {
     let head;
     try {
       head = await this.#o.resolver.first(target, (tier) => {
-        this.#asking.set(flight, { tier, target });
+        this.#asking.set(flight, { tier, target, since: Date.now() });
         return tier.headManifest(target, key.tag, accept);
       });
     } catch (err) {

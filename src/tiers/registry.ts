@@ -257,8 +257,8 @@ export class RegistryTier implements Tier {
     return this.#o.headers?.(target) ?? {};
   }
 
-  suspect(target: Target, reason: string): void {
-    this.#o.clientFor(target)?.suspect(reason);
+  suspect(target: Target, reason: string, since: number): void {
+    this.#o.clientFor(target)?.suspect(reason, since);
   }
 
   #client(target: Target): UpstreamClient {

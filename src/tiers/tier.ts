@@ -88,8 +88,9 @@ export interface Tier {
   /** GET /v2/<repo>/referrers/<digest>, passed through (null: not asked here). */
   referrers(target: Target, digest: string, artifactType: string | undefined, signal?: AbortSignal): Promise<PassThroughResponse | null>;
   /**
-   * The tier did not answer within a deadline of Cove's own (a revalidation's): a tier with a
-   * breaker marks itself down now, so later requests do not wait for it again.
+   * A request sent at `since` (ms since epoch) got no answer within a deadline of Cove's own (a
+   * revalidation's): a tier with a breaker marks itself down now, unless it has answered anything
+   * since, so later requests do not wait for it again.
    */
-  suspect?(target: Target, reason: string): void;
+  suspect?(target: Target, reason: string, since: number): void;
 }

@@ -81,6 +81,8 @@ export class UpstreamClient {
   readonly #auth: UpstreamAuth;
   readonly #tokenRealms: readonly string[];
   readonly #breaker: Breaker;
+  /** When the upstream last answered anything (ms since epoch). */
+  #lastAnswerAt = 0;
   #closed = false;
 
   readonly #offline: boolean;
@@ -214,9 +216,13 @@ export class UpstreamClient {
     }
   }
 
-  /** No answer within a deadline of Cove's own: mark the upstream down now (see Breaker.trip). */
-  suspect(reason: string): void {
-    if (!this.#closed) this.#breaker.trip(reason);
+  /**
+   * A request sent at `since` had no answer within a deadline of Cove's own: mark the upstream
+   * down now (see Breaker.trip), unless some answer has come from it since then (a slow link
+   * mid-token-dance is alive, not down).
+   */
+  suspect(reason: string, since: number): void {
+    if (!this.#closed && this.#lastAnswerAt < since) this.#breaker.trip(reason);
   }
 
   /** Closes every connection this client holds. */
@@ -253,7 +259,10 @@ export class UpstreamClient {
       if (own) this.#breaker.failure(failure);
       throw failure;
     }
-    if (own) this.#breaker.success();
+    if (own) {
+      this.#lastAnswerAt = Date.now();
+      this.#breaker.success();
+    }
     return res;
   }
 

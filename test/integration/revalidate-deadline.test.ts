@@ -103,3 +103,27 @@ t.test('COVE_REVALIDATE_DEADLINE=0 keeps waiting for the upstream, as before', a
   const r = await fetchAll(url, { headers: { accept: ACCEPT } });
   t.equal(sha256(r.body), v2.manifestDigest, 'the pull waited for the slow origin and got the moved tag');
 });
+
+t.test('an upstream that answered something meanwhile is slow, not down: it is not marked down', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [1000], seed: 'deadline-alive' });
+  const other = makeImage({ layers: [1500], seed: 'deadline-alive-other' });
+  origin.putImage('proj/app', '1', image);
+  origin.putImage('proj/other', '1', other);
+  const cove = await startTestCove(t, origin.url, { COVE_UPSTREAM_TIMEOUT: '30s', COVE_TAG_TTL: '0s', COVE_REVALIDATE_DEADLINE: '300ms' });
+  const url = `${cove.url}/v2/proj/app/manifests/1`;
+  await fetchAll(url, { headers: { accept: ACCEPT } });
+  origin.setFault({ kind: 'manifest', repo: 'proj/app' }, { type: 'delay', ms: 1500 }, 1);
+  const slow = fetchAll(url, { headers: { accept: ACCEPT } });
+  // Meanwhile the origin answers another request at once.
+  await new Promise((r) => setTimeout(r, 50));
+  const blob = await fetchAll(`${cove.url}/v2/proj/other/blobs/${other.layers[0]!.digest}`);
+  t.equal(blob.status, 200, 'the origin answers other requests');
+  const answer = await slow;
+  t.equal(answer.headers['cache-status'], 'cove; hit; detail=stale', 'the slow revalidation still gives way at the deadline');
+  const health = (await (await fetch(`${cove.url}/healthz`)).json()) as { upstreams: Record<string, { state: string }> };
+  t.equal(health.upstreams.origin!.state, 'closed', 'but the origin is not marked down');
+  const uncached = await fetchAll(`${cove.url}/v2/proj/other/manifests/1`, { headers: { accept: ACCEPT } });
+  t.equal(uncached.status, 200, 'and an uncached tag is still fetched');
+});

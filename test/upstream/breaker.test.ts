@@ -60,3 +60,21 @@ t.test('back-off doubles per failed probe, is capped, and jitters within its upp
   await new Promise((res) => setTimeout(res, 300));
   t.equal(breaker.backoffMs(), 40, 'capped at maxMs');
 });
+
+t.test('trip: one silence past a deadline opens it at once; a probe that gets an answer closes it', async (t) => {
+  let probes = 0;
+  const breaker = new Breaker('origin', log, async () => {
+    probes++;
+  }, { threshold: 3, baseMs: 20, maxMs: 80, random: () => 0.5 });
+  t.teardown(() => breaker.stop());
+  breaker.trip('no answer within the revalidation deadline (1000 ms)');
+  t.equal(breaker.snapshot().state, 'open', 'open without three failures');
+  t.equal(breaker.snapshot().opened, 1);
+  t.equal(breaker.snapshot().lastError, 'no answer within the revalidation deadline (1000 ms)');
+  t.throws(() => breaker.check(), /marked down \(no answer within the revalidation deadline \(1000 ms\)\).*next probe in/);
+  breaker.trip('again');
+  t.equal(breaker.snapshot().opened, 1, 'tripping an open breaker does not count a second opening');
+  for (let i = 0; i < 50 && breaker.snapshot().state === 'open'; i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(probes >= 1);
+  t.equal(breaker.snapshot().state, 'closed', 'the probe got an answer');
+});
