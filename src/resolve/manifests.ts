@@ -77,11 +77,7 @@ export class ManifestResolver {
   readonly #now: () => number;
   readonly #flights = new SingleFlight<{ manifest: FetchedManifest; tier: string } | null>();
   /** Revalidations under way, one per tag record: concurrent pulls of a tag share one. */
-  readonly #revalidating = new Map<string, Promise<ManifestAnswer>>();
-  /** The tier each revalidation under way is asking now, to mark down if it keeps silent. */
-  readonly #asking = new Map<string, { tier: Tier; target: Target; since: number }>();
-  /** Revalidations past their deadline: later pulls of the tag get the cached answer at once. */
-  readonly #late = new Set<string>();
+  readonly #revalidating = new Map<string, Revalidation>();
 
   constructor(options: ManifestResolverOptions) {
     this.#o = options;
@@ -221,35 +217,34 @@ export class ManifestResolver {
     const revalidation = this.#revalidation(target, key, record, cached, now);
     if (!this.#o.staleWhileRevalidate || record.validatedAt === INVALIDATED) return this.#withinDeadline(key, record, cached, revalidation);
     // Stale-while-revalidate: answer now; the revalidation goes on in the background.
+    revalidation.unwatched = true;
     return { ...cached, cache: 'stale' };
   }
 
   /** The revalidation of this tag record: the one under way, or a new one. */
-  #revalidation(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number): Promise<ManifestAnswer> {
+  #revalidation(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number): Revalidation {
     const flight = flightOf(key);
-    let running = this.#revalidating.get(flight);
-    if (running === undefined) {
-      running = this.#revalidate(target, key, record, cached, now).finally(() => {
-        this.#revalidating.delete(flight);
-        this.#asking.delete(flight);
-        this.#late.delete(flight);
-      });
-      // Whoever stops waiting (a deadline, stale-while-revalidate) leaves it to finish here.
-      running.catch((err: Error) => this.#o.log.warn({ repo: key.repo, tag: key.tag, err: err.message }, 'revalidation failed'));
-      this.#revalidating.set(flight, running);
-    }
-    return running;
+    const running = this.#revalidating.get(flight);
+    if (running !== undefined) return running;
+    const entry: Revalidation = { answer: Promise.resolve(cached), asking: null, late: false, unwatched: false };
+    entry.answer = this.#revalidate(target, key, record, cached, now, entry).finally(() => this.#revalidating.delete(flight));
+    // A client that waits gets the failure; one nobody waits for any more is logged here.
+    entry.answer.catch((err: Error) => {
+      if (entry.late || entry.unwatched) this.#o.log.warn({ repo: key.repo, tag: key.tag, err: err.message }, 'background revalidation failed');
+    });
+    this.#revalidating.set(flight, entry);
+    return entry;
   }
 
   /**
    * The revalidation's answer if it comes within the deadline; else the cached answer, stale,
-   * and the tier being asked is marked down (its silence is taken as an outage).
+   * and the tier being asked is marked down (its silence is taken as an outage). Once past the
+   * deadline, later pulls of the tag get the cached answer at once.
    */
-  async #withinDeadline(key: TagKey, record: TagRecord, cached: ManifestAnswer, revalidation: Promise<ManifestAnswer>): Promise<ManifestAnswer> {
+  async #withinDeadline(key: TagKey, record: TagRecord, cached: ManifestAnswer, revalidation: Revalidation): Promise<ManifestAnswer> {
     const deadlineMs = this.#o.revalidateDeadlineMs ?? 0;
-    if (deadlineMs <= 0) return revalidation;
-    const flight = flightOf(key);
-    if (this.#late.has(flight)) {
+    if (deadlineMs <= 0) return revalidation.answer;
+    if (revalidation.late) {
       this.#o.counters.staleServed++;
       return { ...cached, cache: 'stale' };
     }
@@ -257,12 +252,13 @@ export class ManifestResolver {
     const late = new Promise<null>((resolve) => {
       timer = setTimeout(() => resolve(null), deadlineMs);
     });
-    const answer = await Promise.race([revalidation, late]).finally(() => clearTimeout(timer));
+    const answer = await Promise.race([revalidation.answer, late]).finally(() => clearTimeout(timer));
     if (answer !== null) return answer;
-    this.#late.add(flight);
-    const asking = this.#asking.get(flight);
-    asking?.tier.suspect?.(asking.target, `no answer within the revalidation deadline (${deadlineMs} ms)`, asking.since);
     this.#o.counters.staleServed++;
+    if (revalidation.late) return { ...cached, cache: 'stale' };
+    revalidation.late = true;
+    const asking = revalidation.asking;
+    asking?.tier.suspect?.(asking.target, `no answer within the revalidation deadline (${deadlineMs} ms)`, asking.since);
     this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest, tier: asking?.tier.name, deadlineMs }, 'revalidation past its deadline: serving cached tag stale, the revalidation goes on');
     return { ...cached, cache: 'stale' };
   }
@@ -272,13 +268,12 @@ export class ManifestResolver {
    * (stale). It asks with the Accept list the record stands for, never the client's: the tag's
    * own record with every type, a class's record with that class's types.
    */
-  async #revalidate(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number): Promise<ManifestAnswer> {
+  async #revalidate(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number, entry: Revalidation): Promise<ManifestAnswer> {
     const accept = key.accept === undefined ? ALL_MANIFEST_ACCEPT : key.accept.split(',');
-    const flight = flightOf(key);
     let head;
     try {
       head = await this.#o.resolver.first(target, (tier) => {
-        this.#asking.set(flight, { tier, target, since: Date.now() });
+        entry.asking = { tier, target, since: Date.now() };
         return tier.headManifest(target, key.tag, accept);
       });
     } catch (err) {
@@ -413,6 +408,17 @@ function manifestUnknown(target: Target, reference: string): OciError {
   return new OciError('MANIFEST_UNKNOWN', `manifest unknown: ${target.repo}:${reference} is not at the upstream`, {
     detail: { name: target.repo, reference },
   });
+}
+
+/** A revalidation under way, shared by every pull of its tag record. */
+interface Revalidation {
+  answer: Promise<ManifestAnswer>;
+  /** The tier being asked now, and since when: marked down if it keeps silent past the deadline. */
+  asking: { tier: Tier; target: Target; since: number } | null;
+  /** Past its deadline: later pulls get the cached answer at once. */
+  late: boolean;
+  /** Nobody waits for it (stale-while-revalidate answered at once). */
+  unwatched: boolean;
 }
 
 /** One key per tag record (a class's record apart from the tag's own): what a revalidation is of. */

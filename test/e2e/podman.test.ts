@@ -16,23 +16,10 @@
 import t from 'tap';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { COVE_CLI, Cleanup, Registry, buildImage, isBlobPath, pushImage, requireRoot, requireTools, run, startCove, startRegistry, tempDir, podmanIsolation } from './real.js';
+import { COVE_CLI, Cleanup, Registry, buildImage, isBlobPath, pushImage, requireRoot, requireTools, run, startCove, startRegistry, tempDir, podmanIsolation, removePodmanSideEffects } from './real.js';
 
 const NO_INTERNET = { HTTPS_PROXY: 'http://127.0.0.1:9', HTTP_PROXY: 'http://127.0.0.1:9', NO_PROXY: '127.0.0.1,localhost' };
 const REGISTRY = 'harbor.test';
-
-/** Host paths podman writes despite its per-run dirs (most specific first, so removal is exact). */
-const HOST_SIDE_EFFECTS = [
-  '/var/lib/containers/cache/blob-info-cache-v1.boltdb',
-  '/var/lib/containers/cache',
-  '/var/lib/containers',
-  '/run/containers/networks',
-  '/run/containers',
-  '/run/libpod',
-  '/dev/shm/libpod_lock',
-  '/etc/cni/net.d/cni.lock',
-  '/etc/containers/networks',
-];
 
 function cove(args: string[]) {
   return run(process.execPath, [COVE_CLI, ...args], { timeoutMs: 20_000 });
@@ -43,10 +30,8 @@ t.test('podman pulls through Cove with the registries.conf drop-in from cove cli
   if (!requireRoot(t, 'podman with its own storage')) return;
   const cleanup = Cleanup.forTest(t);
   // Registered first, so it runs last: after every process has stopped and the temp dirs are gone.
-  const absentBefore = HOST_SIDE_EFFECTS.filter((p) => !existsSync(p));
-  cleanup.add(() => {
-    for (const p of absentBefore) rmSync(p, { recursive: true, force: true });
-  });
+  const absentBefore = removePodmanSideEffects(cleanup);
+
 
   const work = tempDir(cleanup);
   const origin = await startRegistry(cleanup);

@@ -40,6 +40,7 @@ import {
   type CoveProc,
   type TestImage,
   podmanIsolation,
+  removePodmanSideEffects,
 } from './real.js';
 import { TokenServer, jwtClaims } from './token-server.js';
 import { freePort } from '../helpers/process.js';
@@ -874,21 +875,8 @@ t.test('podman: podman pull --creds reader-a works (and --creds reader-b is refu
   if (!requireTools(t, [...BASE_TOOLS, 'podman'])) return;
   if (!requireRoot(t, 'podman with its own storage')) return;
   const cleanup = Cleanup.forTest(t);
-  // Host paths podman writes despite its per-run dirs (see podman.test.ts); registered first so it runs last.
-  const hostSideEffects = [
-    '/var/lib/containers/cache/blob-info-cache-v1.boltdb',
-    '/var/lib/containers/cache',
-    '/var/lib/containers',
-    '/run/containers/networks',
-    '/run/containers',
-    '/run/libpod',
-    '/dev/shm/libpod_lock',
-    '/etc/cni/net.d/cni.lock',
-    '/etc/containers/networks',
-  ].filter((p) => !existsSync(p));
-  cleanup.add(() => {
-    for (const p of hostSideEffects) rmSync(p, { recursive: true, force: true });
-  });
+  removePodmanSideEffects(cleanup);
+
   const w = await world(cleanup);
   const cove = await startCoveAt(cleanup, w, PASSTHROUGH);
   const pm = join(w.work, 'podman');

@@ -394,6 +394,31 @@ export function podmanIsolation(dir: string): string[] {
   ];
 }
 
+/** Host paths podman writes despite its per-run dirs (most specific first, so removal is exact). */
+const PODMAN_HOST_SIDE_EFFECTS = [
+  '/var/lib/containers/cache/blob-info-cache-v1.boltdb',
+  '/var/lib/containers/cache',
+  '/var/lib/containers',
+  '/run/containers/networks',
+  '/run/containers',
+  '/run/libpod',
+  '/dev/shm/libpod_lock',
+  '/etc/cni/net.d/cni.lock',
+  '/etc/containers/networks',
+];
+
+/**
+ * Removes, at cleanup, the host paths podman creates that did not exist before, and returns
+ * them. Register it before anything podman runs in, so it runs last.
+ */
+export function removePodmanSideEffects(cleanup: Cleanup): string[] {
+  const absentBefore = PODMAN_HOST_SIDE_EFFECTS.filter((p) => !existsSync(p));
+  cleanup.add(() => {
+    for (const p of absentBefore) rmSync(p, { recursive: true, force: true });
+  });
+  return absentBefore;
+}
+
 /**
  * Starts docker-registry (optionally with htpasswd auth, with bearer-token auth against a token
  * server such as token-server.ts, or in proxy mode) and waits for /v2/.
