@@ -107,6 +107,22 @@ export function manifestReferences(bytes: Buffer): string[] {
   return [...refs];
 }
 
+/** The [digest, size] of each blob a manifest lists (config, layers, artifact blobs). */
+export function descriptorSizes(bytes: Buffer): Array<{ digest: string; size: number }> {
+  const doc = parseObject(bytes);
+  if (!doc) return [];
+  const out: Array<{ digest: string; size: number }> = [];
+  const add = (desc: unknown) => {
+    const e = desc as { digest?: unknown; size?: unknown } | null;
+    if (!e || typeof e !== 'object' || typeof e.digest !== 'string' || !/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(e.digest)) return;
+    if (typeof e.size !== 'number' || !Number.isSafeInteger(e.size) || e.size < 0) return;
+    out.push({ digest: e.digest, size: e.size });
+  };
+  add(doc.config);
+  for (const list of [doc.layers, doc.blobs]) if (Array.isArray(list)) list.forEach(add);
+  return out;
+}
+
 function baseType(mediaType: string): string {
   return mediaType.split(';')[0]!.trim().toLowerCase();
 }

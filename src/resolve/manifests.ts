@@ -11,6 +11,7 @@ import {
   acceptAdmits,
   acceptClass,
   admitsEveryIndex,
+  descriptorSizes,
   effectiveAccept,
   isIndexMediaType,
   manifestReferences,
@@ -18,7 +19,6 @@ import {
 } from '../oci/mediatypes.js';
 import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from '../store/blobs.js';
-import { descriptorSizes } from './size-hints.js';
 import type { Catalog, TagKey, TagRecord } from '../store/catalog.js';
 import { NOT_VALIDATED } from '../store/records.js';
 import type { PeerTagAnswer } from '../tiers/peers.js';
