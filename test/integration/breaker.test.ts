@@ -13,7 +13,9 @@ t.test('black-holed origin: stale within the timeout, then at once; a probe clos
   t.teardown(() => origin.close());
   const image = makeImage({ layers: [1000], seed: 'breaker' });
   origin.putImage('proj/app', '1', image);
-  const cove = await startTestCove(t, origin.url, { COVE_UPSTREAM_TIMEOUT: '500ms', COVE_TAG_TTL: '1ms' });
+  // The breaker's own count of failures is under test: no revalidation deadline to race the timeout
+  // (revalidate-deadline.test.ts has that path).
+  const cove = await startTestCove(t, origin.url, { COVE_UPSTREAM_TIMEOUT: '500ms', COVE_TAG_TTL: '1ms', COVE_REVALIDATE_DEADLINE: '0' });
   const url = `${cove.url}/v2/proj/app/manifests/1`;
   t.equal((await fetchAll(url, { headers: { accept: ACCEPT } })).status, 200, 'cached while the origin is up');
 

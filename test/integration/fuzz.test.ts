@@ -18,7 +18,8 @@ import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { Pool } from 'undici';
 import { dropBody } from '../../src/http-util.js';
-import { startTestCove } from '../helpers/cove.js';
+import { COVE_CLI, Cleanup, startProc, tempDir, waitFor, type Proc, type TestLike } from '../e2e/real.js';
+import { freePort } from '../helpers/process.js';
 import { sha256 } from '../helpers/http.js';
 import { OriginRegistry } from '../helpers/origin-registry.js';
 import type { H2Report } from './fuzz-h2-client.js';
@@ -243,6 +244,42 @@ async function viaH2(url: string, seed: number, count: number, until: number): P
   return Math.max(sent, 0);
 }
 
+// ---- the daemon ---------------------------------------------------------------------------------
+
+/**
+ * `cove serve` as it runs on a node, in a process of its own (so that the requests' clients,
+ * here, are not in the process under test): TLS (HTTP/2 and HTTP/1.1) on one port, plain HTTP on
+ * another, the data directory under `parent` and its log outside it.
+ */
+async function startCove(t: TestLike, upstream: string): Promise<{ proc: Proc; port: number; httpPort: number }> {
+  const cleanup = Cleanup.forTest(t);
+  const [port, httpPort] = [await freePort(), await freePort()];
+  const logDir = tempDir(cleanup, 'cove-fuzz-log-');
+  const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
+    logFile: join(logDir, 'cove.log'),
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: logDir,
+      COVE_LISTEN: `127.0.0.1:${port}`,
+      COVE_LISTEN_HTTP: `127.0.0.1:${httpPort}`,
+      COVE_TLS_CERT: certFile,
+      COVE_TLS_KEY: keyFile,
+      COVE_DATA_DIR: dataDir,
+      COVE_UPSTREAM: upstream,
+      COVE_UPSTREAM_TIMEOUT: '2s',
+      COVE_SHUTDOWN_GRACE: '1s',
+      COVE_TAG_TTL: '1h',
+      COVE_LOG_LEVEL: 'warn',
+    },
+    graceMs: 5000,
+  });
+  await waitFor(`cove serve on 127.0.0.1:${httpPort}`, async () => {
+    if (!proc.running) throw new Error(`cove serve exited at start:\n${proc.tail()}`);
+    return fetch(`http://127.0.0.1:${httpPort}/healthz`).then((r) => r.ok, () => false);
+  }, 20_000);
+  return { proc, port, httpPort };
+}
+
 // ---- the run ------------------------------------------------------------------------------------
 
 t.test(`fuzz the request surface (seed ${SEED}; COVE_FUZZ_SEED=${SEED} repeats it)`, async (t) => {
@@ -262,7 +299,7 @@ t.test(`fuzz the request surface (seed ${SEED}; COVE_FUZZ_SEED=${SEED} repeats i
 
   const before = snapshot(parent);
   const beforeTmp = readdirSync(tmpdir()).filter((n) => n.includes(ESCAPE));
-  const cove = await startTestCove(t, origin.url, { COVE_TLS_CERT: certFile, COVE_TLS_KEY: keyFile, COVE_LISTEN_HTTP: '127.0.0.1:0', COVE_TAG_TTL: '1h' }, { dataDir, keepData: true });
+  const cove = await startCove(t, origin.url);
   const t0 = Date.now();
   const until = t0 + RUN_LIMIT_MS;
   // One generator per transport: each sequence depends on the seed only, not on timing.
@@ -272,6 +309,16 @@ t.test(`fuzz the request surface (seed ${SEED}; COVE_FUZZ_SEED=${SEED} repeats i
     viaH2(`https://127.0.0.1:${cove.port}`, SEED + 2, COUNTS.h2, until),
   ]);
   const ms = Date.now() - t0;
+  if (!cove.proc.running) {
+    // The daemon died under the fuzz. Node 20.20's HTTP stack has been seen to abort with glibc's
+    // heap-corruption message (SECURITY.md): that one is a known defect, reported as TODO until
+    // the runtime moves on (issue 17). Any other death fails the test.
+    const log = cove.proc.tail(40);
+    const heap = cove.proc.child.signalCode === 'SIGABRT' && /corrupted size|double free|free\(\): invalid|malloc\(\)/.test(log);
+    if (heap) t.fail(`cove serve aborted under the fuzz (heap corruption in Node's HTTP stack), seed ${SEED}`, { todo: 'known Node 20.20 defect; see SECURITY.md' });
+    else t.fail(`cove serve died under the fuzz (signal ${cove.proc.child.signalCode}, code ${cove.proc.exitCode}), seed ${SEED}:\n${log}`);
+    return;
+  }
   t.comment(`${h1 + raw + h2} requests in ${ms} ms (undici ${h1}, raw ${raw}, http2 ${h2}); statuses ${JSON.stringify(Object.fromEntries([...statusCounts].sort((a, b) => a[0] - b[0])))}`);
   t.comment(`slowest: ${JSON.stringify(slowest)}`);
   t.ok(ms < RUN_LIMIT_MS, `the run finished within ${RUN_LIMIT_MS} ms`);
@@ -296,7 +343,7 @@ t.test(`fuzz the request surface (seed ${SEED}; COVE_FUZZ_SEED=${SEED} repeats i
   session.close();
   t.equal(status, 200, 'the TLS listener answers /v2/ over HTTP/2');
 
-  await cove.stop();
+  await cove.proc.stop();
   t.same(snapshot(parent), before, 'no file appeared outside the data directory');
   t.same(readdirSync(tmpdir()).filter((n) => n.includes(ESCAPE)), beforeTmp, 'nothing named by a path-escape attempt appeared in the temp folder');
 });
