@@ -62,9 +62,12 @@ export class OciError extends CoveError {
 export class UpstreamUnavailableError extends CoveError {
   readonly upstream: string;
   readonly publicMessage: string;
-  constructor(upstream: string, message: string, options?: { cause?: unknown; publicMessage?: string }) {
+  /** Seconds after which asking again may work (the breaker's next probe), when known. */
+  readonly retryAfter: string | undefined;
+  constructor(upstream: string, message: string, options?: { cause?: unknown; publicMessage?: string; retryAfter?: string }) {
     super('UPSTREAM_UNAVAILABLE', message, options);
     this.upstream = upstream;
+    this.retryAfter = options?.retryAfter;
     const kind = errorKind(options?.cause);
     this.publicMessage = options?.publicMessage ?? `${publicUpstream(upstream)} is unreachable${kind === null ? '' : ` (${kind})`}`;
   }
@@ -144,6 +147,18 @@ export class ConfigError extends CoveError {
   }
 }
 
+/** Retry-After of an outage answer when nothing better is known, in seconds. */
+export const OUTAGE_RETRY_AFTER_S = 5;
+/** Longest Retry-After Cove passes on to a client, in seconds. */
+const MAX_RETRY_AFTER_S = 600;
+
+/** An upstream's Retry-After as a client gets it: whole seconds, at least 1, at most 10 minutes. */
+function clientRetryAfter(seconds: string | undefined): string {
+  const n = seconds === undefined ? NaN : Number(seconds);
+  if (!Number.isFinite(n)) return String(OUTAGE_RETRY_AFTER_S);
+  return String(Math.min(MAX_RETRY_AFTER_S, Math.max(1, Math.ceil(n))));
+}
+
 /** What the HTTP edge sends for any thrown value: status, OCI body, extra headers. */
 export interface OciErrorResponse {
   status: number;
@@ -167,19 +182,22 @@ export function toOciResponse(err: unknown): OciErrorResponse {
   if (err instanceof OciError) {
     return { status: err.status, body: one(err.code, err.message, err.detail), headers: err.headers };
   }
+  // Every way the upstream can fail to serve now — unreachable, silent, 5xx, rate-limiting Cove —
+  // is one answer to the client: 503 with Retry-After, so a pull fails fast and clearly and the
+  // client's retry comes when asking again may work. The detail says which upstream and status.
   if (err instanceof UpstreamUnavailableError) {
     return {
       status: 503,
       body: one('UPSTREAM_UNAVAILABLE', err.publicMessage, { upstream: detailUpstream(err.upstream) }),
-      headers: { 'retry-after': '10' },
+      headers: { 'retry-after': clientRetryAfter(err.retryAfter) },
     };
   }
   if (err instanceof UpstreamStatusError) {
-    if (err.status === 429) {
+    if (err.status >= 500 || err.status === 429) {
       return {
-        status: 429,
-        body: one('TOOMANYREQUESTS', err.publicMessage, { upstream: detailUpstream(err.upstream) }),
-        headers: { 'retry-after': err.retryAfter ?? '60' },
+        status: 503,
+        body: one('UPSTREAM_UNAVAILABLE', err.publicMessage, { upstream: detailUpstream(err.upstream), status: err.status }),
+        headers: { 'retry-after': clientRetryAfter(err.retryAfter) },
       };
     }
     return { status: 502, body: one('UNKNOWN', err.publicMessage, { upstream: detailUpstream(err.upstream), status: err.status }), headers: {} };

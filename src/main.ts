@@ -1,6 +1,7 @@
 // The composition root: the only place concrete parts are built and wired. Config in, a running
 // Cove out: store and index, the tier chain (LAN peers, parents, origin), resolvers, the HTTP
 // listener, peer discovery; and a graceful stop.
+import type { LookupFunction } from 'node:net';
 import type { Config } from './config.js';
 import { ClientAuth } from './client-auth/gate.js';
 import { DecisionBook } from './client-auth/decisions.js';
@@ -59,6 +60,8 @@ export interface StartOptions {
   log?: Logger;
   /** Free-space floor of /readyz, overriding its defaults (tests; not a setting). */
   readiness?: { minFreeBytes?: number; minFreeRatio?: number };
+  /** Name resolution for upstream connections instead of the system's (tests simulate DNS failures; not a setting). */
+  upstreamLookup?: LookupFunction;
 }
 
 export async function startCove(config: Config, options: StartOptions = {}): Promise<Cove> {
@@ -76,7 +79,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   }
 
   const nodeId = await loadNodeId(config.dataDir, config.node.id);
-  const upstreamClient = (u: (typeof config.upstreams)[number]) => new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}`, offline: config.offline });
+  const upstreamClient = (u: (typeof config.upstreams)[number]) => new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}`, offline: config.offline, lookup: options.upstreamLookup });
   const clients = new Map(config.upstreams.map((u) => [u.name, upstreamClient(u)]));
   const parentClients = config.parents.map(upstreamClient);
 

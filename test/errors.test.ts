@@ -23,8 +23,10 @@ t.test('mapping', async (t) => {
   const cases: Array<[string, unknown, number, string]> = [
     ['oci error', new OciError('BLOB_UNKNOWN', 'gone'), 404, 'BLOB_UNKNOWN'],
     ['unreachable', new UpstreamUnavailableError('origin', 'connect refused'), 503, 'UPSTREAM_UNAVAILABLE'],
-    ['429', new UpstreamStatusError('origin', 429, 'slow down', '30'), 429, 'TOOMANYREQUESTS'],
-    ['500', new UpstreamStatusError('origin', 500, 'boom'), 502, 'UNKNOWN'],
+    ['429', new UpstreamStatusError('origin', 429, 'slow down', '30'), 503, 'UPSTREAM_UNAVAILABLE'],
+    ['500', new UpstreamStatusError('origin', 500, 'boom'), 503, 'UPSTREAM_UNAVAILABLE'],
+    ['504', new UpstreamStatusError('origin', 504, 'gateway timeout'), 503, 'UPSTREAM_UNAVAILABLE'],
+    ['unexpected 4xx', new UpstreamStatusError('origin', 418, 'teapot'), 502, 'UNKNOWN'],
     ['auth', new UpstreamAuthError('origin', 401, 'bad credentials'), 502, 'UNKNOWN'],
     ['mismatch', new DigestMismatchError('wrong bytes'), 502, 'UNKNOWN'],
     ['anything else', new TypeError('x is undefined'), 500, 'UNKNOWN'],
@@ -35,6 +37,11 @@ t.test('mapping', async (t) => {
     t.equal(r.body.errors[0]!.code, code, `${name}: code`);
   }
   t.equal(toOciResponse(new UpstreamStatusError('origin', 429, 'x', '30')).headers['retry-after'], '30', 'Retry-After passed on');
+  t.equal(toOciResponse(new UpstreamStatusError('origin', 502, 'x')).headers['retry-after'], '5', 'a 5xx without Retry-After: Cove\'s own');
+  t.equal(toOciResponse(new UpstreamStatusError('origin', 503, 'x', '0')).headers['retry-after'], '1', 'at least 1 s');
+  t.equal(toOciResponse(new UpstreamStatusError('origin', 503, 'x', '86400')).headers['retry-after'], '600', 'at most 10 minutes');
+  t.equal(toOciResponse(new UpstreamUnavailableError('origin', 'down', { retryAfter: '3' })).headers['retry-after'], '3', 'the breaker\'s next probe');
+  t.equal(toOciResponse(new UpstreamUnavailableError('origin', 'down')).headers['retry-after'], '5', 'unreachable: Cove\'s own');
   const internal = toOciResponse(new TypeError('secret internals'));
   t.notMatch(JSON.stringify(internal.body), /secret internals/, 'internal messages are not sent to clients');
 });

@@ -261,6 +261,12 @@ export class RegistryTier implements Tier {
     this.#o.clientFor(target)?.suspect(reason, since);
   }
 
+  upSince(target: Target): number | null {
+    const breaker = this.#o.clientFor(target)?.breaker;
+    if (!breaker) return 0;
+    return breaker.state === 'open' ? null : (breaker.since ?? 0);
+  }
+
   #client(target: Target): UpstreamClient {
     const client = this.#o.clientFor(target);
     if (!client) throw new UpstreamUnavailableError(target.upstream, `no upstream named ${JSON.stringify(target.upstream)} is configured`);

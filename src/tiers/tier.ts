@@ -93,4 +93,10 @@ export interface Tier {
    * since, so later requests do not wait for it again.
    */
   suspect?(target: Target, reason: string, since: number): void;
+  /**
+   * Whether the tier can be asked now, for a tier with a breaker: null while it is marked down
+   * (asking fails at once), else since when it has been reachable again (ms since epoch; 0 when it
+   * was never marked down). Revalidations spread themselves out after a recovery.
+   */
+  upSince?(target: Target): number | null;
 }

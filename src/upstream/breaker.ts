@@ -23,6 +23,11 @@ export interface BreakerSnapshot {
   /** Times the breaker opened since start. */
   opened: number;
   /**
+   * When the current state began (ms since epoch): since when the upstream is marked down, or
+   * reachable again; null while it has never been marked down.
+   */
+  since: number | null;
+  /**
    * The last failure as a client may read it (/healthz, the status page): what failed, never the
    * URL, host or proxy (the log has those).
    */
@@ -60,6 +65,7 @@ export class Breaker {
   #lastPublicError: string | null = null;
   #stopped = false;
   #retryAfterUntil = 0;
+  #since: number | null = null;
 
   /** `probe` resolves when the upstream answered anything at all and rejects when it did not. */
   constructor(name: string, log: Logger, probe: () => Promise<void>, options: BreakerOptions = {}) {
@@ -88,12 +94,14 @@ export class Breaker {
     }
     if (!this.#open) return;
     const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
+    // A client may come back once the next probe has had its chance.
+    const retryAfter = String(Math.max(1, Math.ceil(((this.#probeAt ?? this.#now()) - this.#now()) / 1000) + 1));
     // Opened by failures, or at once by a silence past a deadline (trip).
     const why = this.#failures > 0 ? `after ${this.#failures} failed attempts` : `(${this.#lastPublicError ?? 'no answer'})`;
     throw new UpstreamUnavailableError(
       this.#name,
       `upstream ${this.#name} is marked down ${why} (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
-      { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s` },
+      { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s`, retryAfter },
     );
   }
 
@@ -110,6 +118,7 @@ export class Breaker {
     this.#lastPublicError = publicError(this.#name, err);
     if (!this.#open && this.#failures >= this.#threshold) {
       this.#open = true;
+      this.#since = this.#now();
       this.#opened++;
       this.#probesFailed = 0;
       this.#log.warn({ upstream: this.#name, failures: this.#failures, err: err.message }, 'upstream marked down: answering from cache without waiting');
@@ -127,6 +136,7 @@ export class Breaker {
     this.#lastPublicError = reason;
     if (this.#open) return;
     this.#open = true;
+    this.#since = this.#now();
     this.#opened++;
     this.#probesFailed = 0;
     this.#log.warn({ upstream: this.#name, reason }, 'upstream marked down at once: answering from cache without waiting');
@@ -150,6 +160,7 @@ export class Breaker {
       consecutiveFailures: this.#failures,
       probeAt: this.#open ? this.#probeAt : null,
       opened: this.#opened,
+      since: this.#since,
       lastError: this.#lastPublicError,
     };
   }
@@ -193,6 +204,7 @@ export class Breaker {
 
   #close(by: string): void {
     this.#open = false;
+    this.#since = this.#now();
     this.#probeAt = null;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;

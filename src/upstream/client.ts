@@ -1,6 +1,7 @@
 // One configured upstream registry over undici: keep-alive connections, the auth flow, manual
 // redirects that never carry Authorization to another origin, and failures turned into the
 // error classes the resolver understands. Bodies not handed back are always drained or destroyed.
+import type { LookupFunction } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { request as undiciRequest, type Dispatcher } from 'undici';
@@ -88,14 +89,14 @@ export class UpstreamClient {
   readonly #offline: boolean;
 
   /** With `offline`, every request fails at once without touching the network (COVE_OFFLINE). */
-  constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string; offline?: boolean }) {
+  constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string; offline?: boolean; lookup?: LookupFunction }) {
     this.name = cfg.name;
     this.#offline = options.offline ?? false;
     this.#base = cfg.url.replace(/\/+$/, '');
     this.baseUrl = new URL(this.#base);
     this.#log = options.logger;
     this.#userAgent = options.userAgent;
-    this.#options = { timeoutMs: cfg.timeoutMs, bodyTimeoutMs: cfg.bodyTimeoutMs, ca: cfg.ca, insecure: cfg.insecure, proxy: cfg.proxy };
+    this.#options = { timeoutMs: cfg.timeoutMs, bodyTimeoutMs: cfg.bodyTimeoutMs, ca: cfg.ca, insecure: cfg.insecure, proxy: cfg.proxy, lookup: options.lookup };
     this.#dispatcher = createDispatcher(this.baseUrl, this.#options);
     this.#auth = new UpstreamAuth({
       upstream: cfg.name,

@@ -1,6 +1,7 @@
 // undici dispatchers for upstreams: keep-alive connections with the connect/header/body bounds
 // from the configuration, the extra CA or `insecure`, and a proxy when HTTPS_PROXY/HTTP_PROXY
 // apply (NO_PROXY excludes hosts). The environment is read by config.ts; this takes its values.
+import type { LookupFunction } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Agent, ProxyAgent, type Dispatcher } from 'undici';
 
@@ -19,6 +20,8 @@ export interface DispatcherOptions {
   ca: string | null;
   insecure: boolean;
   proxy: ProxySettings;
+  /** Name resolution for upstream connections instead of the system's (tests simulate DNS failures with it). */
+  lookup?: LookupFunction;
 }
 
 /** How long an idle keep-alive connection is kept. */
@@ -83,9 +86,10 @@ export function proxyFor(url: URL, proxy: ProxySettings): string | null {
 }
 
 /** TLS options for connecting to upstreams: system CAs plus the configured bundle. */
-function tlsOptions(options: DispatcherOptions): { ca?: string[]; rejectUnauthorized: boolean } {
+function tlsOptions(options: DispatcherOptions): { ca?: string[]; rejectUnauthorized: boolean; lookup?: LookupFunction } {
+  const lookup = options.lookup === undefined ? {} : { lookup: options.lookup };
   // Passing `ca` replaces Node's default trust store, so the system roots are added back.
-  return options.ca !== null ? { ca: [...rootCertificates, options.ca], rejectUnauthorized: !options.insecure } : { rejectUnauthorized: !options.insecure };
+  return options.ca !== null ? { ca: [...rootCertificates, options.ca], rejectUnauthorized: !options.insecure, ...lookup } : { rejectUnauthorized: !options.insecure, ...lookup };
 }
 
 /** A direct keep-alive Agent with the configured bounds and TLS settings. */

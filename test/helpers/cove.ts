@@ -1,6 +1,7 @@
 // Starts a Cove in this process for integration tests: real listener on 127.0.0.1 port 0, a temp
 // data directory, configuration through the same loader the daemon uses.
 import { mkdtempSync, rmSync } from 'node:fs';
+import type { LookupFunction } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -21,7 +22,7 @@ export async function startTestCove(
   t: { teardown(fn: () => unknown): void },
   upstream: string,
   env: Record<string, string> = {},
-  options: { dataDir?: string; keepData?: boolean } = {},
+  options: { dataDir?: string; keepData?: boolean; lookup?: LookupFunction } = {},
 ): Promise<TestCove> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'cove-test-'));
   const config = loadConfig({
@@ -30,7 +31,7 @@ export async function startTestCove(
   const base = pino({ level: process.env.COVE_TEST_LOG ?? 'silent' });
   // Several Coves share one test process: name each node in its log lines.
   const log = env.COVE_NODE_ID ? base.child({ node: env.COVE_NODE_ID }) : base;
-  const cove = await startCove(config, { log });
+  const cove = await startCove(config, { log, upstreamLookup: options.lookup });
   const socketAgent = cove.adminSocket === null ? null : new Agent({ connect: { socketPath: cove.adminSocket } });
   t.teardown(async () => {
     await socketAgent?.destroy();

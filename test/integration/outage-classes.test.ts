@@ -22,8 +22,8 @@ const fault = (f: Fault, kind?: 'manifest' | 'token') => async (origin: OriginRe
 const cases: Case[] = [
   { name: 'connection refused', breakIt: async (origin) => origin.stop(), uncachedStatus: 503, uncachedCode: 'UPSTREAM_UNAVAILABLE' },
   { name: 'no response headers (black hole)', breakIt: fault({ type: 'blackhole' }), uncachedStatus: 503, uncachedCode: 'UPSTREAM_UNAVAILABLE' },
-  { name: 'origin 503', breakIt: fault({ type: 'status', status: 503 }, 'manifest'), uncachedStatus: 502, uncachedCode: 'UNKNOWN' },
-  { name: 'origin 429', breakIt: fault({ type: 'status', status: 429, retryAfter: 30 }, 'manifest'), uncachedStatus: 429, uncachedCode: 'TOOMANYREQUESTS' },
+  { name: 'origin 503', breakIt: fault({ type: 'status', status: 503 }, 'manifest'), uncachedStatus: 503, uncachedCode: 'UPSTREAM_UNAVAILABLE' },
+  { name: 'origin 429', breakIt: fault({ type: 'status', status: 429, retryAfter: 30 }, 'manifest'), uncachedStatus: 503, uncachedCode: 'UPSTREAM_UNAVAILABLE' },
   {
     name: 'TLS failure (the origin does not speak TLS)',
     breakIt: async (origin, cove, t) => {
@@ -40,8 +40,8 @@ const cases: Case[] = [
       origin.setFault({ kind: 'token' }, { type: 'status', status: 503 });
       await new Promise((r) => setTimeout(r, 1100)); // the cached token (expires_in 1 s) runs out
     },
-    uncachedStatus: 502,
-    uncachedCode: 'UNKNOWN',
+    uncachedStatus: 503,
+    uncachedCode: 'UPSTREAM_UNAVAILABLE',
   },
 ];
 

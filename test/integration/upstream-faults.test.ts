@@ -8,18 +8,21 @@ import { startTestCove } from '../helpers/cove.js';
 
 const ACCEPT = 'application/vnd.docker.distribution.manifest.v2+json';
 
-t.test('origin 429: the client gets TOOMANYREQUESTS with the origin Retry-After', async (t) => {
+t.test('origin 429: the client gets 503 with the origin Retry-After (the origin limits Cove, not this client)', async (t) => {
   const origin = await OriginRegistry.start();
   t.teardown(() => origin.close());
   origin.putImage('proj/app', '1', makeImage({ layers: [100], seed: '429' }));
   origin.setFault({ kind: 'manifest' }, { type: 'status', status: 429, retryAfter: 7 }, 1);
   const cove = await startTestCove(t, origin.url);
   const r = await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
-  t.equal(r.status, 429);
+  t.equal(r.status, 503);
   t.equal(r.headers['retry-after'], '7');
-  t.equal(JSON.parse(r.body.toString()).errors[0].code, 'TOOMANYREQUESTS');
+  const error = JSON.parse(r.body.toString()).errors[0];
+  t.equal(error.code, 'UPSTREAM_UNAVAILABLE');
+  t.match(error.message, /rate-limiting Cove \(429\)/, 'says the origin is rate-limiting');
+  t.same(error.detail, { upstream: 'origin', status: 429 });
   const again = await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } });
-  t.equal(again.status, 429, 'within Retry-After Cove does not ask again');
+  t.equal(again.status, 503, 'within Retry-After Cove does not ask again');
   t.ok(Number(again.headers['retry-after']) > 0 && Number(again.headers['retry-after']) <= 7, `and says how long is left (${again.headers['retry-after']} s)`);
   t.equal(origin.count({ kind: 'manifest' }), 1, 'the origin saw one request');
 });
@@ -30,12 +33,12 @@ t.test('origin 429 with a short Retry-After: requests resume after it', async (t
   origin.putImage('proj/app', '1', makeImage({ layers: [100], seed: '429-short' }));
   origin.setFault({ kind: 'manifest' }, { type: 'status', status: 429, retryAfter: 1 }, 1);
   const cove = await startTestCove(t, origin.url);
-  t.equal((await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } })).status, 429);
+  t.equal((await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } })).status, 503);
   await new Promise((r) => setTimeout(r, 1100));
   t.equal((await fetchAll(`${cove.url}/v2/proj/app/manifests/1`, { headers: { accept: ACCEPT } })).status, 200, 'served once the wait is over');
 });
 
-t.test('origin 500 on a blob: 502 OCI JSON, nothing stored', async (t) => {
+t.test('origin 500 on a blob: 503 OCI JSON with Retry-After, nothing stored', async (t) => {
   const origin = await OriginRegistry.start();
   t.teardown(() => origin.close());
   const image = makeImage({ layers: [10_000], seed: '500' });
@@ -45,7 +48,8 @@ t.test('origin 500 on a blob: 502 OCI JSON, nothing stored', async (t) => {
   const cove = await startTestCove(t, origin.url);
   const url = `${cove.url}/v2/proj/app/blobs/${layer.digest}`;
   const r = await fetchAll(url);
-  t.equal(r.status, 502);
+  t.equal(r.status, 503);
+  t.equal(r.headers['retry-after'], '5');
   t.equal(r.headers['content-type'], 'application/json');
   t.notMatch(r.body.toString(), /at .*\.js:\d+/, 'no stack trace');
   const ok = await fetchAll(url);
