@@ -358,6 +358,29 @@ t.test('faults', async (t) => {
     await t.rejects(fetchAll(url), 'cut right after the headers');
   });
 
+  t.test('reset: headers and some bytes, then a TCP RST', async (t) => {
+    origin.resetCounters();
+    origin.setFault({ digest: layer.digest }, { type: 'reset', afterBytes: 50_000 }, 1);
+    const err = await fetchAll(url).then(
+      () => null,
+      (e: Error) => e,
+    );
+    t.ok(err, 'the client sees a broken transfer');
+    t.match(String(err?.message), /ECONNRESET|aborted|closed before|cut off|broke/, `reset, not a clean end (${err?.message})`);
+    t.equal(origin.requests.at(-1)!.status, 200, 'the headers went out');
+    t.equal(origin.blobBytesServed, 50_000);
+    t.equal(sha256((await fetchAll(url)).body), layer.digest, 'good bytes afterwards');
+  });
+
+  t.test('slow below 20 bytes a second: a byte at a time', async (t) => {
+    origin.setFault({ kind: 'manifest' }, { type: 'slow', bytesPerSecond: 5 }, 1);
+    const started = Date.now();
+    await t.rejects(fetchAll(`${origin.url}/v2/proj/f/manifests/1`, { headers: { accept: ALL }, timeoutMs: 1000 }), /no answer/);
+    t.ok(Date.now() - started >= 900, 'a manifest at 5 bytes a second is not done in a second');
+    const dripped = origin.requests.at(-1)!;
+    t.equal(dripped.status, 200, 'the headers came at once');
+  });
+
   t.test('wrong-bytes: same length, other digest', async (t) => {
     origin.setFault({ digest: layer.digest }, { type: 'wrong-bytes' }, 1);
     const r = await fetchAll(url);
