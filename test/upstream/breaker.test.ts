@@ -111,3 +111,28 @@ t.test('says since when, how many stale answers were given while down, and logs 
   t.equal(opened, 1, 'a trip leaves waiting requests to the silence check');
   t.equal(breaker.snapshot().lastErrorClass, 'timeout');
 });
+
+t.test('a request that finds the upstream marked down starts a probe unless one ran within the demand interval', async (t) => {
+  let probes = 0;
+  let up = false;
+  let now = 5_000_000;
+  const breaker = new Breaker('origin', log, async () => {
+    probes++;
+    if (!up) throw new Error('still down');
+  }, { threshold: 1, baseMs: 600_000, maxMs: 600_000, demandIntervalMs: 1000, now: () => now });
+  t.teardown(() => breaker.stop());
+  breaker.failure(down);
+  t.throws(() => breaker.check(), UpstreamUnavailableError);
+  await new Promise((r) => setImmediate(r));
+  t.equal(probes, 1, 'the first request probes at once, though the back-off is ten minutes');
+  for (let i = 0; i < 5; i++) t.throws(() => breaker.check());
+  await new Promise((r) => setImmediate(r));
+  t.equal(probes, 1, 'no more than one probe per interval');
+  now += 1000;
+  up = true;
+  t.throws(() => breaker.check(), UpstreamUnavailableError, 'this request still fails fast: the probe runs in the background');
+  await new Promise((r) => setImmediate(r));
+  t.equal(probes, 2);
+  t.equal(breaker.snapshot().state, 'closed', 'the probe found the origin back');
+  t.doesNotThrow(() => breaker.check());
+});
