@@ -344,3 +344,27 @@ t.test('token service down while the registry is up', async (t) => {
     t.ok(Date.now() - started < UNCACHED_BOUND_MS, `fast (${Date.now() - started} ms)`);
   });
 });
+
+t.test('black hole not yet known: concurrent uncached pulls are all released when the origin is marked down', async (t) => {
+  const w = await world(t, { viaLink: true });
+  const images = [0, 1, 2, 3].map((i) => makeImage({ layers: [1000], seed: `released-${i}` }));
+  images.forEach((image, i) => w.origin.putImage('proj/app', `n${i}`, image));
+  await fetchAll(`${w.cove.url}/v2/`);
+  await w.link!.setMode('blackhole');
+  const started = Date.now();
+  const pulls = images.map(async (_, i) => {
+    await sleep(i * 200); // a later request would reach its own silence check later
+    const r = await fetchAll(`${w.cove.url}/v2/proj/app/manifests/n${i}`, { headers: { accept: ACCEPT_ALL }, timeoutMs: 20_000 });
+    return { status: r.status, retryAfter: r.headers['retry-after'] ?? '', at: Date.now() - started };
+  });
+  const results = await Promise.all(pulls);
+  t.same(
+    results.map((r) => r.status),
+    [503, 503, 503, 503],
+    'every waiting pull: 503',
+  );
+  for (const r of results) t.match(r.retryAfter, /^[1-9]\d*$/, 'with a Retry-After');
+  const ends = results.map((r) => r.at);
+  t.ok(Math.max(...ends) < SILENCE_BOUND_MS, `all answered within ${SILENCE_BOUND_MS} ms (${ends.join(', ')} ms after the first went out)`);
+  t.equal(w.origin.requests.length, 0, 'nothing reached the origin through the black hole');
+});
