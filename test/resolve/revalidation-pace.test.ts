@@ -1,8 +1,20 @@
-// The pace of revalidations on its own: the bound on tier asks at once, their first-come order,
-// slots released by failed asks, and the random delay that spreads revalidations over the window
-// after a recovery — only then: never while the tier is marked down or when it was never down.
-import t from 'tap';
+// The pace of revalidations: the bound on tier asks at once, their first-come order, slots
+// released by failed asks, and the random delay that spreads revalidations over the window after a
+// recovery — only then: never while the tier is marked down or when it was never down. Then the
+// pace in a ManifestResolver: a revalidation waiting its turn is not the tier's silence.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import { Counters } from '../../src/metrics.js';
+import { ManifestResolver } from '../../src/resolve/manifests.js';
+import { Resolver } from '../../src/resolve/resolver.js';
 import { RevalidationPace } from '../../src/resolve/revalidation-pace.js';
+import { BlobStore } from '../../src/store/blobs.js';
+import { Catalog } from '../../src/store/catalog.js';
+import type { Tier } from '../../src/tiers/tier.js';
+import { makeImage } from '../helpers/images.js';
 
 /** A promise with its resolve and reject at hand. */
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: Error) => void } {
@@ -17,6 +29,7 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: 
 
 /** Lets every queued promise callback run. */
 const settle = () => new Promise((r) => setImmediate(r));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test('at most `concurrency` asks at once; the others wait, first come first asked', async (t) => {
   const pace = new RevalidationPace({ concurrency: 2, spreadMs: 0 });
@@ -145,4 +158,116 @@ t.test('bad settings are refused', async (t) => {
   t.throws(() => new RevalidationPace({ concurrency: 0, spreadMs: 0 }), RangeError);
   t.throws(() => new RevalidationPace({ concurrency: 1.5, spreadMs: 0 }), RangeError);
   t.throws(() => new RevalidationPace({ concurrency: 1, spreadMs: -1 }), RangeError);
+});
+
+/** A ManifestResolver over one fake origin tier whose HEADs the test holds, times and counts. */
+async function resolverWith(t: Test, pace: RevalidationPace, upSince: () => number | null) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'cove-pace-'));
+  const log = pino({ level: 'silent' });
+  const store = new BlobStore(dataDir);
+  await store.open();
+  const catalog = await Catalog.open(dataDir, store, log);
+  t.teardown(async () => {
+    await catalog.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const image = makeImage({ layers: [100], seed: 'pace-resolver' });
+  const heads: number[] = [];
+  const suspects: Array<{ at: number; since: number }> = [];
+  let headGate: Promise<void> = Promise.resolve();
+  const manifest = { bytes: image.manifest, digest: image.manifestDigest, mediaType: image.mediaType, size: image.manifest.length };
+  const notHere = async () => null;
+  const tier: Tier = {
+    name: 'origin',
+    kind: 'origin',
+    headManifest: async () => {
+      heads.push(Date.now());
+      await headGate;
+      return { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.size };
+    },
+    getManifest: async () => manifest,
+    headBlob: notHere,
+    openBlob: notHere,
+    openBlobSpan: notHere,
+    listTags: notHere,
+    referrers: notHere,
+    suspect: (_target, _reason, since) => {
+      suspects.push({ at: Date.now(), since });
+    },
+    upSince: () => upSince(),
+  };
+  let clock = 1_000_000;
+  const manifests = new ManifestResolver({
+    store,
+    catalog,
+    resolver: new Resolver([tier], log),
+    counters: new Counters(),
+    log,
+    tagTtlMs: 60_000,
+    revalidateDeadlineMs: 300,
+    revalidationPace: pace,
+    now: () => clock,
+  });
+  const target = { upstream: 'origin', repo: 'proj/app' };
+  const pull = () => manifests.byTag(target, 'v1', [image.mediaType]);
+  return {
+    image,
+    heads,
+    suspects,
+    pull,
+    /** Moves the resolver's clock past the TTL. */
+    age: () => {
+      clock += 120_000;
+    },
+    /** HEADs from now on wait until the returned function is called. */
+    holdHeads: () => {
+      let release!: () => void;
+      headGate = new Promise((r) => (release = r));
+      return release;
+    },
+  };
+}
+
+t.test('a revalidation still waiting its turn past the deadline: stale answer, and the tier is not marked down', async (t) => {
+  const keepAlive = setTimeout(() => undefined, 5000);
+  t.teardown(() => clearTimeout(keepAlive));
+  const recoveredAt = Date.now();
+  // Just recovered, a 1.6 s window, the middle of it drawn: the HEAD waits about 800 ms.
+  const r = await resolverWith(t, new RevalidationPace({ concurrency: 8, spreadMs: 1600, random: () => 0.5 }), () => recoveredAt);
+  t.equal((await r.pull()).cache, 'miss', 'cached');
+  r.age();
+  const started = Date.now();
+  const stale = await r.pull();
+  t.equal(stale.cache, 'stale', 'stale at the deadline');
+  t.equal(stale.digest, r.image.manifestDigest);
+  t.equal(r.heads.length, 0, 'the HEAD has not gone out yet: it waits its turn in the recovery window');
+  t.same(r.suspects, [], 'waiting is not the tier\'s silence: it is not marked down');
+  for (let i = 0; i < 60 && r.heads.length === 0; i++) await sleep(50);
+  t.equal(r.heads.length, 1, 'then the revalidation asks');
+  t.ok(r.heads[0]! - started >= 500, `after its delay (${r.heads[0]! - started} ms; about 800 expected)`);
+  await sleep(50);
+  t.equal((await r.pull()).cache, 'hit', 'and the tag is fresh again');
+  t.same(r.suspects, []);
+});
+
+t.test('asked late in its deadline and then silent: marked down once the tier has had the whole deadline', async (t) => {
+  const keepAlive = setTimeout(() => undefined, 5000);
+  t.teardown(() => clearTimeout(keepAlive));
+  const recoveredAt = Date.now();
+  // The HEAD goes out about 200 ms into the 300 ms deadline, and never answers.
+  const r = await resolverWith(t, new RevalidationPace({ concurrency: 8, spreadMs: 400, random: () => 0.5 }), () => recoveredAt);
+  await r.pull();
+  r.age();
+  const release = r.holdHeads();
+  t.teardown(release);
+  const stale = await r.pull();
+  t.equal(stale.cache, 'stale', 'stale at the deadline');
+  t.equal(r.heads.length, 1, 'the HEAD went out during the deadline');
+  t.same(r.suspects, [], 'but it has kept silent only part of it: not marked down yet');
+  for (let i = 0; i < 40 && r.suspects.length === 0; i++) await sleep(25);
+  t.equal(r.suspects.length, 1, 'marked down once its own deadline was up');
+  const { at, since } = r.suspects[0]!;
+  t.ok(at - since >= 290, `silent for the whole deadline first (${at - since} ms)`);
+  t.equal(since, r.heads[0], 'counted from when the tier was asked');
+  release();
 });
