@@ -12,6 +12,12 @@ export const BREAKER_THRESHOLD = 3;
 export const BREAKER_BASE_MS = 1000;
 /** Longest back-off between probes. */
 export const BREAKER_MAX_MS = 60_000;
+/**
+ * Shortest gap between probes asked for by requests: while the upstream is marked down, a request
+ * that finds it so starts a probe (in the background) unless one ran this recently, so under
+ * traffic a returning origin is noticed within about this long, whatever the back-off has grown to.
+ */
+export const DEMAND_PROBE_INTERVAL_MS = 1000;
 /** Longest Retry-After honoured; a larger one is taken as this. */
 export const RETRY_AFTER_MAX_MS = 10 * 60_000;
 
@@ -34,6 +40,12 @@ export interface BreakerSnapshot {
   lastError: string | null;
   /** Until when (ms since epoch) the upstream asked not to be sent requests (429 Retry-After). */
   retryAfterUntil: number | null;
+  /** The class of the last failure (unreachable, or an answer Cove could not use), or null. */
+  lastErrorClass: ErrorClass | null;
+  /** When that failure was (ms since epoch), or null. */
+  lastErrorAt: number | null;
+  /** Stale answers given while the upstream was marked down: this outage so far, else the last one. */
+  staleWhileDown: number;
 }
 
 export interface BreakerOptions {
@@ -43,6 +55,32 @@ export interface BreakerOptions {
   /** Jitter source in [0, 1). */
   random?: () => number;
   now?: () => number;
+  /** Shortest gap between probes that requests start (DEMAND_PROBE_INTERVAL_MS). */
+  demandIntervalMs?: number;
+  /** Told when failures open the breaker (the client releases requests waiting on the upstream). */
+  onOpen?: () => void;
+  /** Stale answers given so far (a running count); the breaker reports those given while it was open. */
+  staleCount?: () => number;
+}
+
+/** Failures that are a timeout: one is enough to mark the upstream down (a black hole, a dead link). */
+const TIMEOUT_KINDS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'ETIMEDOUT']);
+
+/** What kind of failure the last one was, as the status page and /metrics name it. */
+export const ERROR_CLASSES = ['timeout', 'refused', 'reset', 'dns', 'tls', 'http-5xx', 'rate-limited', 'auth', 'other'] as const;
+export type ErrorClass = (typeof ERROR_CLASSES)[number];
+
+/** The class of a failure to reach an upstream, from the system or library code in its cause chain. */
+export function errorClass(err: unknown): ErrorClass {
+  if (err instanceof UpstreamStatusError) return err.status === 429 ? 'rate-limited' : err.status >= 500 ? 'http-5xx' : 'other';
+  if (err instanceof UpstreamAuthError) return 'auth';
+  const kind = errorKind(err) ?? '';
+  if (TIMEOUT_KINDS.has(kind) || kind === 'BODY_DEADLINE' || kind === 'SILENT') return 'timeout';
+  if (kind === 'ECONNREFUSED') return 'refused';
+  if (kind === 'ECONNRESET' || kind === 'EPIPE' || kind === 'UND_ERR_SOCKET' || kind === 'UND_ERR_CLOSED') return 'reset';
+  if (kind === 'ENOTFOUND' || kind === 'EAI_AGAIN' || kind === 'EAI_FAIL' || kind === 'EAI_NONAME') return 'dns';
+  if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL|EPROTO)/.test(kind)) return 'tls';
+  return 'other';
 }
 
 export class Breaker {
@@ -66,6 +104,16 @@ export class Breaker {
   #stopped = false;
   #retryAfterUntil = 0;
   #since: number | null = null;
+  #probing = false;
+  #lastProbeAt = 0;
+  readonly #demandIntervalMs: number;
+  #lastErrorClass: ErrorClass | null = null;
+  #lastErrorAt: number | null = null;
+  readonly #onOpen: () => void;
+  readonly #staleCount: () => number;
+  /** The stale count when the breaker last opened, and the outage's total once it closed. */
+  #staleAtOpen = 0;
+  #staleLastOutage = 0;
 
   /** `probe` resolves when the upstream answered anything at all and rejects when it did not. */
   constructor(name: string, log: Logger, probe: () => Promise<void>, options: BreakerOptions = {}) {
@@ -77,6 +125,9 @@ export class Breaker {
     this.#maxMs = options.maxMs ?? BREAKER_MAX_MS;
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
+    this.#onOpen = options.onOpen ?? (() => undefined);
+    this.#demandIntervalMs = options.demandIntervalMs ?? DEMAND_PROBE_INTERVAL_MS;
+    this.#staleCount = options.staleCount ?? (() => 0);
   }
 
   get isOpen(): boolean {
@@ -93,6 +144,7 @@ export class Breaker {
       });
     }
     if (!this.#open) return;
+    this.#probeOnDemand();
     const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
     // A client may come back once the next probe has had its chance.
     const retryAfter = String(Math.max(1, Math.ceil(((this.#probeAt ?? this.#now()) - this.#now()) / 1000) + 1));
@@ -101,7 +153,7 @@ export class Breaker {
     throw new UpstreamUnavailableError(
       this.#name,
       `upstream ${this.#name} is marked down ${why} (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
-      { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s`, retryAfter },
+      { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s`, retryAfter, markedDown: true },
     );
   }
 
@@ -111,36 +163,41 @@ export class Breaker {
     if (this.#open) this.#close('request');
   }
 
-  /** The upstream could not be reached. */
+  /** The upstream could not be reached. A timeout is enough on its own: a silent link is down. */
   failure(err: Error): void {
     this.#failures++;
+    this.#noteError(err);
     this.#lastError = err.message;
     this.#lastPublicError = publicError(this.#name, err);
-    if (!this.#open && this.#failures >= this.#threshold) {
-      this.#open = true;
-      this.#since = this.#now();
-      this.#opened++;
-      this.#probesFailed = 0;
-      this.#log.warn({ upstream: this.#name, failures: this.#failures, err: err.message }, 'upstream marked down: answering from cache without waiting');
-      this.#schedule();
+    const timeout = this.#lastErrorClass === 'timeout';
+    if (!this.#open && (this.#failures >= this.#threshold || timeout)) {
+      this.#markDown({ upstream: this.#name, failures: this.#failures, err: err.message }, timeout ? 'upstream marked down at once (a timeout): answering from cache without waiting' : 'upstream marked down: answering from cache without waiting');
     }
   }
 
   /**
-   * The upstream did not answer within a deadline Cove keeps for itself (a revalidation's): one
-   * such silence is strong evidence (a black hole, a dead link), so the breaker opens now, and
-   * requests fail at once until a probe gets an answer, instead of each waiting its own deadline.
+   * The upstream answered, but not with something Cove could use (5xx, 429, refused
+   * credentials): not a reason to stop asking, but the status page names it.
+   */
+  answeredBadly(err: Error): void {
+    this.#noteError(err);
+    this.#lastPublicError = publicError(this.#name, err);
+  }
+
+  /**
+   * The upstream did not answer within a deadline Cove keeps for itself (a revalidation's, or the
+   * silence check's): one such silence is strong evidence (a black hole, a dead link), so the
+   * breaker opens now, and requests fail at once until a probe gets an answer, instead of each
+   * waiting its own deadline.
    */
   trip(reason: string): void {
     this.#lastError = reason;
     this.#lastPublicError = reason;
+    this.#lastErrorClass = 'timeout';
+    this.#lastErrorAt = this.#now();
     if (this.#open) return;
-    this.#open = true;
-    this.#since = this.#now();
-    this.#opened++;
-    this.#probesFailed = 0;
-    this.#log.warn({ upstream: this.#name, reason }, 'upstream marked down at once: answering from cache without waiting');
-    this.#schedule();
+    // Requests already waiting are left to the client's silence check: a slow answer still counts.
+    this.#markDown({ upstream: this.#name, reason }, 'upstream marked down at once (silent past a deadline): answering from cache without waiting', false);
   }
 
   /** The upstream answered 429 with Retry-After: send it nothing for that long. */
@@ -162,6 +219,9 @@ export class Breaker {
       opened: this.#opened,
       since: this.#since,
       lastError: this.#lastPublicError,
+      lastErrorClass: this.#lastErrorClass,
+      lastErrorAt: this.#lastErrorAt,
+      staleWhileDown: this.#open ? this.#staleCount() - this.#staleAtOpen : this.#staleLastOutage,
     };
   }
 
@@ -186,29 +246,59 @@ export class Breaker {
     this.#timer.unref();
   }
 
+  /** A request found the upstream marked down: probe now, in the background, unless one ran lately. */
+  #probeOnDemand(): void {
+    if (this.#probing || this.#stopped || this.#now() - this.#lastProbeAt < this.#demandIntervalMs) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    void this.#runProbe();
+  }
+
   async #runProbe(): Promise<void> {
     this.#timer = null;
-    if (!this.#open || this.#stopped) return;
+    if (!this.#open || this.#stopped || this.#probing) return;
+    this.#probing = true;
+    this.#lastProbeAt = this.#now();
     try {
       await this.#probe();
       this.#failures = 0;
       if (this.#open) this.#close('probe');
     } catch (err) {
       this.#probesFailed++;
+      this.#noteError(err);
       this.#lastError = (err as Error).message;
       this.#lastPublicError = publicError(this.#name, err);
       this.#log.debug({ upstream: this.#name, err: this.#lastError }, 'upstream probe failed');
       this.#schedule();
+    } finally {
+      this.#probing = false;
     }
   }
 
+  #markDown(fields: Record<string, unknown>, message: string, release = true): void {
+    this.#open = true;
+    this.#since = this.#now();
+    this.#opened++;
+    this.#probesFailed = 0;
+    this.#staleAtOpen = this.#staleCount();
+    this.#log.warn({ ...fields, errorClass: this.#lastErrorClass }, message);
+    this.#schedule();
+    if (release) this.#onOpen();
+  }
+
   #close(by: string): void {
+    const downMs = this.#since === null ? 0 : this.#now() - this.#since;
     this.#open = false;
     this.#since = this.#now();
     this.#probeAt = null;
+    this.#staleLastOutage = this.#staleCount() - this.#staleAtOpen;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    this.#log.info({ upstream: this.#name, by }, 'upstream reachable again');
+    this.#log.info({ upstream: this.#name, by, downSeconds: Math.round(downMs / 1000), staleWhileDown: this.#staleLastOutage }, 'upstream reachable again');
+  }
+
+  #noteError(err: unknown): void {
+    this.#lastErrorClass = errorClass(err);
+    this.#lastErrorAt = this.#now();
   }
 }
 
