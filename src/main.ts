@@ -155,7 +155,11 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     staleWhileRevalidate: config.staleWhileRevalidate,
     revalidateDeadlineMs: config.revalidateDeadlineMs,
     // A spread past the TTL would still be spreading when the tags expire again.
-    revalidationPace: new RevalidationPace({ concurrency: config.revalidateConcurrency, spreadMs: Math.min(config.recoverySpreadMs, config.tagTtlMs) }),
+    // Spread only where a pull never waits for it: with no deadline, a client would wait its share.
+    revalidationPace: new RevalidationPace({
+      concurrency: config.revalidateConcurrency,
+      spreadMs: config.revalidateDeadlineMs > 0 ? Math.min(config.recoverySpreadMs, config.tagTtlMs) : 0,
+    }),
     peerTags: peers ? (target, tag, accept) => peers.tier.tagFromPeers(target, tag, accept) : undefined,
     onStored: (n) => evictor.added(n),
     // Which repository holds what matters only when clients are told apart (client-auth/repo-scope).
