@@ -298,6 +298,8 @@ export class Breaker {
       this.#schedule();
     } finally {
       this.#probing = false;
+      // The interval runs from a probe's end too: a request that waited for one does not start the next.
+      this.#lastProbeAt = this.#now();
     }
   }
 

@@ -324,7 +324,7 @@ export class UpstreamClient {
    */
   #checkSilence(since: number): void {
     if (this.#silenceCheck !== null || this.#closed) return;
-    const deadlineMs = this.#silenceMs > 0 ? this.#silenceMs : this.#options.timeoutMs;
+    const deadlineMs = this.#probeMs();
     const url = new URL(`${this.#base}/v2/`);
     this.#silenceCheck = this.#send(url, 'GET', { 'user-agent': this.#userAgent }, this.#dispatcher, AbortSignal.timeout(deadlineMs), true)
       .then(
@@ -353,8 +353,24 @@ export class UpstreamClient {
 
   /** The breaker's probe: any HTTP answer from /v2/ means the upstream is back. */
   async #probe(): Promise<void> {
-    const res = await this.#send(new URL(`${this.#base}/v2/`), 'GET', { 'user-agent': this.#userAgent }, this.#dispatcher, undefined, true);
-    discard(res);
+    const ms = this.#probeMs();
+    const deadline = AbortSignal.timeout(ms);
+    try {
+      discard(await this.#send(new URL(`${this.#base}/v2/`), 'GET', { 'user-agent': this.#userAgent }, this.#dispatcher, deadline, true));
+    } catch (err) {
+      if (!deadline.aborted) throw err;
+      const silent = Object.assign(new Error(`no answer from /v2/ within ${ms} ms`), { code: 'SILENT' });
+      throw new UpstreamUnavailableError(this.name, `upstream ${this.name}: ${silent.message}`, { cause: silent, publicMessage: `${publicUpstream(this.name)} did not answer within ${ms} ms` });
+    }
+  }
+
+  /**
+   * How long a probe of /v2/ may take: the silence deadline (a healthy upstream answers /v2/
+   * within it, or the silence check would mark it down too), else the upstream timeout. A probe
+   * stuck in a black hole never holds back the next one for long.
+   */
+  #probeMs(): number {
+    return this.#silenceMs > 0 ? this.#silenceMs : this.#options.timeoutMs;
   }
 
   /** GET for the token endpoint (same upstream or its domain, so the upstream's dispatcher). */

@@ -40,8 +40,8 @@ t.test('black hole: the first pull of a cached tag gets it stale at the deadline
   t.equal(manifestHeads(origin), heads + 1, 'the origin is marked down: later pulls send nothing and wait for nothing');
 
   const uncached = await fetchAll(`${cove.url}/v2/proj/app/manifests/2`, { headers: { accept: ACCEPT } });
-  t.equal(uncached.status, 503, 'an uncached tag fails at once during the known outage');
-  t.match(JSON.parse(uncached.body.toString()).errors[0].message, /marked down \(no answer within the revalidation deadline \(300 ms\)\)/);
+  t.equal(uncached.status, 503, 'an uncached tag fails within a deadline during the known outage (it waits for one probe)');
+  t.match(JSON.parse(uncached.body.toString()).errors[0].message, /marked down/);
   t.notMatch(uncached.body.toString(), /127\.0\.0\.1/, 'and names no address');
   const health = (await (await fetch(`${cove.url}/healthz`)).json()) as { upstreams: Record<string, { state: string }> };
   t.equal(health.upstreams.origin!.state, 'open', '/healthz shows the origin marked down');
