@@ -64,10 +64,13 @@ export class UpstreamUnavailableError extends CoveError {
   readonly publicMessage: string;
   /** Seconds after which asking again may work (the breaker's next probe), when known. */
   readonly retryAfter: string | undefined;
-  constructor(upstream: string, message: string, options?: { cause?: unknown; publicMessage?: string; retryAfter?: string }) {
+  /** Not asked at all: the upstream is marked down (the outage is known and already logged). */
+  readonly markedDown: boolean;
+  constructor(upstream: string, message: string, options?: { cause?: unknown; publicMessage?: string; retryAfter?: string; markedDown?: boolean }) {
     super('UPSTREAM_UNAVAILABLE', message, options);
     this.upstream = upstream;
     this.retryAfter = options?.retryAfter;
+    this.markedDown = options?.markedDown ?? false;
     const kind = errorKind(options?.cause);
     this.publicMessage = options?.publicMessage ?? `${publicUpstream(upstream)} is unreachable${kind === null ? '' : ` (${kind})`}`;
   }
@@ -164,6 +167,11 @@ export interface OciErrorResponse {
   status: number;
   body: { errors: Array<{ code: string; message: string; detail: unknown }> };
   headers: Record<string, string>;
+}
+
+/** A failure that asked nobody because the upstream is marked down: logged once, when it was marked. */
+export function isMarkedDown(err: unknown): boolean {
+  return err instanceof UpstreamUnavailableError && err.markedDown;
 }
 
 /** Failures that mean "the upstream could not answer now", as opposed to "it answered no". */

@@ -79,7 +79,15 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
   }
 
   const nodeId = await loadNodeId(config.dataDir, config.node.id);
-  const upstreamClient = (u: (typeof config.upstreams)[number]) => new UpstreamClient(u, { logger: log, userAgent: `cove/${VERSION}`, offline: config.offline, lookup: options.upstreamLookup });
+  const upstreamClient = (u: (typeof config.upstreams)[number]) =>
+    new UpstreamClient(u, {
+      logger: log,
+      userAgent: `cove/${VERSION}`,
+      offline: config.offline,
+      lookup: options.upstreamLookup,
+      silenceMs: config.revalidateDeadlineMs,
+      staleCount: () => counters.staleServed,
+    });
   const clients = new Map(config.upstreams.map((u) => [u.name, upstreamClient(u)]));
   const parentClients = config.parents.map(upstreamClient);
 

@@ -1,7 +1,7 @@
 // Manifest lookups. Manifests by digest never change: once stored they are served without asking
 // anyone. Tags move: a tag resolved within the TTL is served from the cache, after it one HEAD
 // revalidates, and when the upstream cannot be asked the cached tag is served stale.
-import { DigestMismatchError, OciError, isUpstreamFailure } from '../errors.js';
+import { DigestMismatchError, OciError, isMarkedDown, isUpstreamFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Counters } from '../metrics.js';
 import { digestOf } from '../oci/digest.js';
@@ -230,7 +230,9 @@ export class ManifestResolver {
     entry.answer = this.#revalidate(target, key, record, cached, now, entry).finally(() => this.#revalidating.delete(flight));
     // A client that waits gets the failure; one nobody waits for any more is logged here.
     entry.answer.catch((err: Error) => {
-      if (entry.late || entry.unwatched) this.#o.log.warn({ repo: key.repo, tag: key.tag, err: err.message }, 'background revalidation failed');
+      if (!entry.late && !entry.unwatched) return;
+      // An upstream marked down was logged when it was marked; the log says so once, not per tag.
+      this.#o.log[isMarkedDown(err) ? 'debug' : 'warn']({ repo: key.repo, tag: key.tag, err: err.message }, 'background revalidation failed');
     });
     this.#revalidating.set(flight, entry);
     return entry;
@@ -259,7 +261,8 @@ export class ManifestResolver {
     revalidation.late = true;
     const asking = revalidation.asking;
     asking?.tier.suspect?.(asking.target, `no answer within the revalidation deadline (${deadlineMs} ms)`, asking.since);
-    this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest, tier: asking?.tier.name, deadlineMs }, 'revalidation past its deadline: serving cached tag stale, the revalidation goes on');
+    // The tier's breaker logs the outage once; each tag that met it is a debug line.
+    this.#o.log.debug({ repo: key.repo, tag: key.tag, digest: record.digest, tier: asking?.tier.name, deadlineMs }, 'revalidation past its deadline: serving cached tag stale, the revalidation goes on');
     return { ...cached, cache: 'stale' };
   }
 
@@ -279,7 +282,7 @@ export class ManifestResolver {
     } catch (err) {
       if (!isUpstreamFailure(err)) throw err;
       this.#o.counters.staleServed++;
-      this.#o.log.warn({ repo: key.repo, tag: key.tag, digest: record.digest, err: (err as Error).message }, 'upstream unavailable: serving cached tag stale');
+      this.#o.log[isMarkedDown(err) ? 'debug' : 'warn']({ repo: key.repo, tag: key.tag, digest: record.digest, err: (err as Error).message }, 'upstream unavailable: serving cached tag stale');
       return { ...cached, cache: 'stale' };
     }
     if (!head) {

@@ -289,9 +289,17 @@ export class RegistryTier implements Tier {
     throw new UpstreamStatusError(client.name, res.status, `upstream ${client.name} answered ${res.status} for ${what}`, retryAfter);
   }
 
+  /**
+   * Reads a small body (a manifest, a listing) whole. It must arrive within the upstream's
+   * timeout: a body dripping a few bytes a second never trips the gap timeout, and would hold the
+   * client for ever.
+   */
   async #read(client: UpstreamClient, res: UpstreamResponse, limit: number, what: string): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let length = 0;
+    const deadline = setTimeout(() => {
+      res.body.destroy(Object.assign(new Error(`${what} did not arrive whole within ${client.timeoutMs} ms`), { code: 'BODY_DEADLINE' }));
+    }, client.timeoutMs);
     try {
       for await (const chunk of res.body) {
         const buf = chunk as Buffer;
@@ -306,6 +314,8 @@ export class RegistryTier implements Tier {
     } catch (err) {
       if (err instanceof UpstreamStatusError) throw err;
       throw new UpstreamUnavailableError(client.name, `reading ${what} from upstream ${client.name} failed: ${(err as Error).message}`, { cause: err });
+    } finally {
+      clearTimeout(deadline);
     }
     return Buffer.concat(chunks);
   }

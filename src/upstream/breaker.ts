@@ -34,6 +34,12 @@ export interface BreakerSnapshot {
   lastError: string | null;
   /** Until when (ms since epoch) the upstream asked not to be sent requests (429 Retry-After). */
   retryAfterUntil: number | null;
+  /** The class of the last failure (unreachable, or an answer Cove could not use), or null. */
+  lastErrorClass: ErrorClass | null;
+  /** When that failure was (ms since epoch), or null. */
+  lastErrorAt: number | null;
+  /** Stale answers given while the upstream was marked down: this outage so far, else the last one. */
+  staleWhileDown: number;
 }
 
 export interface BreakerOptions {
@@ -43,6 +49,30 @@ export interface BreakerOptions {
   /** Jitter source in [0, 1). */
   random?: () => number;
   now?: () => number;
+  /** Told when failures open the breaker (the client releases requests waiting on the upstream). */
+  onOpen?: () => void;
+  /** Stale answers given so far (a running count); the breaker reports those given while it was open. */
+  staleCount?: () => number;
+}
+
+/** Failures that are a timeout: one is enough to mark the upstream down (a black hole, a dead link). */
+const TIMEOUT_KINDS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'ETIMEDOUT']);
+
+/** What kind of failure the last one was, as the status page and /metrics name it. */
+export const ERROR_CLASSES = ['timeout', 'refused', 'reset', 'dns', 'tls', 'http-5xx', 'rate-limited', 'auth', 'other'] as const;
+export type ErrorClass = (typeof ERROR_CLASSES)[number];
+
+/** The class of a failure to reach an upstream, from the system or library code in its cause chain. */
+export function errorClass(err: unknown): ErrorClass {
+  if (err instanceof UpstreamStatusError) return err.status === 429 ? 'rate-limited' : err.status >= 500 ? 'http-5xx' : 'other';
+  if (err instanceof UpstreamAuthError) return 'auth';
+  const kind = errorKind(err) ?? '';
+  if (TIMEOUT_KINDS.has(kind) || kind === 'BODY_DEADLINE' || kind === 'SILENT') return 'timeout';
+  if (kind === 'ECONNREFUSED') return 'refused';
+  if (kind === 'ECONNRESET' || kind === 'EPIPE' || kind === 'UND_ERR_SOCKET' || kind === 'UND_ERR_CLOSED') return 'reset';
+  if (kind === 'ENOTFOUND' || kind === 'EAI_AGAIN' || kind === 'EAI_FAIL' || kind === 'EAI_NONAME') return 'dns';
+  if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL|EPROTO)/.test(kind)) return 'tls';
+  return 'other';
 }
 
 export class Breaker {
@@ -66,6 +96,13 @@ export class Breaker {
   #stopped = false;
   #retryAfterUntil = 0;
   #since: number | null = null;
+  #lastErrorClass: ErrorClass | null = null;
+  #lastErrorAt: number | null = null;
+  readonly #onOpen: () => void;
+  readonly #staleCount: () => number;
+  /** The stale count when the breaker last opened, and the outage's total once it closed. */
+  #staleAtOpen = 0;
+  #staleLastOutage = 0;
 
   /** `probe` resolves when the upstream answered anything at all and rejects when it did not. */
   constructor(name: string, log: Logger, probe: () => Promise<void>, options: BreakerOptions = {}) {
@@ -77,6 +114,8 @@ export class Breaker {
     this.#maxMs = options.maxMs ?? BREAKER_MAX_MS;
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
+    this.#onOpen = options.onOpen ?? (() => undefined);
+    this.#staleCount = options.staleCount ?? (() => 0);
   }
 
   get isOpen(): boolean {
@@ -101,7 +140,7 @@ export class Breaker {
     throw new UpstreamUnavailableError(
       this.#name,
       `upstream ${this.#name} is marked down ${why} (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
-      { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s`, retryAfter },
+      { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s`, retryAfter, markedDown: true },
     );
   }
 
@@ -111,36 +150,41 @@ export class Breaker {
     if (this.#open) this.#close('request');
   }
 
-  /** The upstream could not be reached. */
+  /** The upstream could not be reached. A timeout is enough on its own: a silent link is down. */
   failure(err: Error): void {
     this.#failures++;
+    this.#noteError(err);
     this.#lastError = err.message;
     this.#lastPublicError = publicError(this.#name, err);
-    if (!this.#open && this.#failures >= this.#threshold) {
-      this.#open = true;
-      this.#since = this.#now();
-      this.#opened++;
-      this.#probesFailed = 0;
-      this.#log.warn({ upstream: this.#name, failures: this.#failures, err: err.message }, 'upstream marked down: answering from cache without waiting');
-      this.#schedule();
+    const timeout = this.#lastErrorClass === 'timeout';
+    if (!this.#open && (this.#failures >= this.#threshold || timeout)) {
+      this.#markDown({ upstream: this.#name, failures: this.#failures, err: err.message }, timeout ? 'upstream marked down at once (a timeout): answering from cache without waiting' : 'upstream marked down: answering from cache without waiting');
     }
   }
 
   /**
-   * The upstream did not answer within a deadline Cove keeps for itself (a revalidation's): one
-   * such silence is strong evidence (a black hole, a dead link), so the breaker opens now, and
-   * requests fail at once until a probe gets an answer, instead of each waiting its own deadline.
+   * The upstream answered, but not with something Cove could use (5xx, 429, refused
+   * credentials): not a reason to stop asking, but the status page names it.
+   */
+  answeredBadly(err: Error): void {
+    this.#noteError(err);
+    this.#lastPublicError = publicError(this.#name, err);
+  }
+
+  /**
+   * The upstream did not answer within a deadline Cove keeps for itself (a revalidation's, or the
+   * silence check's): one such silence is strong evidence (a black hole, a dead link), so the
+   * breaker opens now, and requests fail at once until a probe gets an answer, instead of each
+   * waiting its own deadline.
    */
   trip(reason: string): void {
     this.#lastError = reason;
     this.#lastPublicError = reason;
+    this.#lastErrorClass = 'timeout';
+    this.#lastErrorAt = this.#now();
     if (this.#open) return;
-    this.#open = true;
-    this.#since = this.#now();
-    this.#opened++;
-    this.#probesFailed = 0;
-    this.#log.warn({ upstream: this.#name, reason }, 'upstream marked down at once: answering from cache without waiting');
-    this.#schedule();
+    // Requests already waiting are left to the client's silence check: a slow answer still counts.
+    this.#markDown({ upstream: this.#name, reason }, 'upstream marked down at once (silent past a deadline): answering from cache without waiting', false);
   }
 
   /** The upstream answered 429 with Retry-After: send it nothing for that long. */
@@ -162,6 +206,9 @@ export class Breaker {
       opened: this.#opened,
       since: this.#since,
       lastError: this.#lastPublicError,
+      lastErrorClass: this.#lastErrorClass,
+      lastErrorAt: this.#lastErrorAt,
+      staleWhileDown: this.#open ? this.#staleCount() - this.#staleAtOpen : this.#staleLastOutage,
     };
   }
 
@@ -195,6 +242,7 @@ export class Breaker {
       if (this.#open) this.#close('probe');
     } catch (err) {
       this.#probesFailed++;
+      this.#noteError(err);
       this.#lastError = (err as Error).message;
       this.#lastPublicError = publicError(this.#name, err);
       this.#log.debug({ upstream: this.#name, err: this.#lastError }, 'upstream probe failed');
@@ -202,13 +250,31 @@ export class Breaker {
     }
   }
 
+  #markDown(fields: Record<string, unknown>, message: string, release = true): void {
+    this.#open = true;
+    this.#since = this.#now();
+    this.#opened++;
+    this.#probesFailed = 0;
+    this.#staleAtOpen = this.#staleCount();
+    this.#log.warn({ ...fields, errorClass: this.#lastErrorClass }, message);
+    this.#schedule();
+    if (release) this.#onOpen();
+  }
+
   #close(by: string): void {
+    const downMs = this.#since === null ? 0 : this.#now() - this.#since;
     this.#open = false;
     this.#since = this.#now();
     this.#probeAt = null;
+    this.#staleLastOutage = this.#staleCount() - this.#staleAtOpen;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    this.#log.info({ upstream: this.#name, by }, 'upstream reachable again');
+    this.#log.info({ upstream: this.#name, by, downSeconds: Math.round(downMs / 1000), staleWhileDown: this.#staleLastOutage }, 'upstream reachable again');
+  }
+
+  #noteError(err: unknown): void {
+    this.#lastErrorClass = errorClass(err);
+    this.#lastErrorAt = this.#now();
   }
 }
 

@@ -85,11 +85,21 @@ export class UpstreamClient {
   /** When the upstream last answered anything (ms since epoch). */
   #lastAnswerAt = 0;
   #closed = false;
+  /** Requests to the upstream still waiting for its response headers: released when it is marked down. */
+  readonly #waiting = new Set<AbortController>();
+  /** How long a request waits for headers before Cove checks the upstream with a probe (0: never). */
+  readonly #silenceMs: number;
+  /** The silence check under way, if any: one probe however many requests wait. */
+  #silenceCheck: Promise<void> | null = null;
 
   readonly #offline: boolean;
 
-  /** With `offline`, every request fails at once without touching the network (COVE_OFFLINE). */
-  constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string; offline?: boolean; lookup?: LookupFunction }) {
+  /**
+   * With `offline`, every request fails at once without touching the network (COVE_OFFLINE).
+   * `silenceMs` (COVE_REVALIDATE_DEADLINE) is how long a request may wait for response headers
+   * before Cove probes the upstream: a silent probe marks it down and releases every waiter.
+   */
+  constructor(cfg: UpstreamConfig, options: { logger: Logger; userAgent: string; offline?: boolean; lookup?: LookupFunction; silenceMs?: number; staleCount?: () => number }) {
     this.name = cfg.name;
     this.#offline = options.offline ?? false;
     this.#base = cfg.url.replace(/\/+$/, '');
@@ -108,7 +118,13 @@ export class UpstreamClient {
       get: (url, headers, signal) => this.#getSmall(url, headers, signal),
     });
     this.#tokenRealms = cfg.tokenRealms;
-    this.#breaker = new Breaker(cfg.name, options.logger, () => this.#probe());
+    this.#silenceMs = options.silenceMs ?? 0;
+    this.#breaker = new Breaker(cfg.name, options.logger, () => this.#probe(), { onOpen: () => this.#releaseWaiting(), staleCount: options.staleCount });
+  }
+
+  /** How long the upstream has to connect and send response headers, and a small body whole, in ms. */
+  get timeoutMs(): number {
+    return this.#options.timeoutMs;
   }
 
   /** Whether the upstream is marked down, and since when it failed; for /healthz. */
@@ -150,7 +166,9 @@ export class UpstreamClient {
       res = await this.#send(url, req.method, withAuth(headers, attempt), this.#dispatcher, req.signal);
       if (res.statusCode === 401) {
         discard(res);
-        throw this.#auth.rejected(attempt);
+        const rejected = this.#auth.rejected(attempt);
+        this.#breaker.answeredBadly(rejected);
+        throw rejected;
       }
     }
 
@@ -185,6 +203,9 @@ export class UpstreamClient {
 
     const flat = flatHeaders(res.headers);
     if (res.statusCode === 429) this.#breaker.holdOff(Number(parseRetryAfter(flat['retry-after']) ?? 0));
+    if (res.statusCode === 429 || res.statusCode >= 500) {
+      this.#breaker.answeredBadly(new UpstreamStatusError(this.name, res.statusCode, `upstream ${this.name} answered ${res.statusCode} for ${req.path}`));
+    }
     return { status: res.statusCode, headers: flat, body: res.body, url: current.toString() };
   }
 
@@ -218,12 +239,16 @@ export class UpstreamClient {
   }
 
   /**
-   * A request sent at `since` had no answer within a deadline of Cove's own: mark the upstream
-   * down now (see Breaker.trip), unless some answer has come from it since then (a slow link
-   * mid-token-dance is alive, not down).
+   * A request sent at `since` had no answer within a deadline of Cove's own (a revalidation's):
+   * mark the upstream down now (see Breaker.trip), unless some answer has come from it since then
+   * (a slow link mid-token-dance is alive, not down), and check it with a probe: if /v2/ is silent
+   * too, requests still waiting on it are released; if it answers, the upstream is only slow for
+   * that request, and is marked reachable again.
    */
   suspect(reason: string, since: number): void {
-    if (!this.#closed && this.#lastAnswerAt < since) this.#breaker.trip(reason);
+    if (this.#closed || this.#lastAnswerAt >= since) return;
+    this.#breaker.trip(reason);
+    this.#checkSilence(since);
   }
 
   /** Closes every connection this client holds. */
@@ -233,7 +258,9 @@ export class UpstreamClient {
     this.#breaker.stop();
     const all = [this.#dispatcher, ...this.#foreign.values()];
     this.#foreign.clear();
-    await Promise.all(all.map((d) => d.close().catch(() => d.destroy().catch(() => undefined))));
+    // A connection attempt into a black hole would hold close() for the whole connect timeout:
+    // what has not closed within a second is destroyed.
+    await Promise.all(all.map((d) => closeWithin(d, CLOSE_GRACE_MS)));
   }
 
   #foreignFor(url: URL): Dispatcher {
@@ -249,22 +276,77 @@ export class UpstreamClient {
 
   async #send(url: URL, method: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal, probing = false): Promise<Raw> {
     const own = url.origin === this.baseUrl.origin && !probing;
+    // A request to the upstream itself waits for headers only while the upstream is not marked
+    // down: it is released the moment it is, and a long silence makes Cove check.
+    const watch = own ? new AbortController() : null;
+    const sentAt = Date.now();
+    let silence: NodeJS.Timeout | undefined;
+    if (watch !== null) {
+      this.#waiting.add(watch);
+      if (this.#silenceMs > 0) silence = setTimeout(() => this.#checkSilence(sentAt), this.#silenceMs);
+    }
+    const combined = watch === null ? signal : signal === undefined ? watch.signal : AbortSignal.any([signal, watch.signal]);
     let res: Raw;
     try {
-      res = await undiciRequest(url, { method: method as Dispatcher.HttpMethod, headers, dispatcher, signal });
+      const pending = undiciRequest(url, { method: method as Dispatcher.HttpMethod, headers, dispatcher, signal: combined });
+      res = combined === undefined ? await pending : await releasable(pending, combined);
     } catch (err) {
       // The caller gave up: that is not the upstream's fault, so its own reason goes back.
       if (signal?.aborted) throw err;
+      // Released because the upstream was marked down meanwhile: the breaker says why.
+      if (watch?.signal.aborted) throw watch.signal.reason;
       const where = url.origin === this.baseUrl.origin ? this.baseUrl.origin : `${url.origin} (redirected from ${this.baseUrl.origin})`;
       const failure = new UpstreamUnavailableError(this.name, `upstream ${this.name} at ${where} unavailable: ${describe(err)}`, { cause: err });
       if (own) this.#breaker.failure(failure);
       throw failure;
+    } finally {
+      clearTimeout(silence);
+      if (watch !== null) this.#waiting.delete(watch);
     }
-    if (own) {
-      this.#lastAnswerAt = Date.now();
-      this.#breaker.success();
-    }
+    if (url.origin === this.baseUrl.origin) this.#lastAnswerAt = Date.now();
+    if (own) this.#breaker.success();
     return res;
+  }
+
+  /**
+   * A request sent at `since` has had no headers for the silence deadline. A slow answer to one
+   * request is not an outage, so Cove asks the upstream's /v2/ with the same deadline: if that
+   * is silent too (a black hole, a TLS handshake that never ends, a dead link), the upstream is
+   * marked down now, and every request waiting on it is released with 503.
+   */
+  #checkSilence(since: number): void {
+    if (this.#silenceCheck !== null || this.#closed) return;
+    const deadlineMs = this.#silenceMs > 0 ? this.#silenceMs : this.#options.timeoutMs;
+    const url = new URL(`${this.#base}/v2/`);
+    this.#silenceCheck = this.#send(url, 'GET', { 'user-agent': this.#userAgent }, this.#dispatcher, AbortSignal.timeout(deadlineMs), true)
+      .then(
+        (res) => {
+          discard(res);
+          this.#breaker.success();
+        },
+        () => {
+          if (this.#lastAnswerAt >= since) return;
+          this.#breaker.trip(`no answer within ${deadlineMs} ms, and /v2/ was silent too (COVE_REVALIDATE_DEADLINE)`);
+          this.#releaseWaiting();
+        },
+      )
+      .finally(() => {
+        this.#silenceCheck = null;
+      });
+  }
+
+  /** The upstream was marked down: requests still waiting for its headers fail now, not at their timeout. */
+  #releaseWaiting(): void {
+    if (this.#waiting.size === 0) return;
+    let reason: unknown;
+    try {
+      this.#breaker.check();
+    } catch (err) {
+      reason = err;
+    }
+    reason ??= new UpstreamUnavailableError(this.name, `upstream ${this.name} is marked down`);
+    for (const watch of this.#waiting) watch.abort(reason);
+    this.#waiting.clear();
   }
 
   /** The breaker's probe: any HTTP answer from /v2/ means the upstream is back. */
@@ -285,6 +367,50 @@ export class UpstreamClient {
       throw new UpstreamUnavailableError(this.name, `token endpoint ${url.origin} of upstream ${this.name}: ${describe(err)}`, { cause: err });
     }
   }
+}
+
+/**
+ * The response, or the abort reason as soon as `release` aborts (the caller gave up, a probe's
+ * deadline passed, the upstream was marked down). undici rejects an aborted request that is still
+ * queued for a connection only once that connection's attempt ends (a TLS handshake into a black
+ * hole: the whole connect timeout), so this does not wait for it; a response that comes after all
+ * is discarded.
+ */
+function releasable(pending: Promise<Raw>, release: AbortSignal): Promise<Raw> {
+  return new Promise<Raw>((resolve, reject) => {
+    const onRelease = () => {
+      reject(release.reason);
+      pending.then(discard, () => undefined);
+    };
+    release.addEventListener('abort', onRelease, { once: true });
+    pending.then(
+      (res) => {
+        release.removeEventListener('abort', onRelease);
+        if (release.aborted) discard(res);
+        else resolve(res);
+      },
+      (err: unknown) => {
+        release.removeEventListener('abort', onRelease);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** How long close() lets requests in flight finish before their connections are destroyed. */
+const CLOSE_GRACE_MS = 1000;
+
+async function closeWithin(d: Dispatcher, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), ms);
+  });
+  const closed = d.close().then(
+    () => 'closed' as const,
+    () => 'late' as const,
+  );
+  const how = await Promise.race([closed, late]).finally(() => clearTimeout(timer));
+  if (how === 'late') await d.destroy().catch(() => undefined);
 }
 
 function withAuth(headers: Record<string, string>, attempt: AuthAttempt): Record<string, string> {

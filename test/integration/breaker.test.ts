@@ -1,5 +1,5 @@
-// An origin that accepts connections and never answers: after a few timed-out attempts Cove
-// marks it down and answers from its cache at once; when the origin is back, a probe notices.
+// An origin that accepts connections and never answers: one timed-out attempt is enough for Cove
+// to mark it down and answer from its cache at once; when the origin is back, a probe notices.
 import t from 'tap';
 import { OriginRegistry } from '../helpers/origin-registry.js';
 import { makeImage } from '../helpers/images.js';
@@ -13,7 +13,7 @@ t.test('black-holed origin: stale within the timeout, then at once; a probe clos
   t.teardown(() => origin.close());
   const image = makeImage({ layers: [1000], seed: 'breaker' });
   origin.putImage('proj/app', '1', image);
-  // The breaker's own count of failures is under test: no revalidation deadline to race the timeout
+  // The upstream timeout itself is under test: no revalidation deadline to race it
   // (revalidate-deadline.test.ts has that path).
   const cove = await startTestCove(t, origin.url, { COVE_UPSTREAM_TIMEOUT: '500ms', COVE_TAG_TTL: '1ms', COVE_REVALIDATE_DEADLINE: '0' });
   const url = `${cove.url}/v2/proj/app/manifests/1`;
@@ -29,8 +29,8 @@ t.test('black-holed origin: stale within the timeout, then at once; a probe clos
     t.equal(r.headers['cache-status'], 'cove; hit; detail=stale', `pull ${i} stale`);
     t.equal(sha256(r.body), image.manifestDigest);
   }
-  t.ok(timings.slice(0, 3).every((ms) => ms >= 400 && ms < 2000), `the first three wait for the 500 ms timeout (${timings.join(', ')} ms)`);
-  t.ok(timings.slice(3).every((ms) => ms < 150), `then the breaker is open: no wait (${timings.join(', ')} ms)`);
+  t.ok(timings[0]! >= 400 && timings[0]! < 2000, `the first waits for the 500 ms timeout (${timings.join(', ')} ms)`);
+  t.ok(timings.slice(1).every((ms) => ms < 150), `one timeout marks the origin down: no more waits (${timings.join(', ')} ms)`);
   const uncached = await fetchAll(`${cove.url}/v2/proj/app/manifests/2`, { headers: { accept: ACCEPT } });
   t.equal(uncached.status, 503, 'an uncached tag fails fast and clearly');
   t.match(JSON.parse(uncached.body.toString()).errors[0].message, /marked down/);

@@ -60,8 +60,13 @@ export function upstreamConfig(url: string, overrides: Partial<UpstreamConfig> =
 }
 
 /** A client for `url` that is closed at teardown. */
-export function testClient(t: { teardown(fn: () => unknown): void }, url: string, overrides: Partial<UpstreamConfig> = {}): UpstreamClient {
-  const client = new UpstreamClient(upstreamConfig(url, overrides), { logger: pino({ level: 'silent' }), userAgent: 'cove-test/1' });
+export function testClient(
+  t: { teardown(fn: () => unknown): void },
+  url: string,
+  overrides: Partial<UpstreamConfig> = {},
+  options: Omit<ConstructorParameters<typeof UpstreamClient>[1], 'logger' | 'userAgent'> = {},
+): UpstreamClient {
+  const client = new UpstreamClient(upstreamConfig(url, overrides), { logger: pino({ level: 'silent' }), userAgent: 'cove-test/1', ...options });
   t.teardown(() => client.close());
   return client;
 }
