@@ -100,6 +100,8 @@ export interface OutageKindResult {
   refused: { cached: PullRecord; uncached: PullRecord };
   /** Cove: from the link coming back to /healthz saying the upstream's breaker closed (null: not within 90 s; the baseline has no breaker). */
   recoveryMs: number | null;
+  /** Cove: its /_cove/status.json `upstreams` right after the black-hole pulls (what an operator sees); null for the baseline. */
+  upstreamsAfterBlackhole: unknown;
   flap: FlapSummary;
 }
 
@@ -259,6 +261,16 @@ async function coveUpstreamsClosed(url: string): Promise<boolean> {
   }
 }
 
+/** Cove's /_cove/status.json `upstreams`, or the error that kept it. */
+async function coveUpstreams(url: string): Promise<unknown> {
+  try {
+    const s = await httpGet(`${url}/_cove/status.json`, { keep: true, timeoutMs: 2000 });
+    return s.status === 200 ? (JSON.parse(s.body.toString('utf8')) as { upstreams?: unknown }).upstreams ?? null : `HTTP ${s.status}`;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}
+
 /** The flapping schedule: [ms from start, mode] pairs, starting up, alternating, each state 2–5 s. */
 function flapSchedule(): Array<[number, RelayMode]> {
   const rnd = seeded(SEED);
@@ -362,6 +374,7 @@ async function measureKind(kind: Kind, originPort: number, image: TestImage, fla
     const uncachedKnown = await pull(base, agent, 'proj/other', '1');
     say(`  ${kind} black hole: cached tag ${cachedPulls.map(describe).join('; ')}`);
     say(`  ${kind} black hole: uncached image ${describe(uncachedKnown)}`);
+    const upstreamsAfterBlackhole = kind === 'cove' ? await coveUpstreams(base) : null;
 
     await relay.setMode('refuse');
     const refusedCached = await pull(base, agent, 'proj/app', '1', image.manifestDigest);
@@ -388,6 +401,7 @@ async function measureKind(kind: Kind, originPort: number, image: TestImage, fla
       blackhole: { cached: cachedPulls, uncachedKnownOutage: uncachedKnown },
       refused: { cached: refusedCached, uncached: refusedUncached },
       recoveryMs,
+      upstreamsAfterBlackhole,
       flap: flapped,
     };
   } finally {
