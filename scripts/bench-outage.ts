@@ -375,6 +375,12 @@ async function measureKind(kind: Kind, originPort: number, image: TestImage, fla
     say(`  ${kind} black hole: cached tag ${cachedPulls.map(describe).join('; ')}`);
     say(`  ${kind} black hole: uncached image ${describe(uncachedKnown)}`);
     const upstreamsAfterBlackhole = kind === 'cove' ? await coveUpstreams(base) : null;
+    if (Array.isArray(upstreamsAfterBlackhole)) {
+      for (const u of upstreamsAfterBlackhole as Array<Record<string, unknown>>) {
+        const fields = ['state', 'lastErrorClass', 'staleWhileDown', 'since'].filter((f) => f in u).map((f) => `${f} ${JSON.stringify(u[f])}`);
+        say(`  cove status page, upstream ${String(u.name)}: ${fields.join(', ')}`);
+      }
+    }
 
     await relay.setMode('refuse');
     const refusedCached = await pull(base, agent, 'proj/app', '1', image.manifestDigest);
