@@ -105,6 +105,37 @@ export function createMetrics(src: MetricsSources): Metrics {
       },
     });
   upstreamGauge('cove_upstream_breaker_open', 'Circuit breaker of each upstream: 1 open (marked down), 0 closed.', (b) => (b.state === 'open' ? 1 : 0));
+  upstreamGauge('cove_upstream_reachable', 'Whether each upstream is reachable: 1 yes, 0 marked down (its breaker is open).', (b) => (b.state === 'open' ? 0 : 1));
+  upstreamGauge('cove_upstream_stale_while_down', 'Stale answers given while each upstream was marked down: this outage so far, else the last one.', (b) => b.staleWhileDown);
+  /** A gauge per upstream that is set only when the breaker has a value for it. */
+  const upstreamTime = (name: string, help: string, read: (b: BreakerSnapshot) => number | null) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, breaker] of Object.entries(src.upstreams())) {
+          const at = read(breaker);
+          if (at !== null) this.set({ upstream }, at / 1000);
+        }
+      },
+    });
+  upstreamTime('cove_upstream_state_since_seconds', 'Unix time since when each upstream has been marked down, or reachable again; absent while it was never marked down.', (b) => b.since);
+  upstreamTime('cove_upstream_last_error_timestamp_seconds', 'Unix time of the last failure of each upstream (unreachable, or an answer Cove could not use).', (b) => b.lastErrorAt);
+  new Gauge({
+    name: 'cove_upstream_last_error',
+    help: 'The class of the last failure of each upstream (timeout, refused, reset, dns, tls, http-5xx, rate-limited, auth, other): 1 for that class.',
+    labelNames: ['upstream', 'class'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [upstream, breaker] of Object.entries(src.upstreams())) {
+        if (breaker.lastErrorClass !== null) this.set({ upstream, class: breaker.lastErrorClass }, 1);
+      }
+    },
+  });
   upstreamGauge('cove_upstream_consecutive_failures', 'Consecutive failures to reach each upstream.', (b) => b.consecutiveFailures);
   new Counter({
     name: 'cove_upstream_breaker_opened_total',

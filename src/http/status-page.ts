@@ -52,9 +52,10 @@ set('origin',human(b.fromOrigin));set('origin-bytes',exact(b.fromOrigin));set('f
 var tiers=Object.keys(Object.assign({},b.served,b.fetched)).sort();
 table('tiers',[['tier'],['served','n'],['fetched','n']],tiers.map(function(k){return [k,{t:human(b.served[k]||0),title:exact(b.served[k]||0)},{t:human(b.fetched[k]||0),title:exact(b.fetched[k]||0)}]}),'nothing served yet');
 chart(d.series);
-table('upstreams',[['upstream'],['kind'],['state'],['failures','n'],['opened','n'],['last error']],d.upstreams.map(function(u){return [u.name,u.kind,{t:u.state+(u.state==='open'&&u.probeAt?' (probe '+new Date(u.probeAt).toLocaleTimeString()+')':''),c:u.state},u.consecutiveFailures,u.opened,{t:u.lastError||'–',title:u.lastError||''}]}),'no upstreams');
+table('upstreams',[['upstream'],['kind'],['state'],['since'],['stale while down','n'],['opened','n'],['last error']],d.upstreams.map(function(u){return [u.name,u.kind,{t:(u.state==='open'?'unreachable':'reachable')+(u.state==='open'&&u.probeAt?' (probe '+new Date(u.probeAt).toLocaleTimeString()+')':''),c:u.state},u.since?{t:ago(u.since),title:new Date(u.since).toLocaleString()}:'start',u.staleWhileDown,u.opened,{t:u.lastErrorClass?u.lastErrorClass+' · '+ago(u.lastErrorAt):'–',title:u.lastError||''}]}),'no upstreams');
 var os=d.upstreams.filter(function(u){return u.kind==='origin'});var down=os.filter(function(u){return u.state==='open'});
-var st=$('origin-state');st.textContent=down.length?'down ('+down.map(function(u){return u.name}).join(', ')+')':'up';st.className='big '+(down.length?'open':'closed');
+var st=$('origin-state');st.textContent=down.length?'unreachable ('+down.map(function(u){return u.name}).join(', ')+')':'reachable';st.className='big '+(down.length?'open':'closed');
+set('origin-since',down.length?'since '+new Date(Math.min.apply(null,down.map(function(u){return u.since||d.now}))).toLocaleTimeString()+' · '+down.reduce(function(n,u){return n+u.staleWhileDown},0)+' stale answers meanwhile · last error: '+down.map(function(u){return u.lastErrorClass||'?'}).join(', '):'');
 if(d.peers===null)table('peers',[['peer']],[],'no peers configured');
 else table('peers',[['id'],['address'],['state'],['last seen'],['hits','n'],['fetched','n'],['served','n']],d.peers.map(function(p){return [p.id||'?',p.address||'–',{t:p.state,c:p.state},p.lastSeenAgoS==null?'–':p.lastSeenAgoS+' s ago',p.hits,human(p.bytes),p.served]}),'no peers known yet');
 var c=d.cache;set('cache',human(c.bytes)+(c.limit?' of '+human(c.limit):' (no cap)')+' · '+d.images.count+' images · '+c.activeFills+' fills running · '+c.evictions+' evictions');
@@ -71,7 +72,7 @@ const BODY = `<header><h1>Cove</h1><span id="node">…</span><span id="updated">
 <section><h2>Hit ratio</h2><div class="big" id="hit-ratio">–</div><div class="sub"><span id="hits">0</span> hits · <span id="misses">0</span> misses (hits: hit, revalidated, stale)</div></section>
 <section><h2>Bytes saved</h2><div class="big" id="saved">–</div><div class="sub">served from cache: <span id="saved-bytes">–</span> · <span id="saved-ratio"></span></div></section>
 <section><h2>Fetched from origin</h2><div class="big" id="origin">–</div><div class="sub"><span id="origin-bytes">–</span> · <span id="fetched-total"></span></div></section>
-<section><h2>Origin</h2><div class="big" id="origin-state">–</div><div class="sub" id="cache"></div></section>
+<section><h2>Origin</h2><div class="big" id="origin-state">–</div><div class="sub" id="origin-since"></div><div class="sub" id="cache"></div></section>
 <section class="wide"><h2>Bytes by tier, per minute (last 60 min)</h2><svg id="chart" role="img" aria-label="bytes by tier per minute"></svg><div class="legend" id="legend"></div></section>
 <section class="half"><h2>Tiers</h2><table id="tiers"></table></section>
 <section class="half"><h2>Upstreams</h2><table id="upstreams"></table></section>

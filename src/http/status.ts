@@ -147,6 +147,10 @@ export class Status {
         opened: b.opened,
         probeAt: b.probeAt,
         retryAfterUntil: b.retryAfterUntil,
+        since: b.since,
+        staleWhileDown: b.staleWhileDown,
+        lastErrorClass: b.lastErrorClass,
+        lastErrorAt: b.lastErrorAt,
         lastError: b.lastError === null ? null : redact(b.lastError),
       })),
       peers:

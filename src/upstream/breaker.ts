@@ -12,6 +12,12 @@ export const BREAKER_THRESHOLD = 3;
 export const BREAKER_BASE_MS = 1000;
 /** Longest back-off between probes. */
 export const BREAKER_MAX_MS = 60_000;
+/**
+ * Shortest gap between probes asked for by requests: while the upstream is marked down, a request
+ * that finds it so starts a probe (in the background) unless one ran this recently, so under
+ * traffic a returning origin is noticed within about this long, whatever the back-off has grown to.
+ */
+export const DEMAND_PROBE_INTERVAL_MS = 1000;
 /** Longest Retry-After honoured; a larger one is taken as this. */
 export const RETRY_AFTER_MAX_MS = 10 * 60_000;
 
@@ -49,6 +55,8 @@ export interface BreakerOptions {
   /** Jitter source in [0, 1). */
   random?: () => number;
   now?: () => number;
+  /** Shortest gap between probes that requests start (DEMAND_PROBE_INTERVAL_MS). */
+  demandIntervalMs?: number;
   /** Told when failures open the breaker (the client releases requests waiting on the upstream). */
   onOpen?: () => void;
   /** Stale answers given so far (a running count); the breaker reports those given while it was open. */
@@ -96,6 +104,9 @@ export class Breaker {
   #stopped = false;
   #retryAfterUntil = 0;
   #since: number | null = null;
+  #probing = false;
+  #lastProbeAt = 0;
+  readonly #demandIntervalMs: number;
   #lastErrorClass: ErrorClass | null = null;
   #lastErrorAt: number | null = null;
   readonly #onOpen: () => void;
@@ -115,6 +126,7 @@ export class Breaker {
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
     this.#onOpen = options.onOpen ?? (() => undefined);
+    this.#demandIntervalMs = options.demandIntervalMs ?? DEMAND_PROBE_INTERVAL_MS;
     this.#staleCount = options.staleCount ?? (() => 0);
   }
 
@@ -132,6 +144,7 @@ export class Breaker {
       });
     }
     if (!this.#open) return;
+    this.#probeOnDemand();
     const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
     // A client may come back once the next probe has had its chance.
     const retryAfter = String(Math.max(1, Math.ceil(((this.#probeAt ?? this.#now()) - this.#now()) / 1000) + 1));
@@ -233,9 +246,18 @@ export class Breaker {
     this.#timer.unref();
   }
 
+  /** A request found the upstream marked down: probe now, in the background, unless one ran lately. */
+  #probeOnDemand(): void {
+    if (this.#probing || this.#stopped || this.#now() - this.#lastProbeAt < this.#demandIntervalMs) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    void this.#runProbe();
+  }
+
   async #runProbe(): Promise<void> {
     this.#timer = null;
-    if (!this.#open || this.#stopped) return;
+    if (!this.#open || this.#stopped || this.#probing) return;
+    this.#probing = true;
+    this.#lastProbeAt = this.#now();
     try {
       await this.#probe();
       this.#failures = 0;
@@ -247,6 +269,8 @@ export class Breaker {
       this.#lastPublicError = publicError(this.#name, err);
       this.#log.debug({ upstream: this.#name, err: this.#lastError }, 'upstream probe failed');
       this.#schedule();
+    } finally {
+      this.#probing = false;
     }
   }
 

@@ -110,6 +110,10 @@ t.test('/metrics agrees with /healthz after a cold and a warm pull, and shows th
   t.equal(m.samples.get('cove_peers_live'), 0, 'no peers configured');
   t.equal(m.samples.get('cove_upstream_breaker_open{upstream="origin"}'), 0, 'origin breaker closed');
   t.equal(m.samples.get('cove_upstream_consecutive_failures{upstream="origin"}'), 0);
+  t.equal(m.samples.get('cove_upstream_reachable{upstream="origin"}'), 1, 'origin reachable');
+  t.equal(m.samples.get('cove_upstream_stale_while_down{upstream="origin"}'), 0);
+  t.notOk(m.samples.has('cove_upstream_state_since_seconds{upstream="origin"}'), 'no state change since start: no since');
+  t.notOk([...m.samples.keys()].some((k) => k.startsWith('cove_upstream_last_error{')), 'no error class before any error');
   t.ok((m.samples.get('process_resident_memory_bytes') ?? 0) > 0, 'process metrics on the per-Cove registry');
   t.ok((m.samples.get('nodejs_heap_size_used_bytes') ?? 0) > 0);
 
@@ -136,6 +140,11 @@ t.test('/metrics agrees with /healthz after a cold and a warm pull, and shows th
   const down = await scrape(t, cove.url);
   t.ok((down.samples.get('cove_upstream_consecutive_failures{upstream="origin"}') ?? 0) >= 3, 'consecutive failures counted');
   t.equal(down.samples.get('cove_upstream_breaker_opened_total{upstream="origin"}'), 1, 'opened once');
+  t.equal(down.samples.get('cove_upstream_reachable{upstream="origin"}'), 0, 'unreachable');
+  t.equal(down.samples.get('cove_upstream_last_error{upstream="origin",class="refused"}'), 1, 'the last error class: refused');
+  const since = down.samples.get('cove_upstream_state_since_seconds{upstream="origin"}') ?? 0;
+  t.ok(since > Date.now() / 1000 - 60 && since <= Date.now() / 1000, `marked down since ${since}`);
+  t.ok((down.samples.get('cove_upstream_last_error_timestamp_seconds{upstream="origin"}') ?? 0) >= since - 5, 'when the last error was');
   t.equal((await health(cove.url)).requests.hit, 4, 'hits unchanged');
 
   const stillReady = await fetchAll(`${cove.url}/readyz`);
@@ -143,6 +152,8 @@ t.test('/metrics agrees with /healthz after a cold and a warm pull, and shows th
   t.equal(JSON.parse(stillReady.body.toString()).upstreams.origin.state, 'open', '/readyz reports the breaker');
   const warmAgain = await pullImage(cove.url, 'proj/app', '1', image);
   t.equal(warmAgain.blobs.filter((b) => b.cache === 'cove; hit').length, 3, 'cached blobs are still served');
+  const after = await scrape(t, cove.url);
+  t.equal(after.samples.get('cove_upstream_stale_while_down{upstream="origin"}'), after.samples.get('cove_stale_served_total'), 'stale answers while down counted for the origin');
 });
 
 t.test('two Coves in one process have their own metrics', async (t) => {

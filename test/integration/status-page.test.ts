@@ -140,8 +140,9 @@ t.test('the status page renders what /metrics reports, in headless Chromium', as
   t.equal(number(await shown('saved-bytes')), local, `bytes saved shown equal cove_served_bytes_total{tier="local"} (${local})`);
   t.equal(number(await shown('origin-bytes')), fromOrigin, `origin bytes shown equal cove_fetched_bytes_total{tier="origin"} (${fromOrigin})`);
   t.ok(local > 0 && (await shown('saved')).length > 0, 'a human-readable bytes saved');
-  t.equal(await shown('origin-state'), 'up', 'origin state: up (breaker closed)');
-  t.match(await shown('upstreams'), /origin.*closed/, 'the upstreams table shows the origin breaker closed');
+  t.equal(await shown('origin-state'), 'reachable', 'origin state: reachable (breaker closed)');
+  t.match(await shown('upstreams'), /origin.*reachable/, 'the upstreams table shows the origin reachable');
+  t.equal(await shown('origin-since'), '', 'no outage line while it is reachable');
   t.match(await shown('largest'), /proj\/app:1/, 'the largest images table has the pulled image');
   const pulled = await page.locator('#most-pulled tr', { hasText: 'proj/app' }).locator('td').allTextContents();
   t.equal(pulled[0], 'proj/app', 'the most pulled table has the pulled repository');
@@ -171,16 +172,17 @@ t.test('the status page renders what /metrics reports, in headless Chromium', as
   // /_cove/ serves the same page; the origin going down shows on the next poll.
   await page.goto(`${cove.url}/_cove/`);
   await page.waitForFunction(() => Number(document.body.dataset.rendered ?? 0) >= 1, undefined, { timeout: 15_000 });
-  t.equal(await shown('origin-state'), 'up', '/_cove/ renders too');
+  t.equal(await shown('origin-state'), 'reachable', '/_cove/ renders too');
   await origin.stop();
   for (let i = 0; i < 10; i++) {
     await fetchAll(`${cove.url}/v2/proj/app/manifests/2`, { headers: { accept: ACCEPT_ALL } });
     const m = (await fetchAll(`${cove.url}/metrics`)).body.toString();
     if (m.includes('cove_upstream_breaker_open{upstream="origin"} 1')) break;
   }
-  await page.waitForFunction(() => document.getElementById('origin-state')?.textContent?.startsWith('down'), undefined, { timeout: 15_000 });
-  t.equal(await shown('origin-state'), 'down (origin)', 'origin state follows the breaker within a poll');
-  t.match(await shown('upstreams'), /origin.*open/, 'the upstreams table shows it open');
+  await page.waitForFunction(() => document.getElementById('origin-state')?.textContent?.startsWith('unreachable'), undefined, { timeout: 15_000 });
+  t.equal(await shown('origin-state'), 'unreachable (origin)', 'origin state follows the breaker within a poll');
+  t.match(await shown('origin-since'), /^since \S+.* · \d+ stale answers meanwhile · last error: refused$/, 'since when, the stale answers meanwhile and the last error class');
+  t.match(await shown('upstreams'), /origin.*unreachable.*ago.*refused/, 'the upstreams table shows it unreachable, since when, and the error class');
 
   t.same(foreign, [], 'the page requested nothing but this Cove');
   t.same(problems, [], 'no script errors and no CSP violations');

@@ -78,3 +78,61 @@ t.test('trip: one silence past a deadline opens it at once; a probe that gets an
   t.ok(probes >= 1);
   t.equal(breaker.snapshot().state, 'closed', 'the probe got an answer');
 });
+
+t.test('says since when, how many stale answers were given while down, and logs once per change', async (t) => {
+  let now = 1_000_000;
+  let stale = 7;
+  const lines: Array<{ level: number; msg: string }> = [];
+  const recording = pino({ level: 'debug' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  let opened = 0;
+  const breaker = new Breaker('origin', recording, async () => undefined, { threshold: 3, baseMs: 60_000, now: () => now, staleCount: () => stale, onOpen: () => opened++ });
+  t.teardown(() => breaker.stop());
+  t.equal(breaker.snapshot().since, null, 'never down: no since');
+  t.equal(breaker.snapshot().lastErrorClass, null);
+
+  const refused = new UpstreamUnavailableError('origin', 'connect ECONNREFUSED', { cause: Object.assign(new Error('x'), { code: 'ECONNREFUSED' }) });
+  for (let i = 0; i < 5; i++) breaker.failure(refused);
+  t.equal(breaker.snapshot().state, 'open');
+  t.equal(breaker.snapshot().since, now, 'down since the third failure');
+  t.equal(breaker.snapshot().lastErrorClass, 'refused');
+  t.equal(opened, 1, 'waiters released once');
+  stale += 4;
+  now += 30_000;
+  t.equal(breaker.snapshot().staleWhileDown, 4, 'stale answers since it was marked down');
+  breaker.success();
+  t.equal(breaker.snapshot().state, 'closed');
+  t.equal(breaker.snapshot().since, now, 'reachable again since now');
+  stale += 10;
+  t.equal(breaker.snapshot().staleWhileDown, 4, 'after the outage: the last outage\'s count');
+  const changes = lines.filter((l) => l.level >= 30).map((l) => l.msg);
+  t.same(changes, ['upstream marked down: answering from cache without waiting', 'upstream reachable again'], 'one line per state change, not per failure');
+
+  breaker.trip('silent');
+  t.equal(opened, 1, 'a trip leaves waiting requests to the silence check');
+  t.equal(breaker.snapshot().lastErrorClass, 'timeout');
+});
+
+t.test('a request that finds the upstream marked down starts a probe unless one ran within the demand interval', async (t) => {
+  let probes = 0;
+  let up = false;
+  let now = 5_000_000;
+  const breaker = new Breaker('origin', log, async () => {
+    probes++;
+    if (!up) throw new Error('still down');
+  }, { threshold: 1, baseMs: 600_000, maxMs: 600_000, demandIntervalMs: 1000, now: () => now });
+  t.teardown(() => breaker.stop());
+  breaker.failure(down);
+  t.throws(() => breaker.check(), UpstreamUnavailableError);
+  await new Promise((r) => setImmediate(r));
+  t.equal(probes, 1, 'the first request probes at once, though the back-off is ten minutes');
+  for (let i = 0; i < 5; i++) t.throws(() => breaker.check());
+  await new Promise((r) => setImmediate(r));
+  t.equal(probes, 1, 'no more than one probe per interval');
+  now += 1000;
+  up = true;
+  t.throws(() => breaker.check(), UpstreamUnavailableError, 'this request still fails fast: the probe runs in the background');
+  await new Promise((r) => setImmediate(r));
+  t.equal(probes, 2);
+  t.equal(breaker.snapshot().state, 'closed', 'the probe found the origin back');
+  t.doesNotThrow(() => breaker.check());
+});
