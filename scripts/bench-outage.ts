@@ -89,7 +89,7 @@ export interface FlapSummary {
   durationMs: number;
   switches: number;
   cached: { pulls: number; failed: number; stale: number; p50Ms: number | null; p99Ms: number | null; maxMs: number | null };
-  uncached: { pulls: number; ok: number; okSlowerThan1500Ms: number; failedWithin1500Ms: number; failedSlower: number; capped: number; failures: Record<string, number>; p50Ms: number | null; maxMs: number | null };
+  uncached: { pulls: number; ok: number; okSlowerThan1500Ms: number; failedWithin1500Ms: number; failedSlower: number; capped: number; failedWithLinkUpThroughout: number; failures: Record<string, number>; p50Ms: number | null; maxMs: number | null };
 }
 
 export interface OutageKindResult {
@@ -294,11 +294,17 @@ async function flap(base: string, agent: Agent, relay: SwitchableRelay, image: T
   const timers = schedule.map(([at, mode]) => setTimeout(() => void relay.setMode(mode), at));
   const cached: PullRecord[] = [];
   const uncached: PullRecord[] = [];
+  /** Uncached pulls that failed although the link was up from their start to their end. */
+  let failedWithLinkUp = 0;
   let tags = 0;
   try {
     for (let i = 0; i < FLAP_MAX_PULLS && performance.now() - t0 < FLAP_MS; i++) {
-      if (rnd() < FLAP_UNCACHED_SHARE && tags < flapTags.length) uncached.push(await pull(base, agent, 'proj/app', flapTags[tags++]!, image.manifestDigest));
-      else cached.push(await pull(base, agent, 'proj/app', '1', image.manifestDigest));
+      if (rnd() < FLAP_UNCACHED_SHARE && tags < flapTags.length) {
+        const [mode, switches] = [relay.mode, relay.switches];
+        const p = await pull(base, agent, 'proj/app', flapTags[tags++]!, image.manifestDigest);
+        if (!p.ok && mode === 'up' && relay.switches === switches) failedWithLinkUp++;
+        uncached.push(p);
+      } else cached.push(await pull(base, agent, 'proj/app', '1', image.manifestDigest));
       await sleep(between(rnd, FLAP_PAUSE_MS));
     }
   } finally {
@@ -331,6 +337,7 @@ async function flap(base: string, agent: Agent, relay: SwitchableRelay, image: T
       failedWithin1500Ms: failedUncached.filter((p) => !p.capped && p.ms <= OUTAGE_TARGETS.uncachedFailMs).length,
       failedSlower: failedUncached.filter((p) => !p.capped && p.ms > OUTAGE_TARGETS.uncachedFailMs).length,
       capped: failedUncached.filter((p) => p.capped).length,
+      failedWithLinkUpThroughout: failedWithLinkUp,
       failures,
       p50Ms: quantile(uncached.map((p) => p.ms), 0.5),
       maxMs: quantile(uncached.map((p) => p.ms), 1),
@@ -340,7 +347,7 @@ async function flap(base: string, agent: Agent, relay: SwitchableRelay, image: T
   say(
     `  ${kind} flapping ${(durationMs / 1000).toFixed(0)} s, ${s.switches} switches: cached ${s.cached.pulls} pulls, ${s.cached.failed} failed, ` +
       `p50 ${f(s.cached.p50Ms)} / p99 ${f(s.cached.p99Ms)} / max ${f(s.cached.maxMs)} ms; uncached ${s.uncached.pulls}: ${s.uncached.ok} ok (${s.uncached.okSlowerThan1500Ms} after > 1.5 s), ` +
-      `${s.uncached.failedWithin1500Ms} failed ≤ 1.5 s, ${s.uncached.failedSlower} failed slower, ${s.uncached.capped} capped`,
+      `${s.uncached.failedWithin1500Ms} failed ≤ 1.5 s, ${s.uncached.failedSlower} failed slower, ${s.uncached.capped} capped; ${s.uncached.failedWithLinkUpThroughout} failed with the link up all along`,
   );
   return s;
 }
@@ -540,6 +547,7 @@ function printTable(r: OutageResult, say: (line?: string) => void): void {
   const uf = (k: OutageKindResult) => `${k.flap.uncached.ok}/${k.flap.uncached.failedWithin1500Ms}/${k.flap.uncached.failedSlower}/${k.flap.uncached.capped}`;
   row(['  uncached: ok/fail≤1.5s/slower/capped', uf(b), uf(cv), '', '', '']);
   row(['  uncached pull max', ms(b.flap.uncached.maxMs), ms(cv.flap.uncached.maxMs), '', '', '']);
+  row(['  uncached failed, link up all along', String(b.flap.uncached.failedWithLinkUpThroughout), String(cv.flap.uncached.failedWithLinkUpThroughout), '', '', '']);
   say(`  Cove's error for the uncached image: ${uc.status} ${uc.error}${uc.retryAfter ? ` (Retry-After: ${uc.retryAfter})` : ''}`);
   say(`  baseline's: ${ub.capped ? `no answer in ${CAP_MS / 1000} s` : `${ub.status} ${ub.error}`}`);
 }
