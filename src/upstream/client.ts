@@ -382,6 +382,10 @@ function releasable(pending: Promise<Raw>, release: AbortSignal): Promise<Raw> {
       reject(release.reason);
       pending.then(discard, () => undefined);
     };
+    if (release.aborted) {
+      onRelease();
+      return;
+    }
     release.addEventListener('abort', onRelease, { once: true });
     pending.then(
       (res) => {
