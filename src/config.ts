@@ -73,6 +73,13 @@ export interface Config {
   staleWhileRevalidate: boolean;
   /** How long a pull waits for a cached tag's revalidation before the cached answer goes out stale (0: no deadline). */
   revalidateDeadlineMs: number;
+  /** Tier asks of cached tags' revalidations running at once on this node (the rest wait their turn). */
+  revalidateConcurrency: number;
+  /**
+   * After an upstream comes back from an outage, revalidations are spread at random over this
+   * long from its recovery (0: not spread); never longer than the tag TTL, in use.
+   */
+  recoverySpreadMs: number;
   /** This node among its siblings: its id (null: the one kept in the data directory) and site. */
   node: { id: string | null; site: string };
   peers: PeersConfig;
@@ -179,6 +186,8 @@ export const DEFAULTS = Object.freeze({
   upstreamBodyTimeout: '30s',
   tagTtl: '5m',
   revalidateDeadline: '1s',
+  revalidateConcurrency: 8,
+  recoverySpread: '10s',
   shutdownGrace: '10s',
   logLevel: 'info',
   site: 'default',
@@ -245,6 +254,8 @@ const SETTINGS = {
   onUpstreamNotFound: { env: 'COVE_ON_UPSTREAM_NOT_FOUND' },
   staleWhileRevalidate: { env: 'COVE_STALE_WHILE_REVALIDATE' },
   revalidateDeadline: { env: 'COVE_REVALIDATE_DEADLINE' },
+  revalidateConcurrency: { env: 'COVE_REVALIDATE_CONCURRENCY' },
+  recoverySpread: { env: 'COVE_RECOVERY_SPREAD' },
   nodeId: { env: 'COVE_NODE_ID' },
   site: { env: 'COVE_SITE' },
   peers: { env: 'COVE_PEERS' },
@@ -335,6 +346,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
     onUpstreamNotFound: parseNotFoundPolicy(src.get('onUpstreamNotFound')),
     staleWhileRevalidate: parseBool(src.get('staleWhileRevalidate'), false),
     revalidateDeadlineMs: durationOf(src, 'revalidateDeadline', DEFAULTS.revalidateDeadline, 0),
+    revalidateConcurrency: wholeOf(src, 'revalidateConcurrency', DEFAULTS.revalidateConcurrency, 1, 10_000),
+    recoverySpreadMs: durationOf(src, 'recoverySpread', DEFAULTS.recoverySpread, 0),
     node: { id: parseNodeId(src.get('nodeId')), site: parseSite(src.get('site')) },
     peers: {
       urls: parseUrlList(src.get('peers'), 'http://10.0.0.2:5000,http://10.0.0.3:5000'),

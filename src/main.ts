@@ -21,6 +21,7 @@ import { createLogger, type Logger } from './log.js';
 import { Counters } from './metrics.js';
 import { BlobResolver } from './resolve/blobs.js';
 import { ManifestResolver } from './resolve/manifests.js';
+import { RevalidationPace } from './resolve/revalidation-pace.js';
 import { Resolver } from './resolve/resolver.js';
 import { startMdns, type Mdns } from './discovery/mdns.js';
 import { loadNodeId } from './node.js';
@@ -153,6 +154,12 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     onUpstreamNotFound: config.onUpstreamNotFound,
     staleWhileRevalidate: config.staleWhileRevalidate,
     revalidateDeadlineMs: config.revalidateDeadlineMs,
+    // A spread past the TTL would still be spreading when the tags expire again.
+    // Spread only where a pull never waits for it: with no deadline, a client would wait its share.
+    revalidationPace: new RevalidationPace({
+      concurrency: config.revalidateConcurrency,
+      spreadMs: config.revalidateDeadlineMs > 0 ? Math.min(config.recoverySpreadMs, config.tagTtlMs) : 0,
+    }),
     peerTags: peers ? (target, tag, accept) => peers.tier.tagFromPeers(target, tag, accept) : undefined,
     onStored: (n) => evictor.added(n),
     // Which repository holds what matters only when clients are told apart (client-auth/repo-scope).

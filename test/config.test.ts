@@ -680,3 +680,18 @@ t.test('the revalidation deadline', async (t) => {
   t.equal(loadConfig({ env: { ...base, COVE_REVALIDATE_DEADLINE: '0' }, flags: {} }).revalidateDeadlineMs, 0, '0: no deadline, wait for the upstream');
   t.throws(() => loadConfig({ env: { ...base, COVE_REVALIDATE_DEADLINE: 'soon' }, flags: {} }), /^COVE_REVALIDATE_DEADLINE: "soon" is not a duration/);
 });
+
+t.test('the pace of revalidations: concurrency and the spread after a recovery', async (t) => {
+  const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
+  const defaults = loadConfig({ env: base, flags: {} });
+  t.equal(defaults.revalidateConcurrency, 8, 'eight revalidations ask at once by default');
+  t.equal(defaults.recoverySpreadMs, 10_000, 'spread over 10 s after a recovery by default');
+  const set = loadConfig({ env: { ...base, COVE_REVALIDATE_CONCURRENCY: '2', COVE_RECOVERY_SPREAD: '30s' }, flags: {} });
+  t.equal(set.revalidateConcurrency, 2);
+  t.equal(set.recoverySpreadMs, 30_000);
+  t.equal(loadConfig({ env: { ...base, COVE_RECOVERY_SPREAD: '0' }, flags: {} }).recoverySpreadMs, 0, '0: no spread');
+  t.throws(() => loadConfig({ env: { ...base, COVE_REVALIDATE_CONCURRENCY: '0' }, flags: {} }), /^COVE_REVALIDATE_CONCURRENCY: "0" must be a whole number from 1 to 10000/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_REVALIDATE_CONCURRENCY: 'many' }, flags: {} }), /^COVE_REVALIDATE_CONCURRENCY: "many" must be a whole number/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_RECOVERY_SPREAD: 'later' }, flags: {} }), /^COVE_RECOVERY_SPREAD: "later" is not a duration/);
+  t.throws(() => loadConfig({ env: { ...base, COVE_RECOVERY_SPREAD: '-1s' }, flags: {} }), /^COVE_RECOVERY_SPREAD: /);
+});

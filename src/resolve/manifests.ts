@@ -25,6 +25,7 @@ import type { PeerTagAnswer } from '../tiers/peers.js';
 import type { FetchedManifest, Target, Tier } from '../tiers/tier.js';
 import { SingleFlight } from './flight.js';
 import type { Resolver } from './resolver.js';
+import type { RevalidationPace } from './revalidation-pace.js';
 
 /** What to do when the upstream 404s a cached tag: pass the 404 on, or keep serving the cached copy. */
 export const NOT_FOUND_POLICIES = ['not-found', 'serve-stale'] as const;
@@ -63,6 +64,11 @@ export interface ManifestResolverOptions {
    * tag if it succeeds, and the tier that kept silent is marked down at once.
    */
   revalidateDeadlineMs?: number;
+  /**
+   * Bounds the tier asks of revalidations running at once and spreads them after an upstream's
+   * recovery, so a site's nodes do not all revalidate every tag in the same instant.
+   */
+  revalidationPace?: RevalidationPace;
   /** A tag as LAN peers hold it: asked only when no tier above could be asked and nothing is cached. */
   peerTags?: (target: Target, tag: string, accept: readonly string[]) => Promise<PeerTagAnswer | null>;
   /** Told of every manifest newly written to the store (eviction keeps count). */
@@ -240,8 +246,9 @@ export class ManifestResolver {
 
   /**
    * The revalidation's answer if it comes within the deadline; else the cached answer, stale,
-   * and the tier being asked is marked down (its silence is taken as an outage). Once past the
-   * deadline, later pulls of the tag get the cached answer at once.
+   * and the tier being asked is marked down (its silence is taken as an outage) — not one that
+   * was not asked yet (the revalidation waits its turn). Once past the deadline, later pulls of
+   * the tag get the cached answer at once.
    */
   async #withinDeadline(key: TagKey, record: TagRecord, cached: ManifestAnswer, revalidation: Revalidation): Promise<ManifestAnswer> {
     const deadlineMs = this.#o.revalidateDeadlineMs ?? 0;
@@ -260,10 +267,35 @@ export class ManifestResolver {
     if (revalidation.late) return { ...cached, cache: 'stale' };
     revalidation.late = true;
     const asking = revalidation.asking;
-    asking?.tier.suspect?.(asking.target, `no answer within the revalidation deadline (${deadlineMs} ms)`, asking.since);
+    if (asking === null) {
+      // Still waiting its turn (paced after a recovery): no tier has kept silent, nothing is wrong.
+      this.#o.log.debug({ repo: key.repo, tag: key.tag, digest: record.digest, deadlineMs }, 'revalidation past its deadline while waiting its turn: serving cached tag stale, the revalidation goes on');
+      return { ...cached, cache: 'stale' };
+    }
+    this.#suspectIfSilent(revalidation, deadlineMs);
     // The tier's breaker logs the outage once; each tag that met it is a debug line.
-    this.#o.log.debug({ repo: key.repo, tag: key.tag, digest: record.digest, tier: asking?.tier.name, deadlineMs }, 'revalidation past its deadline: serving cached tag stale, the revalidation goes on');
+    this.#o.log.debug({ repo: key.repo, tag: key.tag, digest: record.digest, tier: asking.tier.name, deadlineMs }, 'revalidation past its deadline: serving cached tag stale, the revalidation goes on');
     return { ...cached, cache: 'stale' };
+  }
+
+  /**
+   * Marks the tier a revalidation asks down once it has kept silent for the whole deadline: now,
+   * or, when it was asked only lately (the ask waited its turn), when its deadline is up.
+   */
+  #suspectIfSilent(revalidation: Revalidation, deadlineMs: number): void {
+    const asking = revalidation.asking;
+    if (asking === null) return;
+    const reason = `no answer within the revalidation deadline (${deadlineMs} ms)`;
+    const left = asking.since + deadlineMs - Date.now();
+    if (left <= 0) {
+      asking.tier.suspect?.(asking.target, reason, asking.since);
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (revalidation.asking === asking) asking.tier.suspect?.(asking.target, reason, asking.since);
+    }, left);
+    timer.unref();
+    void revalidation.answer.catch(() => undefined).finally(() => clearTimeout(timer));
   }
 
   /**
@@ -273,11 +305,21 @@ export class ManifestResolver {
    */
   async #revalidate(target: Target, key: TagKey, record: TagRecord, cached: ManifestAnswer, now: number, entry: Revalidation): Promise<ManifestAnswer> {
     const accept = key.accept === undefined ? ALL_MANIFEST_ACCEPT : key.accept.split(',');
+    // When the upstream vouched for the tag: when it was asked, which pacing may put after `now`.
+    let askedAt = now;
+    const ask = (tier: Tier) => () => {
+      entry.asking = { tier, target, since: Date.now() };
+      askedAt = this.#now();
+      return tier.headManifest(target, key.tag, accept);
+    };
+    const pace = this.#o.revalidationPace;
     let head;
     try {
       head = await this.#o.resolver.first(target, (tier) => {
-        entry.asking = { tier, target, since: Date.now() };
-        return tier.headManifest(target, key.tag, accept);
+        if (!pace) return ask(tier)();
+        // Waiting for a turn is not the tier's silence: no tier is being asked until the pace lets it.
+        entry.asking = null;
+        return pace.run(tier.upSince?.(target) ?? 0, ask(tier));
       });
     } catch (err) {
       if (!isUpstreamFailure(err)) throw err;
@@ -296,7 +338,7 @@ export class ManifestResolver {
     if (head.value.digest === record.digest) {
       // A parent that answered from its own stale copy confirms nothing: ask again next time.
       if (stale) return { ...cached, cache: 'stale' };
-      await this.#o.catalog.touchTag(key, now);
+      await this.#o.catalog.touchTag(key, askedAt);
       return { ...cached, cache: 'revalidated' };
     }
     // The tag moved upstream: fetch the new manifest by digest and move the tag.
@@ -416,7 +458,10 @@ function manifestUnknown(target: Target, reference: string): OciError {
 /** A revalidation under way, shared by every pull of its tag record. */
 interface Revalidation {
   answer: Promise<ManifestAnswer>;
-  /** The tier being asked now, and since when: marked down if it keeps silent past the deadline. */
+  /**
+   * The tier being asked now, and since when: marked down if it keeps silent past the deadline;
+   * null while the revalidation waits its turn (RevalidationPace).
+   */
   asking: { tier: Tier; target: Target; since: number } | null;
   /** Past its deadline: later pulls get the cached answer at once. */
   late: boolean;

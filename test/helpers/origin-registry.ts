@@ -26,6 +26,10 @@ export interface RecordedRequest {
   authorization: string | null;
   /** True when served by the redirect (storage) host. */
   redirected: boolean;
+  /** When it arrived (ms since epoch), to measure how requests bunch in time. */
+  at: number;
+  /** The Host header: which name a client used for the origin (several Coves, one origin). */
+  host: string | null;
 }
 
 export type Fault =
@@ -319,6 +323,8 @@ export class OriginRegistry {
       ns: url.searchParams.get('ns'),
       authorization: header(req, 'authorization'),
       redirected,
+      at: Date.now(),
+      host: header(req, 'host'),
     };
     this.requests.push(rec);
     const writeHead = res.writeHead.bind(res);
