@@ -126,6 +126,7 @@ export class RegistryTier implements Tier {
       headers: { ...this.#headers(target), accept: accept.join(', ') },
       repo: target.repo,
       signal,
+      patient: true,
     });
     if (!this.#ok(client, res, [200], `manifest ${target.repo}:${reference}`)) return null;
     if (isSchema1MediaType(res.headers['content-type'] ?? '')) {
@@ -164,7 +165,7 @@ export class RegistryTier implements Tier {
 
   async headBlob(target: Target, digest: string, signal?: AbortSignal): Promise<{ size: number } | null> {
     const client = this.#client(target);
-    const res = await client.request({ method: 'HEAD', path: `/v2/${target.repo}/blobs/${digest}`, headers: this.#headers(target), repo: target.repo, signal, followRedirects: true });
+    const res = await client.request({ method: 'HEAD', path: `/v2/${target.repo}/blobs/${digest}`, headers: this.#headers(target), repo: target.repo, signal, followRedirects: true, patient: true });
     res.body.resume();
     if (!this.#ok(client, res, [200], `blob ${digest}`)) return null;
     const size = contentLength(res.headers);
@@ -177,7 +178,7 @@ export class RegistryTier implements Tier {
     const client = this.#client(target);
     const headers: Record<string, string> = this.#headers(target);
     if (offset > 0) headers.range = `bytes=${offset}-`;
-    const res = await client.request({ method: 'GET', path: `/v2/${target.repo}/blobs/${digest}`, headers, repo: target.repo, signal, followRedirects: true });
+    const res = await client.request({ method: 'GET', path: `/v2/${target.repo}/blobs/${digest}`, headers, repo: target.repo, signal, followRedirects: true, patient: true });
     if (!this.#ok(client, res, [200, 206], `blob ${digest}`)) return null;
 
     if (res.status === 206) {
@@ -206,7 +207,7 @@ export class RegistryTier implements Tier {
   async openBlobSpan(target: Target, digest: string, start: number, end: number, signal?: AbortSignal): Promise<BlobBody | null> {
     const client = this.#client(target);
     const headers = { ...this.#headers(target), range: `bytes=${start}-${end}` };
-    const res = await client.request({ method: 'GET', path: `/v2/${target.repo}/blobs/${digest}`, headers, repo: target.repo, signal, followRedirects: true });
+    const res = await client.request({ method: 'GET', path: `/v2/${target.repo}/blobs/${digest}`, headers, repo: target.repo, signal, followRedirects: true, patient: true });
     if (!this.#ok(client, res, [200, 206], `blob ${digest}`)) return null;
     if (res.status === 200) {
       // The Range was ignored: the span is not worth a whole second copy of the blob.

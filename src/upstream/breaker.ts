@@ -105,6 +105,8 @@ export class Breaker {
   #retryAfterUntil = 0;
   #since: number | null = null;
   #probing = false;
+  /** The probe a request started, while it runs (requests with nothing cached may wait for it). */
+  #probeRun: Promise<void> | null = null;
   #lastProbeAt = 0;
   readonly #demandIntervalMs: number;
   #lastErrorClass: ErrorClass | null = null;
@@ -145,12 +147,17 @@ export class Breaker {
     }
     if (!this.#open) return;
     this.#probeOnDemand();
+    throw this.downError();
+  }
+
+  /** The error a request gets while the upstream is marked down: why, and when the next probe is. */
+  downError(): UpstreamUnavailableError {
     const wait = this.#probeAt === null ? 0 : Math.max(0, Math.round((this.#probeAt - this.#now()) / 1000));
     // A client may come back once the next probe has had its chance.
     const retryAfter = String(Math.max(1, Math.ceil(((this.#probeAt ?? this.#now()) - this.#now()) / 1000) + 1));
     // Opened by failures, or at once by a silence past a deadline (trip).
     const why = this.#failures > 0 ? `after ${this.#failures} failed attempts` : `(${this.#lastPublicError ?? 'no answer'})`;
-    throw new UpstreamUnavailableError(
+    return new UpstreamUnavailableError(
       this.#name,
       `upstream ${this.#name} is marked down ${why} (last: ${this.#lastError ?? 'unknown'}); next probe in ${wait} s`,
       { publicMessage: `${publicUpstream(this.#name)} is marked down ${why}; next probe in ${wait} s`, retryAfter, markedDown: true },
@@ -242,15 +249,35 @@ export class Breaker {
     if (this.#stopped) return;
     const delay = this.backoffMs();
     this.#probeAt = this.#now() + delay;
-    this.#timer = setTimeout(() => void this.#runProbe(), delay);
+    this.#timer = setTimeout(() => this.#startProbe(), delay);
     this.#timer.unref();
+  }
+
+  /**
+   * While marked down: waits, at most `ms`, for a probe to find the upstream back — the probe under
+   * way, or a new one unless one ran within the demand interval (then the answer is known: down).
+   */
+  async settle(ms: number): Promise<void> {
+    if (!this.#open || ms <= 0) return;
+    this.#probeOnDemand();
+    const run = this.#probeRun;
+    if (run === null) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([run, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
   }
 
   /** A request found the upstream marked down: probe now, in the background, unless one ran lately. */
   #probeOnDemand(): void {
     if (this.#probing || this.#stopped || this.#now() - this.#lastProbeAt < this.#demandIntervalMs) return;
     if (this.#timer) clearTimeout(this.#timer);
-    void this.#runProbe();
+    this.#startProbe();
+  }
+
+  #startProbe(): void {
+    if (this.#probing) return;
+    this.#probeRun = this.#runProbe().finally(() => {
+      this.#probeRun = null;
+    });
   }
 
   async #runProbe(): Promise<void> {

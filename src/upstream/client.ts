@@ -24,6 +24,13 @@ export interface UpstreamRequest {
   signal?: AbortSignal;
   /** Follow 301/302/303/307/308 (blob downloads: Harbor on S3 answers 307). */
   followRedirects?: boolean;
+  /**
+   * Nothing cached stands behind this request (an uncached manifest, a blob): while the upstream
+   * is marked down it waits, at most the silence deadline, for a probe rather than failing at
+   * once, so the first pull after the link came back is not refused just because nobody asked
+   * meanwhile. Revalidations, which have the cached answer to give, never wait.
+   */
+  patient?: boolean;
 }
 
 /** The final response; `body` belongs to the caller, who must consume or destroy it. */
@@ -147,6 +154,7 @@ export class UpstreamClient {
     if (this.#offline) throw new UpstreamUnavailableError(this.name, `offline mode (COVE_OFFLINE=true): upstream ${this.name} is never contacted`, {
       publicMessage: `offline mode: ${publicUpstream(this.name)} is never contacted`,
     });
+    if (req.patient) await this.#breaker.settle(this.#silenceMs > 0 ? this.#silenceMs : PATIENT_WAIT_MS);
     this.#breaker.check();
     const url = new URL(this.#base + req.path);
     const headers: Record<string, string> = {};
@@ -338,13 +346,7 @@ export class UpstreamClient {
   /** The upstream was marked down: requests still waiting for its headers fail now, not at their timeout. */
   #releaseWaiting(): void {
     if (this.#waiting.size === 0) return;
-    let reason: unknown;
-    try {
-      this.#breaker.check();
-    } catch (err) {
-      reason = err;
-    }
-    reason ??= new UpstreamUnavailableError(this.name, `upstream ${this.name} is marked down`);
+    const reason = this.#breaker.downError();
     for (const watch of this.#waiting) watch.abort(reason);
     this.#waiting.clear();
   }
@@ -400,6 +402,9 @@ function releasable(pending: Promise<Raw>, release: AbortSignal): Promise<Raw> {
     );
   });
 }
+
+/** How long a patient request waits for a probe while the upstream is marked down, when no silence deadline is set. */
+const PATIENT_WAIT_MS = 1000;
 
 /** How long close() lets requests in flight finish before their connections are destroyed. */
 const CLOSE_GRACE_MS = 1000;

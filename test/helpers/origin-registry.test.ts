@@ -1,5 +1,6 @@
 // Self-test of the in-process origin registry and the image generator the integration tests stand
 // on: if these lie, every Cove test above them proves nothing.
+import { request } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
 import { OriginRegistry } from './origin-registry.js';
@@ -356,6 +357,39 @@ t.test('faults', async (t) => {
     t.ok(partial.body.equals(layer.bytes.subarray(100_000)));
     origin.setFault({ digest: layer.digest }, { type: 'truncate', afterBytes: 0 }, 1);
     await t.rejects(fetchAll(url), 'cut right after the headers');
+  });
+
+  t.test('reset: headers and some bytes, then a TCP RST', async (t) => {
+    origin.resetCounters();
+    origin.setFault({ digest: layer.digest }, { type: 'reset', afterBytes: 50_000 }, 1);
+    const err = await fetchAll(url).then(
+      () => null,
+      (e: Error) => e,
+    );
+    t.ok(err, 'the client sees a broken transfer');
+    t.match(String(err?.message), /ECONNRESET|aborted|closed before|cut off|broke/, `reset, not a clean end (${err?.message})`);
+    t.equal(origin.requests.at(-1)!.status, 200, 'the headers went out');
+    t.equal(origin.blobBytesServed, 50_000);
+    t.equal(sha256((await fetchAll(url)).body), layer.digest, 'good bytes afterwards');
+  });
+
+  t.test('slow below 20 bytes a second: a byte at a time', async (t) => {
+    origin.setFault({ kind: 'manifest' }, { type: 'slow', bytesPerSecond: 5 }, 1);
+    const seen = await new Promise<{ status: number; bytes: number }>((resolve) => {
+      const req = request(`${origin.url}/v2/proj/f/manifests/1`, { headers: { accept: ALL }, agent: false }, (res) => {
+        let bytes = 0;
+        res.on('data', (c: Buffer) => (bytes += c.length));
+        res.on('error', () => {});
+        setTimeout(() => {
+          req.destroy();
+          resolve({ status: res.statusCode ?? 0, bytes });
+        }, 1000);
+      });
+      req.on('error', () => {});
+      req.end();
+    });
+    t.equal(seen.status, 200, 'the headers came at once');
+    t.ok(seen.bytes >= 3 && seen.bytes <= 8, `about 5 body bytes in a second (${seen.bytes})`);
   });
 
   t.test('wrong-bytes: same length, other digest', async (t) => {

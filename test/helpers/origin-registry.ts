@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Image, Index } from './images.js';
+import { reset } from './link.js';
 
 const LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -38,6 +39,8 @@ export type Fault =
   | { type: 'truncate'; afterBytes: number }
   | { type: 'wrong-bytes' }
   | { type: 'stall'; afterBytes?: number }
+  /** Headers and `afterBytes` body bytes, then the connection is killed with a TCP RST. */
+  | { type: 'reset'; afterBytes: number }
   | { type: 'blackhole' }
   /** The answer comes, whole and right, after `ms` (a slow link's round trip, or an overloaded origin). */
   | { type: 'delay'; ms: number }
@@ -99,7 +102,7 @@ interface ActiveFault {
   remaining: number;
 }
 
-const BODY_FAULTS = new Set(['slow', 'truncate', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length', 'endless']);
+const BODY_FAULTS = new Set(['slow', 'truncate', 'reset', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length', 'endless']);
 
 function sha256(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -656,12 +659,13 @@ export class OriginRegistry {
       res.end(body);
       return;
     }
-    if (fault.type === 'truncate' || fault.type === 'stall') {
-      const cut = Math.min(fault.type === 'truncate' ? fault.afterBytes : fault.afterBytes ?? 0, body.length);
+    if (fault.type === 'truncate' || fault.type === 'stall' || fault.type === 'reset') {
+      const cut = Math.min(fault.type === 'stall' ? fault.afterBytes ?? 0 : fault.afterBytes, body.length);
       count(cut);
       res.flushHeaders(); // Node would hold back headers written with an empty first chunk
       res.write(body.subarray(0, cut), () => {
         if (fault.type === 'truncate') res.socket?.destroy();
+        if (fault.type === 'reset' && res.socket) reset(res.socket);
       });
       return; // stall: never another byte; stop() cuts the socket
     }
@@ -701,11 +705,13 @@ export class OriginRegistry {
   }
 
   /**
-   * Hands `body` to `send` a slice every 50 ms at `bytesPerSecond` (all at once when null),
-   * stopping early once `gone()`; the last slice is marked. Timers are cleared on stop.
+   * Hands `body` to `send` a slice every 50 ms at `bytesPerSecond` (all at once when null; below
+   * 20 bytes a second, a byte at a time, further apart), stopping early once `gone()`; the last
+   * slice is marked. Timers are cleared on stop.
    */
   #drip(body: Buffer, bytesPerSecond: number | null, gone: () => boolean, send: (chunk: Buffer, last: boolean) => void): void {
     const slice = bytesPerSecond ? Math.max(1, Math.floor(bytesPerSecond / 20)) : body.length;
+    const every = bytesPerSecond ? Math.max(50, Math.round((slice * 1000) / bytesPerSecond)) : 0;
     let offset = 0;
     const tick = () => {
       if (gone()) return;
@@ -717,7 +723,7 @@ export class OriginRegistry {
       const timer = setTimeout(() => {
         this.#timers.delete(timer);
         tick();
-      }, 50);
+      }, every);
       this.#timers.add(timer);
     };
     tick();

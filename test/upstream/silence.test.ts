@@ -139,3 +139,44 @@ t.test('errorClass names TLS and reset failures by their codes', async (t) => {
   t.equal(errorClass(new UpstreamUnavailableError('origin', 'x', { cause: coded('UND_ERR_HEADERS_TIMEOUT') })), 'timeout');
   t.equal(errorClass(new Error('what')), 'other');
 });
+
+t.test('after an idle spell, the first request with nothing cached waits for a probe instead of being refused; a revalidation does not wait', async (t) => {
+  let up = false;
+  const s = await startServer((req, res) => {
+    if (!up) {
+      req.socket.destroy();
+      return;
+    }
+    res.writeHead(200, { 'content-length': '2' }).end('ok');
+  });
+  t.teardown(() => s.close());
+  const client = testClient(t, s.url, { timeoutMs: 5000 }, { silenceMs: 800 });
+  for (let i = 0; i < 3; i++) await client.request({ method: 'GET', path: '/v2/x/manifests/1' }).catch(() => undefined);
+  t.equal(client.breaker.state, 'open', 'three resets marked it down');
+  up = true;
+  // Nobody asked while it came back; the back-off's first probe is not due yet (0.5–1 s).
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(client.breaker.state, 'open', 'still marked down: no probe ran');
+  const started = Date.now();
+  const impatient = await client.request({ method: 'HEAD', path: '/v2/x/manifests/1' }).catch((e: unknown) => e);
+  t.ok(impatient instanceof UpstreamUnavailableError, 'a revalidation fails at once (its cached answer goes out)');
+  t.ok(Date.now() - started < 100, `at once (${Date.now() - started} ms)`);
+  await new Promise((r) => setTimeout(r, 1100));
+  t.equal(client.breaker.state, 'closed', 'the probe it started found the origin back');
+
+  up = false;
+  for (let i = 0; i < 3; i++) await client.request({ method: 'GET', path: '/v2/x/manifests/1' }).catch(() => undefined);
+  t.equal(client.breaker.state, 'open');
+  up = true;
+  await new Promise((r) => setTimeout(r, 300));
+  const res = await client.request({ method: 'GET', path: '/v2/x/manifests/1', patient: true });
+  t.equal(res.status, 200, 'a request with nothing cached waited for the probe and went through');
+  t.equal((await readAll(res.body)).toString(), 'ok');
+
+  up = false;
+  for (let i = 0; i < 3; i++) await client.request({ method: 'GET', path: '/v2/x/manifests/1' }).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 300));
+  const before = Date.now();
+  await t.rejects(client.request({ method: 'GET', path: '/v2/x/manifests/2', patient: true }), UpstreamUnavailableError, 'still down: refused after the probe');
+  t.ok(Date.now() - before < 900, `within the silence deadline (${Date.now() - before} ms)`);
+});
