@@ -16,6 +16,13 @@
 // MB/s against skopeo reading the same archives into a dir: and writing an OCI archive. `--only
 // archive` (or BENCH_ONLY=archive) runs just that, needs no registry, and writes no results.json;
 // the full bench stores it under the key `archive`.
+//
+// The "outage" scenario (issue 14; scripts/bench-outage.ts): a small cached image while the link
+// to the origin is black-holed, refused and flapping, Cove against the registry's proxy mode, each
+// behind its own switchable relay, against the issue's targets. `--only outage` (or
+// BENCH_ONLY=outage) runs just that, with its own small image and origin, and writes no
+// results.json; the full bench stores it under the key `outage` (and the older 20 black-holed
+// pulls of the 200 MiB image under `blackholedPulls`).
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, release, platform, arch } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +46,7 @@ import {
   type TestImage,
 } from '../test/e2e/real.js';
 import { fetchedFrom, fetchedFromPeers, healthOf, startSite } from '../test/e2e/site-harness.js';
+import { outageScenario } from './bench-outage.js';
 
 const MiB = 1024 * 1024;
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
@@ -513,10 +521,10 @@ async function archiveScenario(image: TestImage, work: string): Promise<ArchiveR
   return result;
 }
 
-const ALONE = ['site', 'archive'] as const;
+const ALONE = ['site', 'archive', 'outage'] as const;
 type Alone = (typeof ALONE)[number];
 
-/** `--only site|archive` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
+/** `--only site|archive|outage` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
 function onlyScenario(): Alone | null {
   const argv = process.argv.slice(2);
   let only = process.env.BENCH_ONLY || null;
@@ -527,7 +535,7 @@ function onlyScenario(): Alone | null {
     else throw new Error(`unknown argument ${a} (usage: bench [--only ${ALONE.join('|')}])`);
   }
   if (only === null) return null;
-  if (!(ALONE as readonly string[]).includes(only)) throw new Error(`--only ${only}: the scenarios that run alone are ${ALONE.map((n) => `"${n}"`).join(' and ')}`);
+  if (!(ALONE as readonly string[]).includes(only)) throw new Error(`--only ${only}: the scenarios that run alone are ${ALONE.map((n) => `"${n}"`).join(', ')}`);
   return only as Alone;
 }
 
@@ -543,6 +551,12 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    if (only === 'outage') {
+      await outageScenario(say);
+      say();
+      say('--only outage: bench/results.json left as it was');
+      return 0;
+    }
     const work = tempDir(cleanup, 'cove-bench-');
     say(`building a ${LAYERS} x ${LAYER_BYTES / MiB} MiB image with umoci ...`);
     const image = await buildImage(join(work, 'layout'), 'bench', Array(LAYERS).fill(LAYER_BYTES), `bench-${Date.now()}`);
@@ -629,6 +643,9 @@ async function main(): Promise<number> {
     say();
     const archive = await archiveScenario(image, work);
 
+    say();
+    const outageResult = await outageScenario(say);
+
     const file = join(ROOT, 'bench', 'results.json');
     mkdirSync(join(ROOT, 'bench'), { recursive: true });
     const cpu = cpus();
@@ -654,9 +671,10 @@ async function main(): Promise<number> {
           raw: results,
           median: { baseline: mb, cove: mc },
           ratios,
-          outage: { pulls: OUTAGE_PULLS, pullLimitMs: OUTAGE_PULL_LIMIT_MS, baseline: outages.baseline, cove: outages.cove },
+          blackholedPulls: { pulls: OUTAGE_PULLS, pullLimitMs: OUTAGE_PULL_LIMIT_MS, baseline: outages.baseline, cove: outages.cove },
           site: { runs: 1, results: site },
           archive,
+          outage: outageResult,
           notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin (in the site scenario, one relay shared by the N mirrors); archive MB/s are 10^6 bytes of archive / wall seconds of the whole command, and the archive ratio is Cove MB/s / skopeo MB/s',
         },
         null,

@@ -840,6 +840,166 @@ export class CountingProxy {
   }
 }
 
+/** What a SwitchableRelay does with the link: pass bytes, swallow them, or refuse connections. */
+export type RelayMode = 'up' | 'blackhole' | 'refuse';
+
+/**
+ * A TCP relay on 127.0.0.1 to `target` whose link can be switched while connections are open, as
+ * a real outage behaves:
+ * - 'up': bytes flow both ways; connections held or frozen during a black hole carry on (what they
+ *   sent meanwhile is delivered, as TCP retransmits once the link is back).
+ * - 'blackhole': new connections are accepted and never answered (nothing reaches the target
+ *   until the link is up again); open ones freeze: no byte moves either way and no close crosses.
+ * - 'refuse': the port stops listening (a connect gets ECONNREFUSED) and open connections are cut.
+ */
+export class SwitchableRelay {
+  /** Connections accepted, switches made, and bytes the target sent through, since start. */
+  accepted = 0;
+  switches = 0;
+  bytesFromTarget = 0;
+  private current: RelayMode = 'up';
+  private server: Server;
+  private readonly pairs = new Set<RelayPair>();
+  private constructor(
+    readonly port: number,
+    private readonly targetPort: number,
+  ) {
+    this.server = this.listener();
+  }
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  get mode(): RelayMode {
+    return this.current;
+  }
+  static async start(targetPort: number): Promise<SwitchableRelay> {
+    const port = await freePort();
+    const relay = new SwitchableRelay(port, targetPort);
+    await relay.listen();
+    return relay;
+  }
+  async setMode(mode: RelayMode): Promise<void> {
+    if (mode === this.current) return;
+    const was = this.current;
+    this.current = mode;
+    this.switches++;
+    if (mode === 'refuse') {
+      for (const p of this.pairs) p.cut();
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      return;
+    }
+    if (was === 'refuse') {
+      this.server = this.listener();
+      await this.listen();
+    }
+    for (const p of this.pairs) {
+      if (mode === 'up') p.thaw();
+      else p.freeze();
+    }
+  }
+  async close(): Promise<void> {
+    for (const p of this.pairs) p.cut();
+    if (this.current !== 'refuse') await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.current = 'refuse';
+  }
+  private listener(): Server {
+    return createServer((client) => {
+      this.accepted++;
+      const pair = new RelayPair(client, this.targetPort, () => this.pairs.delete(pair), (n) => (this.bytesFromTarget += n));
+      this.pairs.add(pair);
+      if (this.current === 'up') pair.thaw();
+    });
+  }
+  private listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, '127.0.0.1', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+}
+
+/** One client connection of a SwitchableRelay and its connection to the target (made when first thawed). */
+class RelayPair {
+  private upstream: Socket | null = null;
+  private frozen = true;
+  /** Bytes and ends read while frozen, per direction, delivered at the next thaw. */
+  private readonly held = new Map<Socket, Array<Buffer | null>>();
+  private closedWhileFrozen = false;
+  private done = false;
+  constructor(
+    private readonly client: Socket,
+    private readonly targetPort: number,
+    private readonly onDone: () => void,
+    private readonly countFromTarget: (bytes: number) => void,
+  ) {
+    // No 'data' listener yet: what the client sends stays in its buffers until the first thaw.
+    client.on('error', () => this.cut());
+    client.on('close', () => this.cut());
+  }
+  /** The link is up: connect on first use, deliver what was held, let bytes flow. */
+  thaw(): void {
+    if (this.done) return;
+    this.frozen = false;
+    if (this.upstream === null) {
+      const upstream = connect(this.targetPort, '127.0.0.1');
+      this.upstream = upstream;
+      upstream.on('error', () => this.cut());
+      // The target closing is passed on once the link carries it (the client's close then ends the pair).
+      upstream.on('close', () => (this.frozen ? (this.closedWhileFrozen = true) : this.client.end()));
+      this.forward(this.client, upstream);
+      this.forward(upstream, this.client);
+    }
+    if (this.closedWhileFrozen) {
+      this.flush(this.upstream, this.client);
+      this.client.end();
+      return;
+    }
+    this.flush(this.client, this.upstream);
+    this.flush(this.upstream, this.client);
+    this.client.resume();
+    this.upstream.resume();
+  }
+  /** The link goes dark: nothing moves until the next thaw. */
+  freeze(): void {
+    this.frozen = true;
+  }
+  cut(): void {
+    if (this.done) return;
+    this.done = true;
+    this.client.destroy();
+    this.upstream?.destroy();
+    this.onDone();
+  }
+  private forward(from: Socket, to: Socket): void {
+    from.on('data', (chunk: Buffer) => {
+      if (from === this.upstream) this.countFromTarget(chunk.length);
+      if (this.frozen) {
+        from.pause();
+        this.hold(from, chunk);
+      } else if (!to.write(chunk)) {
+        from.pause();
+        to.once('drain', () => this.frozen || from.resume());
+      }
+    });
+    from.on('end', () => (this.frozen ? this.hold(from, null) : to.end()));
+  }
+  private hold(from: Socket, chunk: Buffer | null): void {
+    const list = this.held.get(from) ?? [];
+    list.push(chunk);
+    this.held.set(from, list);
+  }
+  private flush(from: Socket, to: Socket): void {
+    for (const chunk of this.held.get(from) ?? []) {
+      if (chunk === null) to.end();
+      else to.write(chunk);
+    }
+    this.held.delete(from);
+  }
+}
+
 /** Peak resident set size (VmHWM) of a live process, in bytes; 0 when unreadable. */
 export function peakRss(pid: number): number {
   try {
