@@ -93,22 +93,8 @@ export function createMetrics(src: MetricsSources): Metrics {
   });
   total('cove_client_auth_cache_hits_total', 'Client auth decisions answered from the decision book within COVE_CLIENT_AUTH_TTL.', () => c.clientAuthCacheHits);
 
-  const upstreamGauge = (name: string, help: string, read: (b: BreakerSnapshot) => number) =>
-    new Gauge({
-      name,
-      help,
-      labelNames: ['upstream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, breaker] of Object.entries(src.upstreams())) this.set({ upstream }, read(breaker));
-      },
-    });
-  upstreamGauge('cove_upstream_breaker_open', 'Circuit breaker of each upstream: 1 open (marked down), 0 closed.', (b) => (b.state === 'open' ? 1 : 0));
-  upstreamGauge('cove_upstream_reachable', 'Whether each upstream is reachable: 1 yes, 0 marked down (its breaker is open).', (b) => (b.state === 'open' ? 0 : 1));
-  upstreamGauge('cove_upstream_stale_while_down', 'Stale answers given while each upstream was marked down: this outage so far, else the last one.', (b) => b.staleWhileDown);
-  /** A gauge per upstream that is set only when the breaker has a value for it. */
-  const upstreamTime = (name: string, help: string, read: (b: BreakerSnapshot) => number | null) =>
+  /** A gauge per upstream; an upstream whose value is null (not known yet) has no sample. */
+  const upstreamGauge = (name: string, help: string, read: (b: BreakerSnapshot) => number | null) =>
     new Gauge({
       name,
       help,
@@ -117,13 +103,17 @@ export function createMetrics(src: MetricsSources): Metrics {
       collect() {
         this.reset();
         for (const [upstream, breaker] of Object.entries(src.upstreams())) {
-          const at = read(breaker);
-          if (at !== null) this.set({ upstream }, at / 1000);
+          const value = read(breaker);
+          if (value !== null) this.set({ upstream }, value);
         }
       },
     });
-  upstreamTime('cove_upstream_state_since_seconds', 'Unix time since when each upstream has been marked down, or reachable again; absent while it was never marked down.', (b) => b.since);
-  upstreamTime('cove_upstream_last_error_timestamp_seconds', 'Unix time of the last failure of each upstream (unreachable, or an answer Cove could not use).', (b) => b.lastErrorAt);
+  const seconds = (ms: number | null) => (ms === null ? null : ms / 1000);
+  upstreamGauge('cove_upstream_breaker_open', 'Circuit breaker of each upstream: 1 open (marked down), 0 closed.', (b) => (b.state === 'open' ? 1 : 0));
+  upstreamGauge('cove_upstream_reachable', 'Whether each upstream is reachable: 1 yes, 0 marked down (its breaker is open).', (b) => (b.state === 'open' ? 0 : 1));
+  upstreamGauge('cove_upstream_stale_while_down', 'Stale answers given while each upstream was marked down: this outage so far, else the last one.', (b) => b.staleWhileDown);
+  upstreamGauge('cove_upstream_state_since_seconds', 'Unix time since when each upstream has been marked down, or reachable again; absent while it was never marked down.', (b) => seconds(b.since));
+  upstreamGauge('cove_upstream_last_error_timestamp_seconds', 'Unix time of the last failure of each upstream (unreachable, or an answer Cove could not use).', (b) => seconds(b.lastErrorAt));
   new Gauge({
     name: 'cove_upstream_last_error',
     help: 'The class of the last failure of each upstream (timeout, refused, reset, dns, tls, http-5xx, rate-limited, auth, other): 1 for that class.',

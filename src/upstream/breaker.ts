@@ -254,16 +254,26 @@ export class Breaker {
   }
 
   /**
-   * While marked down: waits, at most `ms`, for a probe to find the upstream back — the probe under
-   * way, or a new one unless one ran within the demand interval (then the answer is known: down).
+   * While marked down: waits, at most `ms` in all, for a probe to find the upstream back — the
+   * probe under way, or a new one, started once the demand interval since the last has passed.
    */
   async settle(ms: number): Promise<void> {
     if (!this.#open || ms <= 0) return;
-    this.#probeOnDemand();
+    const started = this.#now();
+    if (!this.#probing) {
+      // The last probe ended lately: the link may have come back since, so wait for the next one
+      // if it fits in the budget, rather than refuse on a verdict older than the request.
+      const gap = this.#lastProbeAt + this.#demandIntervalMs - started;
+      if (gap >= ms) return;
+      if (gap > 0) await sleep(gap);
+      if (!this.#open) return;
+      this.#probeOnDemand();
+    }
     const run = this.#probeRun;
-    if (run === null) return;
+    const left = ms - (this.#now() - started);
+    if (run === null || left <= 0) return;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([run, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
+    await Promise.race([run, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]).finally(() => clearTimeout(timer));
   }
 
   /** A request found the upstream marked down: probe now, in the background, unless one ran lately. */
@@ -329,6 +339,10 @@ export class Breaker {
     this.#lastErrorClass = errorClass(err);
     this.#lastErrorAt = this.#now();
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A failure as a client may read it: the error's own public message, else its kind. */

@@ -136,3 +136,31 @@ t.test('a request that finds the upstream marked down starts a probe unless one 
   t.equal(breaker.snapshot().state, 'closed', 'the probe found the origin back');
   t.doesNotThrow(() => breaker.check());
 });
+
+t.test('settle: a request with nothing cached waits for the next probe when the last ended lately, within its budget', async (t) => {
+  let probes = 0;
+  let up = false;
+  const breaker = new Breaker('origin', log, async () => {
+    probes++;
+    if (!up) throw new Error('still down');
+  }, { threshold: 1, baseMs: 600_000, maxMs: 600_000, demandIntervalMs: 300 });
+  t.teardown(() => breaker.stop());
+  breaker.failure(down);
+  await breaker.settle(1000);
+  t.equal(probes, 1, 'a probe ran and the request waited for it');
+  t.equal(breaker.snapshot().state, 'open', 'still down');
+  up = true;
+  const started = Date.now();
+  await breaker.settle(1000);
+  t.equal(probes, 2, 'the last probe ended lately: the next one ran once the interval passed');
+  t.equal(breaker.snapshot().state, 'closed', 'and found the upstream back');
+  t.ok(Date.now() - started >= 250 && Date.now() - started < 1000, `within the budget (${Date.now() - started} ms)`);
+
+  up = false;
+  breaker.failure(down);
+  await breaker.settle(1000);
+  const before = Date.now();
+  await breaker.settle(100);
+  t.ok(Date.now() - before < 80, 'a budget shorter than the interval left: no wait, the verdict stands');
+  t.equal(probes, 3);
+});
