@@ -92,7 +92,7 @@ const tlsBlackhole = async (w: World) => {
 };
 
 const shapes: Shape[] = [
-  // Cached first: the revalidation's silence reveals the outage, so the uncached pull fails at once.
+  // Cached first: the revalidation's silence reveals the outage, so the uncached pull fails within one probe.
   { name: 'black hole on HTTP (link), cached first', viaLink: true, breakIt: async (w) => w.link!.setMode('blackhole'), cached: 'stale', uncachedBoundMs: KNOWN_BOUND_MS, downWith: 'timeout' },
   {
     name: 'black hole on HTTP (link), uncached first while the outage is not yet known',
