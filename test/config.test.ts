@@ -454,6 +454,8 @@ t.test('the example config loads cleanly', async (t) => {
   t.equal(c.upstreams[0]!.url, 'https://harbor.example.com');
   t.same(c.listen, { host: '0.0.0.0', port: 5000 });
   t.equal(c.tagTtlMs, 300_000);
+  t.equal(c.revalidateConcurrency, 8);
+  t.equal(c.recoverySpreadMs, 10_000);
   t.ok(c.routes.some((r) => r.match === 'docker.io' && r.libraryPrefix), 'a docker.io route');
   t.equal(loadConfig({ env: { COVE_CONFIG: example } }).upstreams[0]!.url, 'https://harbor.example.com', 'through COVE_CONFIG');
 });
