@@ -219,8 +219,14 @@ async function world(t: Test, shape: Pick<Shape, 'origin' | 'viaLink' | 'viaName
   const resolver = new Resolver();
   const upstream = link ? link.url() : shape.viaName ? `http://origin.test:${origin.port}` : origin.url;
   const cove = await startTestCove(t, upstream, { COVE_TAG_TTL: '100ms', ...creds, ...shape.env }, { keepData: true, lookup: resolver.lookup });
-  t.teardown(() => rmSync(cove.dataDir, { recursive: true, force: true }));
-  return { t, origin, link, resolver, cove };
+  const world: World = { t, origin, link, resolver, cove };
+  // The Cove in use (a restart replaces it) stops before its data goes: work still under way
+  // (a background revalidation storing a moved tag) must not write into a removed directory.
+  t.teardown(async () => {
+    await world.cove.stop();
+    rmSync(cove.dataDir, { recursive: true, force: true });
+  });
+  return world;
 }
 
 /** Pulls the image whole through the Cove while the origin works, then lets the tag's TTL pass. */
