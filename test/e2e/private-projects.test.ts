@@ -32,11 +32,9 @@ import {
   startContainerd,
   startCove,
   startDockerd,
-  startProc,
   startRegistry,
   tempDir,
   verifyDirCopy,
-  waitFor,
   type CoveProc,
   type TestImage,
   podmanIsolation,
@@ -764,31 +762,12 @@ t.test('TLS: a client that reached Cove over HTTPS is sent to an https token rea
   await run(process.execPath, [COVE_CLI, 'cert', '--host', HOST, '--out', tls, '--days', '2'], { timeoutMs: 30_000 });
   const ca = readFileSync(join(tls, 'ca.crt'));
   const [port, plainPort] = [await freePort(), await freePort()];
-  const dir = tempDir(cleanup, 'cove-d-');
-  const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
-    logFile: join(dir, 'cove.log'),
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: dir,
-      COVE_LISTEN: `127.0.0.1:${port}`,
-      COVE_LISTEN_HTTP: `127.0.0.1:${plainPort}`,
-      COVE_DATA_DIR: join(dir, 'data'),
-      COVE_UPSTREAM: w.origin.url,
-      COVE_TLS_CERT: join(tls, 'server.crt'),
-      COVE_TLS_KEY: join(tls, 'server.key'),
-      COVE_LOG_LEVEL: 'info',
-      COVE_SHUTDOWN_GRACE: '2s',
-      ...PASSTHROUGH,
-    },
-    graceMs: 8000,
-  });
-  await waitFor(`Cove over TLS on 127.0.0.1:${port} (log: ${proc.logFile})`, async () => {
-    if (!proc.running) throw new Error(`Cove exited at start (code ${proc.exitCode}):\n${proc.tail()}`);
-    return httpsGet(port, HOST, '/healthz', ca).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-  });
+  await startCove(
+    cleanup,
+    w.origin.url,
+    { COVE_LISTEN_HTTP: `127.0.0.1:${plainPort}`, COVE_TLS_CERT: join(tls, 'server.crt'), COVE_TLS_KEY: join(tls, 'server.key'), ...PASSTHROUGH },
+    { port, ready: async (p) => (await httpsGet(p, HOST, '/healthz', ca)).status === 200 },
+  );
   const secure = await httpsGet(port, HOST, '/v2/team-a/app/manifests/1', ca);
   t.equal(secure.status, 401, 'anonymous manifest GET over TLS: 401');
   t.equal(challenge(secure.challenge)?.params.realm, `https://${HOST}:${port}/_cove/token`, `the realm is https (got ${secure.challenge})`);

@@ -649,7 +649,12 @@ export async function startCove(
   cleanup: Cleanup,
   upstream: string,
   env: Record<string, string> = {},
-  opts: { port?: number; dataDir?: string } = {},
+  opts: {
+    port?: number;
+    dataDir?: string;
+    /** Whether Cove is up, asked until it says so: by default GET /healthz on the plain port (a TLS listener needs its own). */
+    ready?: (port: number) => Promise<boolean>;
+  } = {},
 ): Promise<CoveProc> {
   if (!existsSync(COVE_CLI)) throw new Error(`${COVE_CLI} is missing: run npx tsc -p . first`);
   const dir = tempDir(cleanup, 'cove-d-');
@@ -675,7 +680,7 @@ export async function startCove(
     `Cove /healthz on ${cove.url} (log: ${proc.logFile})`,
     async () => {
       if (!proc.running) throw new Error(`Cove exited at start (code ${proc.exitCode}):\n${proc.tail()}`);
-      return answers200(`${cove.url}/healthz`);
+      return opts.ready ? opts.ready(port).catch(() => false) : answers200(`${cove.url}/healthz`);
     },
     20_000,
   );

@@ -22,7 +22,6 @@ import t from 'tap';
 import {
   COVE_CLI,
   Cleanup,
-  CoveProc,
   buildImage,
   dockerCli,
   pushImage,
@@ -31,10 +30,9 @@ import {
   run,
   startContainerd,
   startDockerd,
-  startProc,
+  startCove,
   startRegistry,
   tempDir,
-  waitFor,
   which,
 } from './real.js';
 import { freePort } from '../helpers/process.js';
@@ -83,31 +81,13 @@ t.test('dockerd pulls harbor.test/proj/app:1 from Cove over TLS via a hosts over
   if (port !== 443) t.comment(`127.0.0.1:443 is taken: Cove listens on ${port} and the image is ${HOST}:${port}/proj/app:1`);
   const registryName = port === 443 ? HOST : `${HOST}:${port}`;
 
-  // Cove on TLS (startCove in real.ts waits on plain http, which a TLS port now answers with 400).
-  const coveDir = tempDir(cleanup, 'cove-d-');
-  const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
-    logFile: join(coveDir, 'cove.log'),
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: coveDir,
-      COVE_LISTEN: `127.0.0.1:${port}`,
-      COVE_DATA_DIR: join(coveDir, 'data'),
-      COVE_UPSTREAM: origin.url,
-      COVE_TLS_CERT: join(tls, 'server.crt'),
-      COVE_TLS_KEY: join(tls, 'server.key'),
-      COVE_LOG_LEVEL: 'info',
-      COVE_SHUTDOWN_GRACE: '2s',
-    },
-    graceMs: 8000,
-  });
-  const cove = new CoveProc(proc, port, join(coveDir, 'data'));
-  await waitFor(`Cove /healthz over TLS on 127.0.0.1:${port} (log: ${proc.logFile})`, async () => {
-    if (!proc.running) throw new Error(`Cove exited at start (code ${proc.exitCode}):\n${proc.tail()}`);
-    return httpsStatus(port, '/healthz', ca).then(
-      (s) => s === 200,
-      () => false,
-    );
-  });
+  // Cove on TLS: ready once /healthz answers over TLS (the plain check would get the TLS port's 400).
+  const cove = await startCove(
+    cleanup,
+    origin.url,
+    { COVE_TLS_CERT: join(tls, 'server.crt'), COVE_TLS_KEY: join(tls, 'server.key') },
+    { port, ready: async (p) => (await httpsStatus(p, '/healthz', ca)) === 200 },
+  );
   t.equal(await httpsStatus(port, '/v2/', ca), 200, `Cove's certificate is valid for ${HOST} under the generated CA`);
 
   // Plain HTTP to the TLS port: the clear 400, not a hang.

@@ -18,7 +18,7 @@ import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { Pool } from 'undici';
 import { dropBody } from '../../src/http-util.js';
-import { COVE_CLI, Cleanup, startProc, tempDir, waitFor, type Proc, type TestLike } from '../e2e/real.js';
+import { Cleanup, startCove, type Proc, type TestLike } from '../e2e/real.js';
 import { freePort } from '../helpers/process.js';
 import { sha256 } from '../helpers/http.js';
 import { OriginRegistry } from '../helpers/origin-registry.js';
@@ -251,33 +251,23 @@ async function viaH2(url: string, seed: number, count: number, until: number): P
  * here, are not in the process under test): TLS (HTTP/2 and HTTP/1.1) on one port, plain HTTP on
  * another, the data directory under `parent` and its log outside it.
  */
-async function startCove(t: TestLike, upstream: string): Promise<{ proc: Proc; port: number; httpPort: number }> {
-  const cleanup = Cleanup.forTest(t);
+async function startFuzzedCove(t: TestLike, upstream: string): Promise<{ proc: Proc; port: number; httpPort: number }> {
   const [port, httpPort] = [await freePort(), await freePort()];
-  const logDir = tempDir(cleanup, 'cove-fuzz-log-');
-  const proc = startProc(cleanup, 'cove', process.execPath, ['--max-semi-space-size=1', COVE_CLI, 'serve'], {
-    logFile: join(logDir, 'cove.log'),
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: logDir,
-      COVE_LISTEN: `127.0.0.1:${port}`,
+  const cove = await startCove(
+    Cleanup.forTest(t),
+    upstream,
+    {
       COVE_LISTEN_HTTP: `127.0.0.1:${httpPort}`,
       COVE_TLS_CERT: certFile,
       COVE_TLS_KEY: keyFile,
-      COVE_DATA_DIR: dataDir,
-      COVE_UPSTREAM: upstream,
       COVE_UPSTREAM_TIMEOUT: '2s',
       COVE_SHUTDOWN_GRACE: '1s',
       COVE_TAG_TTL: '1h',
       COVE_LOG_LEVEL: 'warn',
     },
-    graceMs: 5000,
-  });
-  await waitFor(`cove serve on 127.0.0.1:${httpPort}`, async () => {
-    if (!proc.running) throw new Error(`cove serve exited at start:\n${proc.tail()}`);
-    return fetch(`http://127.0.0.1:${httpPort}/healthz`).then((r) => r.ok, () => false);
-  }, 20_000);
-  return { proc, port, httpPort };
+    { port, dataDir, ready: () => fetch(`http://127.0.0.1:${httpPort}/healthz`).then((r) => r.ok) },
+  );
+  return { proc: cove.proc, port, httpPort };
 }
 
 // ---- the run ------------------------------------------------------------------------------------
@@ -299,7 +289,7 @@ t.test(`fuzz the request surface (seed ${SEED}; COVE_FUZZ_SEED=${SEED} repeats i
 
   const before = snapshot(parent);
   const beforeTmp = readdirSync(tmpdir()).filter((n) => n.includes(ESCAPE));
-  const cove = await startCove(t, origin.url);
+  const cove = await startFuzzedCove(t, origin.url);
   const t0 = Date.now();
   const until = t0 + RUN_LIMIT_MS;
   // One generator per transport: each sequence depends on the seed only, not on timing.
