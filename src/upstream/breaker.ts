@@ -104,8 +104,7 @@ export class Breaker {
   #stopped = false;
   #retryAfterUntil = 0;
   #since: number | null = null;
-  #probing = false;
-  /** The probe a request started, while it runs (requests with nothing cached may wait for it). */
+  /** The probe under way, if any (requests with nothing cached may wait for it). */
   #probeRun: Promise<void> | null = null;
   #lastProbeAt = 0;
   readonly #demandIntervalMs: number;
@@ -260,7 +259,7 @@ export class Breaker {
   async settle(ms: number): Promise<void> {
     if (!this.#open || ms <= 0) return;
     const started = this.#now();
-    if (!this.#probing) {
+    if (this.#probeRun === null) {
       // The last probe ended lately: the link may have come back since, so wait for the next one
       // if it fits in the budget, rather than refuse on a verdict older than the request.
       const gap = this.#lastProbeAt + this.#demandIntervalMs - started;
@@ -278,13 +277,13 @@ export class Breaker {
 
   /** A request found the upstream marked down: probe now, in the background, unless one ran lately. */
   #probeOnDemand(): void {
-    if (this.#probing || this.#stopped || this.#now() - this.#lastProbeAt < this.#demandIntervalMs) return;
+    if (this.#probeRun !== null || this.#stopped || this.#now() - this.#lastProbeAt < this.#demandIntervalMs) return;
     if (this.#timer) clearTimeout(this.#timer);
     this.#startProbe();
   }
 
   #startProbe(): void {
-    if (this.#probing) return;
+    if (this.#probeRun !== null) return;
     this.#probeRun = this.#runProbe().finally(() => {
       this.#probeRun = null;
     });
@@ -292,8 +291,7 @@ export class Breaker {
 
   async #runProbe(): Promise<void> {
     this.#timer = null;
-    if (!this.#open || this.#stopped || this.#probing) return;
-    this.#probing = true;
+    if (!this.#open || this.#stopped) return;
     this.#lastProbeAt = this.#now();
     try {
       await this.#probe();
@@ -307,7 +305,6 @@ export class Breaker {
       this.#log.debug({ upstream: this.#name, err: this.#lastError }, 'upstream probe failed');
       this.#schedule();
     } finally {
-      this.#probing = false;
       // The interval runs from a probe's end too: a request that waited for one does not start the next.
       this.#lastProbeAt = this.#now();
     }
