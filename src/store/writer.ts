@@ -6,6 +6,7 @@ import { link, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:f
 import { dirname } from 'node:path';
 import { DigestMismatchError } from '../errors.js';
 import { DigestVerifier } from '../oci/digest.js';
+import { FileDigest, OFF_THREAD_HASH_MIN_BYTES } from './file-digest.js';
 
 type State = 'open' | 'committing' | 'committed' | 'aborted';
 
@@ -23,7 +24,10 @@ export class BlobWriter {
   /** The growing temp file; readers joining a fill read it by path while it grows. */
   readonly tempPath: string;
   readonly #finalPath: string;
+  /** Hashes chunks as they are written (small blobs, and blobs of unknown size)… */
   readonly #verifier: DigestVerifier;
+  /** …or the hash thread hashes the file behind the writes (large blobs; see file-digest.ts). */
+  readonly #fileDigest: FileDigest | null;
   readonly #handle: FileHandle;
   #written = 0;
   #state: State = 'open';
@@ -45,6 +49,7 @@ export class BlobWriter {
     this.#finalPath = paths.finalPath;
     this.#verifier = new DigestVerifier(digest);
     this.#handle = handle;
+    this.#fileDigest = expectedSize !== null && expectedSize >= OFF_THREAD_HASH_MIN_BYTES ? new FileDigest(paths.tempPath, this.#verifier.algorithm) : null;
   }
 
   /** Opens a new temp file for `digest`; use BlobStore.createWriter rather than calling this. */
@@ -86,7 +91,7 @@ export class BlobWriter {
     if (this.expectedSize !== null && total > this.expectedSize) {
       return Promise.reject(new DigestMismatchError(`more than the expected ${this.expectedSize} bytes for ${this.digest} (${total} so far)`));
     }
-    this.#verifier.update(chunk);
+    if (!this.#fileDigest) this.#verifier.update(chunk);
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
     this.#draining ??= this.#drain().finally(() => {
@@ -104,6 +109,7 @@ export class BlobWriter {
         await writeAll(this.#handle, batch, bytes, this.#written);
         this.#pendingBytes -= bytes;
         this.#written += bytes;
+        this.#fileDigest?.advance(this.#written);
         this.onProgress?.();
       }
     } catch (err) {
@@ -142,7 +148,7 @@ export class BlobWriter {
       if (this.expectedSize !== null && this.#written !== this.expectedSize) {
         throw new DigestMismatchError(`expected ${this.expectedSize} bytes for ${this.digest}, got ${this.#written}`);
       }
-      const { ok, actual } = this.#verifier.finish();
+      const { ok, actual } = this.#fileDigest ? this.#checkFile(await this.#fileDigest.finish(this.#written)) : this.#verifier.finish();
       if (!ok) throw new DigestMismatchError(`expected ${this.digest}, got ${actual} (${this.#written} bytes)`);
       onVerified?.();
       await this.#handle.sync();
@@ -152,11 +158,17 @@ export class BlobWriter {
       return added;
     } catch (err) {
       this.#state = 'aborted';
+      this.#fileDigest?.close();
       await this.#handle.close().catch(() => {});
       // The caller needs the mismatch, not a secondary unlink failure.
       await unlinkQuiet(this.tempPath).catch(() => {});
       throw err;
     }
+  }
+
+  #checkFile(hex: string): { ok: boolean; actual: string } {
+    const actual = `${this.#verifier.algorithm}:${hex}`;
+    return { ok: actual === this.digest, actual };
   }
 
   /** Closes and removes the temp file. Idempotent; a no-op after a successful commit. */
@@ -168,6 +180,7 @@ export class BlobWriter {
       await this.#committing?.catch(() => {});
       if (this.#state === 'committed' || this.#state === 'aborted') return;
       this.#state = 'aborted';
+      this.#fileDigest?.close();
       await this.#handle.close().catch(() => {});
       await unlinkQuiet(this.tempPath);
     })();

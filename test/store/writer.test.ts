@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { DigestMismatchError } from '../../src/errors.js';
 import { BlobStore } from '../../src/store/blobs.js';
+import { endHashThread, hashThreadStats, OFF_THREAD_HASH_MIN_BYTES } from '../../src/store/file-digest.js';
 
 function digestOf(bytes: Buffer, alg: 'sha256' | 'sha512' = 'sha256'): string {
   return `${alg}:${createHash(alg).update(bytes).digest('hex')}`;
@@ -173,4 +174,81 @@ t.test('bad digests are refused before any file exists', async (t) => {
   await t.rejects(async () => store.createWriter('sha256:nothex', null));
   await t.rejects(async () => store.createWriter('md5:' + 'a'.repeat(32), null));
   t.same(readdirSync(join(dir, 'blobs', 'tmp')), []);
+});
+
+// Large blobs are hashed by a worker thread reading the temp file (store/file-digest.ts).
+const LARGE = OFF_THREAD_HASH_MIN_BYTES + 1024 * 1024 + 7;
+
+function largeBytes(seed: number): Buffer {
+  const bytes = Buffer.allocUnsafe(LARGE);
+  for (let i = 0; i < LARGE; i += 4) bytes.writeUInt32LE((i * 2654435761 + seed) >>> 0, Math.min(i, LARGE - 4));
+  return bytes;
+}
+
+async function writeInChunks(writer: { write(b: Buffer): Promise<void> }, bytes: Buffer, chunk = 300_000): Promise<void> {
+  for (let i = 0; i < bytes.length; i += chunk) await writer.write(bytes.subarray(i, i + chunk));
+}
+
+t.test('a large blob is hashed off the event loop and published when right', async (t) => {
+  const { store } = await freshStore(t);
+  const bytes = largeBytes(1);
+  const digest = digestOf(bytes);
+  const jobs = hashThreadStats.jobs;
+  const writer = await store.createWriter(digest, bytes.length);
+  await writeInChunks(writer, bytes);
+  t.equal(await writer.commit(), true, 'added');
+  t.equal(hashThreadStats.jobs, jobs + 1, 'the hash thread took the job');
+  t.same(createHash('sha256').update(await store.readAll(digest)).digest('hex'), digest.slice(7), 'stored bytes are the blob');
+});
+
+t.test('a large blob with one wrong byte is refused, naming what it hashed to, and nothing is stored', async (t) => {
+  const { dir, store } = await freshStore(t);
+  const bytes = largeBytes(2);
+  const digest = digestOf(bytes);
+  const wrong = Buffer.from(bytes);
+  wrong[LARGE - 100] ^= 0xff;
+  const writer = await store.createWriter(digest, bytes.length);
+  await writeInChunks(writer, wrong);
+  const err = await writer.commit().then(() => null, (e: unknown) => e);
+  t.ok(err instanceof DigestMismatchError, 'DigestMismatchError');
+  t.match((err as Error).message, digestOf(wrong));
+  t.equal(await store.stat(digest), null, 'not in the store');
+  t.same(readdirSync(join(dir, 'blobs', 'tmp')), [], 'temp file removed');
+});
+
+t.test('the hash thread gone mid-blob: the digest is computed on the event loop instead, still exact', async (t) => {
+  const { store } = await freshStore(t);
+  const good = largeBytes(3);
+  const wrong = Buffer.from(good);
+  wrong[5] ^= 1;
+  const fallbacks = hashThreadStats.fallbacks;
+  const ok = await store.createWriter(digestOf(good), good.length);
+  const bad = await store.createWriter(digestOf(good), good.length);
+  await writeInChunks(ok, good.subarray(0, LARGE >> 1));
+  await writeInChunks(bad, wrong.subarray(0, LARGE >> 1));
+  await endHashThread();
+  await writeInChunks(ok, good.subarray(LARGE >> 1));
+  await writeInChunks(bad, wrong.subarray(LARGE >> 1));
+  t.equal(await ok.commit(), true, 'the right blob commits');
+  await t.rejects(bad.commit(), DigestMismatchError, 'the wrong one is still refused');
+  t.equal(hashThreadStats.fallbacks, fallbacks + 2, 'both hashed on the event loop');
+  t.same(await store.readAll(digestOf(good)), good);
+  // The next large blob starts a new thread.
+  const again = largeBytes(4);
+  const jobs = hashThreadStats.jobs;
+  const w = await store.createWriter(digestOf(again), again.length);
+  await writeInChunks(w, again);
+  await w.commit();
+  t.equal(hashThreadStats.jobs, jobs + 1);
+  t.equal(hashThreadStats.fallbacks, fallbacks + 2, 'no fallback for it');
+});
+
+t.test('an aborted large writer leaves no temp file and does not hold the thread', async (t) => {
+  const { dir, store } = await freshStore(t);
+  const bytes = largeBytes(5);
+  const writer = await store.createWriter(digestOf(bytes), bytes.length);
+  await writeInChunks(writer, bytes.subarray(0, 3_000_000));
+  await writer.abort();
+  t.same(readdirSync(join(dir, 'blobs', 'tmp')), []);
+  await t.rejects(writer.commit(), /aborted/);
 });
