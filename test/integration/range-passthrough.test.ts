@@ -100,3 +100,56 @@ t.test('a tier whose 206 does not match the asked span is not passed through', a
   t.equal(tail.status, 206);
   t.ok(tail.body.equals(layer.bytes.subarray(-1000)), 'the right bytes, from the fill');
 });
+
+t.test("a Range for the head of a cold blob ends with its own last byte, not after the whole blob (issue 15)", async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [8_000_000], seed: 'range-head' });
+  origin.putImage('proj/lazy', '1', image);
+  const layer = image.layers[0]!;
+  // The whole blob takes about 4 s.
+  origin.setFault({ digest: layer.digest }, { type: 'slow', bytesPerSecond: 2_000_000 }, 1);
+  const cove = await startTestCove(t, origin.url);
+  const url = `${cove.url}/v2/proj/lazy/blobs/${layer.digest}`;
+
+  const started = Date.now();
+  // Cold: this request starts the fill; the span's end is about 0.3 s into it.
+  const head = await fetchAll(url, { headers: { range: 'bytes=0-599999' }, timeoutMs: 20_000 });
+  const ms = Date.now() - started;
+  t.equal(await activeFills(cove), 1, 'the fill was still running when the range answer completed');
+  t.ok(ms < 2000, `answered in ${ms} ms, not after the whole blob (about 4 s)`);
+  t.equal(head.status, 206);
+  t.equal(head.headers['content-range'], `bytes 0-599999/${layer.bytes.length}`);
+  t.ok(head.body.equals(layer.bytes.subarray(0, 600_000)), 'the right bytes');
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 1, 'one upstream GET: the span came from the fill');
+
+  // A span just ahead of the fill's front waits for those bytes only.
+  const front = cove.counters.bytesFetched.get('origin') ?? 0;
+  const ahead = await fetchAll(url, { headers: { range: `bytes=${front + 1_000_000}-${front + 1_099_999}` }, timeoutMs: 20_000 });
+  t.equal(ahead.status, 206);
+  t.ok(ahead.body.equals(layer.bytes.subarray(front + 1_000_000, front + 1_100_000)), 'the right bytes');
+  t.equal(await activeFills(cove), 1, 'still before the end of the fill');
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 1, 'still one upstream GET');
+
+  const whole = await fetchAll(url, { timeoutMs: 20_000 });
+  t.equal(sha256(whole.body), layer.digest, 'the fill delivers the whole blob');
+});
+
+t.test('a head Range whose bytes turn out wrong: the span was served as the tier sent it, the blob is never stored', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [6_000_000], seed: 'range-head-wrong' });
+  origin.putImage('proj/lazy', '1', image);
+  const layer = image.layers[0]!;
+  origin.setFault({ digest: layer.digest }, { type: 'wrong-bytes' });
+  const cove = await startTestCove(t, origin.url);
+  const url = `${cove.url}/v2/proj/lazy/blobs/${layer.digest}`;
+  const head = await fetchAll(url, { headers: { range: 'bytes=0-999' }, timeoutMs: 20_000 }).catch((err: Error) => err);
+  // Either the 1000 bytes (the same trust as a span passed through) or a broken response: never a
+  // stored blob, and never a whole body that looks right.
+  if (!(head instanceof Error)) t.equal(head.status, 206);
+  await cove.fillsDone();
+  t.notOk(existsSync(blobPath(cove.dataDir, layer.digest)), 'nothing stored');
+  const whole = await fetchAll(url, { timeoutMs: 20_000 }).catch((err: Error) => err);
+  t.ok(whole instanceof Error || whole.status !== 200 || sha256(whole.body) !== layer.digest ? true : false, 'no whole body of wrong bytes passes as the blob');
+});
