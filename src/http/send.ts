@@ -5,18 +5,47 @@
 import type { ByteSource } from '../store/source.js';
 import { breakResponse, type RequestFacts, type Res } from './respond.js';
 
-/** Size of one read and one socket write: large enough for full loopback and LAN speed. */
-export const SEND_CHUNK_BYTES = 1024 * 1024;
-/** Idle buffers kept for the next response; more concurrent responses allocate their own. */
-const POOL_MAX = 8;
-const pool: Buffer[] = [];
+/**
+ * Size of one read and one socket write for a response sent alone. 256 KiB keeps both buffers of
+ * a response in a core's cache between the file read and the socket write, and is past the size
+ * where syscalls per byte stop mattering on loopback and LAN.
+ */
+export const SEND_CHUNK_BYTES = 256 * 1024;
+/** The smallest chunk, when many responses share SEND_BUDGET_BYTES. */
+export const SEND_CHUNK_MIN_BYTES = 64 * 1024;
+/**
+ * What the buffers of all responses under way may take together: past SEND_BUDGET_BYTES / (2 ×
+ * SEND_CHUNK_BYTES) concurrent responses each one's chunks shrink (to SEND_CHUNK_MIN_BYTES), so 64
+ * clients of a warm blob cost the node no more memory than 16 do.
+ */
+export const SEND_BUDGET_BYTES = 8 * 1024 * 1024;
+/** Idle bytes kept in buffers for the next responses. */
+const POOL_MAX_BYTES = 2 * 1024 * 1024;
+const pools = new Map<number, Buffer[]>();
+let pooledBytes = 0;
+/** Responses sending now. */
+let active = 0;
 
-function acquire(): Buffer {
-  return pool.pop() ?? Buffer.allocUnsafe(SEND_CHUNK_BYTES);
+/** The chunk size for a response starting while `n` responses (itself included) are sending. */
+export function chunkBytesFor(n: number): number {
+  let size = SEND_CHUNK_BYTES;
+  while (size > SEND_CHUNK_MIN_BYTES && 2 * size * n > SEND_BUDGET_BYTES) size /= 2;
+  return size;
+}
+
+function acquire(size: number): Buffer {
+  const buf = pools.get(size)?.pop();
+  if (!buf) return Buffer.allocUnsafe(size);
+  pooledBytes -= size;
+  return buf;
 }
 
 function release(buf: Buffer): void {
-  if (pool.length < POOL_MAX) pool.push(buf);
+  if (pooledBytes + buf.length > POOL_MAX_BYTES) return;
+  let pool = pools.get(buf.length);
+  if (!pool) pools.set(buf.length, (pool = []));
+  pool.push(buf);
+  pooledBytes += buf.length;
 }
 
 /**
@@ -38,7 +67,9 @@ export async function sendBytes(
     gone = true;
     resolve();
   }));
-  const buffers = [acquire(), acquire()];
+  active++;
+  const size = chunkBytesFor(active);
+  const buffers = [acquire(size), acquire(size)];
   // Each buffer's last write: settled once the socket has taken it (or the client is gone).
   const inFlight: Array<Promise<void> | null> = [null, null];
   let reusable = true;
@@ -68,6 +99,7 @@ export async function sendBytes(
     reusable = false;
     breakResponse(res);
   } finally {
+    active--;
     await source.close();
     // A buffer the socket may still hold is left to the garbage collector, never reused.
     if (reusable) buffers.forEach(release);
