@@ -11,18 +11,20 @@
 //   - per mirror, a fresh one (empty cache) in front of the origin: its RSS right after start; one
 //     cold GET (MB/s; then, once the origin and the mirror have stopped writing, the blob bytes the
 //     origin's access log shows it sent / blob size); one warm GET (MB/s); 8 warm GETs at once,
-//     then its peak RSS (VmHWM: the fill and the 8 clients); then warm GETs by 1, 4, 16 and 64
-//     curls at once (aggregate MB/s = their bytes / wall time, process starts included); nginx
-//     gets the warm GETs too. The mirrors reach the origin directly: a counting relay in this
-//     process (test/e2e/real.ts CountingProxy) carries only ~150-200 MB/s on this kind of machine
-//     and would be what a cold fetch measures;
-//     The 1-64 clients steps run in the first BENCH_BLOB_LEVEL_RUNS runs only (default 2).
+//     then its peak RSS (VmHWM: the fill and the 8 clients); nginx gets the warm GET too. The
+//     mirrors reach the origin directly: a counting relay in this process (test/e2e/real.ts
+//     CountingProxy) carries only ~150-200 MB/s on this kind of machine and would be what a cold
+//     fetch measures;
 //   - one warm GET over TLS with HTTP/2 (curl --http2 -k) from a TLS Cove and a TLS distribution
 //     registry, both started and filled once (the protocol each spoke is reported);
 //   - a Range of the first and of the last 64 KiB of the 1 GB blob, each from a fresh Cove (cold)
 //     and from the origin itself: time to the first byte (curl caps it at BENCH_BLOB_RANGE_CAP_S).
-// Runs stop early when another would take the loop past BENCH_BLOB_BUDGET_S (default 330 s); the
-// table says so. Only loopback; everything started here is stopped by PID and every temp dir removed.
+// Then, per contender, warm GETs by 1, 4, 16 and 64 curls at once from a mirror filled once
+// (aggregate MB/s = their bytes / the time from the first transfer's start to the last one's end),
+// in BENCH_BLOB_LEVEL_RUNS runs (default 2): the 64-client step alone moves 12.8 GB per server.
+// Runs stop early when another would take the measuring past BENCH_BLOB_BUDGET_S (default 330 s;
+// the first 1-64 clients run always happens); the table says so. Only loopback; everything
+// started here is stopped by PID and every temp dir removed.
 import { join } from 'node:path';
 import {
   COVE_CLI,
@@ -49,11 +51,8 @@ import {
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const BUDGET_MS = Number(process.env.BENCH_BLOB_BUDGET_S ?? 330) * 1000;
 const RANGE_CAP_S = Number(process.env.BENCH_BLOB_RANGE_CAP_S ?? 20);
-/**
- * Runs (the first ones) that also time 1, 4, 16 and 64 clients at once: the 64-client step alone
- * moves 12.8 GB per server, and three servers in every run would take the scenario past its budget.
- */
-const LEVEL_RUNS = Math.min(RUNS, Number(process.env.BENCH_BLOB_LEVEL_RUNS ?? 2));
+/** Runs of the 1-64 clients steps, after the main runs (each moves ~17 GB per server). */
+const LEVEL_RUNS = Number(process.env.BENCH_BLOB_LEVEL_RUNS ?? 2);
 const SEED = process.env.BENCH_SEED ?? '15';
 const MB = 1e6;
 /** The bytes of the file inside each layer's tar. */
@@ -101,8 +100,9 @@ export interface BlobResult {
   bigBlobBytes: number;
   runsPlanned: number;
   runs: number;
-  /** Runs that timed 1, 4, 16 and 64 clients at once. */
+  /** Runs that timed 1, 4, 16 and 64 clients at once, of those planned. */
   levelRuns: number;
+  levelRunsPlanned: number;
   targets: typeof BLOB_TARGETS;
   /** The HTTP version curl spoke to each TLS server. */
   tlsProtocols: Record<Kind, string>;
@@ -253,16 +253,12 @@ export async function blobScenario(say: (line?: string) => void, archive?: { mea
       concurrentMBps: Object.fromEntries(LEVELS.map((n) => [String(n), perServer(() => [] as number[])])),
     };
 
-    /** The warm GETs by 1, 4, 16, 64 clients at once (and the time they take, for the progress line). */
-    let levelsMs = 0;
-    let withLevels = false;
+    /** The warm GETs by 1, 4, 16, 64 clients at once. */
     const levels = async (server: Server, url: string) => {
-      const t = performance.now();
       for (const n of LEVELS) s.concurrentMBps[String(n)]![server].push(await concurrentMBps(`${server}, ${n} warm clients`, url, n, blob.size));
-      levelsMs += performance.now() - t;
     };
 
-    /** Everything one fresh mirror is measured for, from its start to its stop. */
+    /** Everything a fresh mirror is measured for in a main run, from its start to its stop. */
     const measureMirror = async (kind: Kind) => {
       const m = await startMirror(kind, origin);
       try {
@@ -276,7 +272,6 @@ export async function blobScenario(say: (line?: string) => void, archive?: { mea
         s.warmMBps[kind].push(mbps(checked(`${kind} warm GET`, await curlGet(blobUrl(m.url)), 200, blob.size)));
         await concurrentMBps(`${kind}, ${RSS_CLIENTS} warm clients`, blobUrl(m.url), RSS_CLIENTS, blob.size);
         s.peakRss8ClientsMB[kind].push(peakRss(m.pid) / MB);
-        if (withLevels) await levels(kind, blobUrl(m.url));
         s.warmOriginRequests[kind].push(Registry.blobGets(origin.since()).requests);
       } finally {
         await m.stop();
@@ -303,45 +298,68 @@ export async function blobScenario(say: (line?: string) => void, archive?: { mea
       }
     };
 
+    /** The contenders in their order for run `i`: as listed, or reversed every other run. */
+    const inOrder = <T>(i: number, xs: T[]) => (i % 2 === 1 ? [...xs].reverse() : xs);
+    const last = (xs: number[]) => (xs.length ? xs.at(-1)!.toFixed(0) : '-');
+    /** Whether another step as long as `stepMs` still fits the budget. */
+    const fits = (stepMs: number) => performance.now() - t0 + stepMs <= BUDGET_MS;
+
     let runs = 0;
     t0 = performance.now();
     for (let i = 0; i < RUNS; i++) {
       const runStart = performance.now();
-      levelsMs = 0;
-      withLevels = i < LEVEL_RUNS;
-      const flip = i % 2 === 1;
-      const inOrder = <T>(xs: T[]) => (flip ? [...xs].reverse() : xs);
-
       s.coldMBps.originDirect.push(mbps(checked('origin GET', await curlGet(blobUrl(origin.url)), 200, blob.size)));
-      for (const server of inOrder(['cove', 'distribution', 'nginx'] as const)) {
+      for (const server of inOrder(i, ['cove', 'distribution', 'nginx'] as const)) {
         if (server !== 'nginx') await measureMirror(server);
-        else if (nginxUrl) {
-          s.warmMBps.nginx.push(mbps(checked('nginx warm GET', await curlGet(blobUrl(nginxUrl)), 200, blob.size)));
-          if (withLevels) await levels('nginx', blobUrl(nginxUrl));
-        }
+        else if (nginxUrl) s.warmMBps.nginx.push(mbps(checked('nginx warm GET', await curlGet(blobUrl(nginxUrl)), 200, blob.size)));
       }
-      for (const kind of inOrder(['cove', 'distribution'] as const)) {
+      for (const kind of inOrder(i, ['cove', 'distribution'] as const)) {
         const t = checked(`${kind} warm GET over TLS`, await curlGet(blobUrl(tlsMirrors[kind].url), { http2: true }), 200, blob.size);
         s.tlsMBps[kind].push(mbps(t));
         tlsProtocols[kind] = t.httpVersion === '2' ? 'HTTP/2' : `HTTP/${t.httpVersion}`;
       }
-      for (const part of inOrder(['head', 'tail'] as const)) await rangeTtfb(part, inOrder(['cove', 'origin']));
+      for (const part of inOrder(i, ['head', 'tail'] as const)) await rangeTtfb(part, inOrder(i, ['cove', 'origin']));
       runs++;
-
-      const last = (xs: number[]) => (xs.length ? xs.at(-1)!.toFixed(0) : '-');
+      const runMs = performance.now() - runStart;
       say(
-        `  run ${i + 1} (${((performance.now() - runStart) / 1000).toFixed(0)} s, ${(levelsMs / 1000).toFixed(0)} s of them 1-64 clients): warm MB/s cove ${last(s.warmMBps.cove)}, distribution ${last(s.warmMBps.distribution)}, nginx ${last(s.warmMBps.nginx)}; ` +
+        `  run ${i + 1} (${(runMs / 1000).toFixed(0)} s): warm MB/s cove ${last(s.warmMBps.cove)}, distribution ${last(s.warmMBps.distribution)}, nginx ${last(s.warmMBps.nginx)}; ` +
           `cold MB/s cove ${last(s.coldMBps.cove)}, distribution ${last(s.coldMBps.distribution)}, origin ${last(s.coldMBps.originDirect)}; ` +
           `peak RSS MB cove ${last(s.peakRss8ClientsMB.cove)}, distribution ${last(s.peakRss8ClientsMB.distribution)}; ` +
           `TLS MB/s cove ${last(s.tlsMBps.cove)}, distribution ${last(s.tlsMBps.distribution)}; ` +
-          `Range TTFB ms head ${last(s.rangeTtfbMs.head.cove)}/${last(s.rangeTtfbMs.head.origin)}, tail ${last(s.rangeTtfbMs.tail.cove)}/${last(s.rangeTtfbMs.tail.origin)} (cove/origin); ` +
-          `${LEVELS.at(-1)} clients MB/s ${(['cove', 'distribution', 'nginx'] as const).map((k) => last(s.concurrentMBps[String(LEVELS.at(-1))]![k])).join('/')} (cove/distribution/nginx)`,
+          `Range TTFB ms head ${last(s.rangeTtfbMs.head.cove)}/${last(s.rangeTtfbMs.head.origin)}, tail ${last(s.rangeTtfbMs.tail.cove)}/${last(s.rangeTtfbMs.tail.origin)} (cove/origin)`,
       );
-      const elapsed = performance.now() - t0;
-      // The next run takes about as long as this one, without the 1-64 clients steps when it has none.
-      const next = performance.now() - runStart - (i + 1 < LEVEL_RUNS ? 0 : levelsMs);
-      if (i + 1 < RUNS && elapsed + next > BUDGET_MS) {
-        say(`  stopping after ${runs} of ${RUNS} runs: another would take the scenario past ${BUDGET_MS / 1000} s (${(elapsed / 1000).toFixed(0)} s so far)`);
+      if (i + 1 < RUNS && !fits(runMs)) {
+        say(`  stopping after ${runs} of ${RUNS} runs: another would take the scenario past ${BUDGET_MS / 1000} s (${((performance.now() - t0) / 1000).toFixed(0)} s so far)`);
+        break;
+      }
+    }
+
+    // 1-64 clients: per contender and run, a mirror filled once (as above); the first run always, more while the budget lasts.
+    for (let i = 0; i < LEVEL_RUNS; i++) {
+      const runStart = performance.now();
+      for (const server of inOrder(i, ['cove', 'distribution', 'nginx'] as const)) {
+        if (server === 'nginx') {
+          if (nginxUrl) await levels('nginx', blobUrl(nginxUrl));
+          continue;
+        }
+        const m = await startMirror(server, origin);
+        try {
+          checked(`${server} fill`, await curlGet(blobUrl(m.url)), 200, blob.size);
+          await filled(m);
+          await levels(server, blobUrl(m.url));
+        } finally {
+          await m.stop();
+        }
+      }
+      const runMs = performance.now() - runStart;
+      const top = String(LEVELS.at(-1));
+      say(
+        `  1-${top} clients, run ${i + 1} (${(runMs / 1000).toFixed(0)} s): ` +
+          LEVELS.map((n) => `${n}: ${(['cove', 'distribution', 'nginx'] as const).map((k) => last(s.concurrentMBps[String(n)]![k])).join('/')}`).join(', ') +
+          ' MB/s (cove/distribution/nginx)',
+      );
+      if (i + 1 < LEVEL_RUNS && !fits(runMs)) {
+        say(`  1-${top} clients: stopping after ${i + 1} of ${LEVEL_RUNS} runs: another would take the scenario past ${BUDGET_MS / 1000} s`);
         break;
       }
     }
@@ -406,6 +424,7 @@ function summarize(
     runsPlanned: RUNS,
     runs: r.runs,
     levelRuns: s.concurrentMBps[String(LEVELS[0])]!.cove.length,
+    levelRunsPlanned: LEVEL_RUNS,
     targets: T,
     tlsProtocols: r.tlsProtocols,
     samples: s,
@@ -476,7 +495,8 @@ function printTable(r: BlobResult, say: (line?: string) => void): void {
   if (r.levelRuns === 0) say('  1-64 clients at once: not measured (BENCH_BLOB_LEVEL_RUNS=0)');
   for (const n of r.levelRuns > 0 ? LEVELS : []) {
     const c = m.concurrentMBps[String(n)]!;
-    const label = `warm, ${n} client${n === 1 ? '' : 's'} at once (MB/s, ${r.levelRuns} runs)`;
+    const runs = r.levelRuns < r.levelRunsPlanned ? `${r.levelRuns} of ${r.levelRunsPlanned} runs` : `${r.levelRuns} run${r.levelRuns === 1 ? '' : 's'}`;
+    const label = `warm, ${n} client${n === 1 ? '' : 's'} at once (MB/s, ${runs})`;
     row([label, f0(c.cove), f0(c.distribution), f0(c.nginx), x2(r.ratios.concurrentVsDistribution[String(n)]), x2(r.ratios.concurrentVsNginx[String(n)]), 'reported', '']);
   }
   if (r.importFromArchive) {
