@@ -86,8 +86,12 @@ export interface BlobSamples {
   rssAtStartMB: Record<Kind, number[]>;
   peakRss8ClientsMB: Record<Kind, number[]>;
   tlsMBps: Record<Kind, number[]>;
-  /** Time to the first byte of the Range (ms); Cove's is RANGE_CAP_S when it sent nothing within it. */
-  rangeTtfbMs: Record<RangePart, { cove: number[]; origin: number[]; coveCapped: number }>;
+  /**
+   * Time to the first byte of the Range (ms), and Cove's minus the origin's of the same run (the two
+   * asked back to back, so a busy moment of the machine weighs on both); Cove's is RANGE_CAP_S when
+   * it sent nothing within it.
+   */
+  rangeTtfbMs: Record<RangePart, { cove: number[]; origin: number[]; overOrigin: number[]; coveCapped: number }>;
   /** Aggregate MB/s of N clients at once, per N. */
   concurrentMBps: Record<string, Record<Server, number[]>>;
 }
@@ -249,7 +253,7 @@ export async function blobScenario(say: (line?: string) => void, archive?: { mea
       rssAtStartMB: perKind(() => []),
       peakRss8ClientsMB: perKind(() => []),
       tlsMBps: perKind(() => []),
-      rangeTtfbMs: { head: { cove: [], origin: [], coveCapped: 0 }, tail: { cove: [], origin: [], coveCapped: 0 } },
+      rangeTtfbMs: { head: { cove: [], origin: [], overOrigin: [], coveCapped: 0 }, tail: { cove: [], origin: [], overOrigin: [], coveCapped: 0 } },
       concurrentMBps: Object.fromEntries(LEVELS.map((n) => [String(n), perServer(() => [] as number[])])),
     };
 
@@ -293,6 +297,8 @@ export async function blobScenario(say: (line?: string) => void, archive?: { mea
           }
           s.rangeTtfbMs[part][who].push(checked(`${who} Range ${part} (${range})`, t, 206, RANGE_BYTES).startTransferS * 1000);
         }
+        const r = s.rangeTtfbMs[part];
+        r.overOrigin.push(r.cove.at(-1)! - r.origin.at(-1)!);
       } finally {
         await rc.run();
       }
@@ -384,11 +390,11 @@ function summarize(
   r: Pick<BlobResult, 'runs' | 'blobBytes' | 'bigBlobBytes' | 'nginxSkipped' | 'tlsProtocols' | 'importFromArchive'>,
 ): BlobResult {
   const medOrNull = (xs: number[]) => (xs.length ? median(xs) : null);
-  const range = (part: RangePart) => {
-    const cove = median(s.rangeTtfbMs[part].cove);
-    const origin = median(s.rangeTtfbMs[part].origin);
-    return { cove, origin, overOriginMs: cove - origin };
-  };
+  const range = (part: RangePart) => ({
+    cove: median(s.rangeTtfbMs[part].cove),
+    origin: median(s.rangeTtfbMs[part].origin),
+    overOriginMs: median(s.rangeTtfbMs[part].overOrigin),
+  });
   const med: BlobResult['median'] = {
     warmMBps: perServer((x) => medOrNull(s.warmMBps[x])),
     coldMBps: { cove: median(s.coldMBps.cove), distribution: median(s.coldMBps.distribution), originDirect: median(s.coldMBps.originDirect) },
@@ -442,7 +448,7 @@ function summarize(
     notes:
       'MB = 10^6 bytes; MB/s of one client = body bytes / curl time_total; of N clients = N x blob bytes / wall time of N curl processes started together; ' +
       'ratios are Cove / baseline; peak RSS is VmHWM of the mirror process after one cold fill and 8 concurrent warm GETs; origin bytes are the blob body bytes in the origin\'s access log; ' +
-      'Range TTFB is curl time_starttransfer of a 64 KiB Range of the cold 1 GB blob from a fresh Cove, against the same Range from the origin itself',
+      'Range TTFB is curl time_starttransfer of a 64 KiB Range of the cold 1 GB blob from a fresh Cove, against the same Range from the origin itself right before or after; overOriginMs is the median of the per-run differences',
   };
 }
 
@@ -452,7 +458,7 @@ function printTable(r: BlobResult, say: (line?: string) => void): void {
   const f0 = (x: number | null | undefined) => (x === null || x === undefined ? '-' : x.toFixed(0));
   const x2 = (x: number | null | undefined) => (x === null || x === undefined ? '-' : `${x.toFixed(2)}x`);
   const verdict = (ok: boolean | null) => (ok === null ? 'n/a' : ok ? 'pass' : 'FAIL');
-  const row = (cells: string[]) => say(cells.map((c, i) => (i === 0 ? c.padEnd(40) : c.padStart(i >= 6 ? 16 : 13))).join(' '));
+  const row = (cells: string[]) => say(cells.map((c, i) => (i === 0 ? c.padEnd(46) : c.padStart(i >= 6 ? 16 : 13))).join(' '));
   const capped = (part: RangePart) => (r.samples.rangeTtfbMs[part].coveCapped ? ` (${r.samples.rangeTtfbMs[part].coveCapped} capped at ${RANGE_CAP_S} s)` : '');
   say();
   say(
@@ -492,6 +498,7 @@ function printTable(r: BlobResult, say: (line?: string) => void): void {
     row([`Range ${part} 64 KiB, 1 GB cold: TTFB (ms)`, f0(x.cove), `origin ${f0(x.origin)}`, '', `${x.overOriginMs >= 0 ? '+' : ''}${f0(x.overOriginMs)} ms`, '', `≤ origin+${T.rangeTtfbOverOriginMs}`, verdict(part === 'head' ? r.pass.rangeHead : r.pass.rangeTail)]);
     if (capped(part)) say(`  Range ${part}:${capped(part)}`);
   }
+  say('  Range rows: the origin (a docker-registry serving the blob itself) in the distribution column; +ms = median over runs of Cove TTFB - origin TTFB, asked back to back');
   if (r.levelRuns === 0) say('  1-64 clients at once: not measured (BENCH_BLOB_LEVEL_RUNS=0)');
   for (const n of r.levelRuns > 0 ? LEVELS : []) {
     const c = m.concurrentMBps[String(n)]!;
