@@ -23,8 +23,13 @@
 // BENCH_ONLY=outage) runs just that, with its own small image and origin, and writes no
 // results.json; the full bench stores it under the key `outage` (and the older 20 black-holed
 // pulls of the 200 MiB image under `blackholedPulls`).
+//
+// The "blob" scenario (issue 15; scripts/bench-blob.ts): one 200 MB blob served warm and cold, to
+// 1-64 clients, over TLS, and Ranges of a cold 1 GB blob, Cove against the registry's proxy mode and
+// nginx with sendfile, against the issue's targets. `--only blob` (or BENCH_ONLY=blob) runs just
+// that, with its own images and origin, and writes no results.json; the full bench runs it last and
+// stores it under the key `blob`.
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem, release, platform, arch } from 'node:os';
 import { join } from 'node:path';
 import {
   COVE_CLI,
@@ -33,6 +38,7 @@ import {
   ROOT,
   buildImage,
   httpGet,
+  machineInfo,
   peakRss,
   pushImage,
   run,
@@ -46,6 +52,7 @@ import {
   type TestImage,
 } from '../test/e2e/real.js';
 import { fetchedFrom, fetchedFromPeers, healthOf, startSite } from '../test/e2e/site-harness.js';
+import { blobScenario } from './bench-blob.js';
 import { outageScenario } from './bench-outage.js';
 
 const MiB = 1024 * 1024;
@@ -521,10 +528,10 @@ async function archiveScenario(image: TestImage, work: string): Promise<ArchiveR
   return result;
 }
 
-const ALONE = ['site', 'archive', 'outage'] as const;
+const ALONE = ['site', 'archive', 'outage', 'blob'] as const;
 type Alone = (typeof ALONE)[number];
 
-/** `--only site|archive|outage` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
+/** `--only site|archive|outage|blob` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
 function onlyScenario(): Alone | null {
   const argv = process.argv.slice(2);
   let only = process.env.BENCH_ONLY || null;
@@ -541,9 +548,10 @@ function onlyScenario(): Alone | null {
 
 async function main(): Promise<number> {
   const only = onlyScenario();
-  const missing = (only === 'archive' ? ['skopeo', 'umoci'] : ['docker-registry', 'skopeo', 'umoci']).filter((n) => which(n) === null);
+  const needs = only === 'archive' ? ['skopeo', 'umoci'] : only === 'blob' ? ['docker-registry', 'skopeo', 'curl', 'openssl'] : ['docker-registry', 'skopeo', 'umoci', 'curl', 'openssl'];
+  const missing = needs.filter((n) => which(n) === null);
   if (missing.length > 0) {
-    process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install docker-registry skopeo umoci)\n`);
+    process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install ${missing.join(' ')})\n`);
     return 2;
   }
   const cleanup = new Cleanup();
@@ -555,6 +563,12 @@ async function main(): Promise<number> {
       await outageScenario(say);
       say();
       say('--only outage: bench/results.json left as it was');
+      return 0;
+    }
+    if (only === 'blob') {
+      await blobScenario(say);
+      say();
+      say('--only blob: bench/results.json left as it was');
       return 0;
     }
     const work = tempDir(cleanup, 'cove-bench-');
@@ -646,23 +660,17 @@ async function main(): Promise<number> {
     say();
     const outageResult = await outageScenario(say);
 
+    say();
+    const blob = await blobScenario(say, archive);
+
     const file = join(ROOT, 'bench', 'results.json');
     mkdirSync(join(ROOT, 'bench'), { recursive: true });
-    const cpu = cpus();
     writeFileSync(
       file,
       JSON.stringify(
         {
           date: new Date().toISOString(),
-          machine: {
-            platform: platform(),
-            arch: arch(),
-            kernel: release(),
-            cpus: cpu.length,
-            cpuModel: cpu[0]?.model ?? 'unknown',
-            memoryBytes: totalmem(),
-            node: process.version,
-          },
+          machine: machineInfo(),
           baseline: `docker-registry (${versionOf('docker-registry', ['--version'])}) in proxy mode`,
           tools: { skopeo: versionOf('skopeo', ['--version']), umoci: versionOf('umoci', ['--version']) },
           image: { totalBytes: image.totalBytes, layers: image.layers.map((l) => l.size), largestBlobBytes: largest.size },
@@ -675,6 +683,7 @@ async function main(): Promise<number> {
           site: { runs: 1, results: site },
           archive,
           outage: outageResult,
+          blob,
           notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin (in the site scenario, one relay shared by the N mirrors); archive MB/s are 10^6 bytes of archive / wall seconds of the whole command, and the archive ratio is Cove MB/s / skopeo MB/s',
         },
         null,

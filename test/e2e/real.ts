@@ -4,10 +4,12 @@
 // Everything listens on 127.0.0.1; every wait is bounded; everything started is stopped on cleanup.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { request } from 'node:http';
-import { tmpdir } from 'node:os';
+import { request, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { arch, cpus, platform, release, tmpdir, totalmem } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../helpers/process.js';
@@ -37,6 +39,8 @@ const PACKAGE_OF: Record<string, string> = {
   'avahi-browse': 'avahi-utils',
   'avahi-daemon': 'avahi-daemon',
   'dbus-daemon': 'dbus',
+  nginx: 'nginx',
+  openssl: 'openssl',
 };
 
 // containerd, dockerd and docker-registry live in sbin on Debian; some shells leave it off PATH.
@@ -267,13 +271,19 @@ export async function waitFor(what: string, fn: () => boolean | Promise<boolean>
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
-/** One HTTP GET on loopback; body discarded unless `keep`; bounded by `timeoutMs`. */
+/**
+ * One HTTP GET on loopback; body discarded unless `keep`; bounded by `timeoutMs`. An https: URL is
+ * fetched without checking the certificate (the loopback test servers' own).
+ */
 export function httpGet(
   url: string,
   opts: { headers?: Record<string, string>; keep?: boolean; timeoutMs?: number; method?: string; noHash?: boolean } = {},
 ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; bytes: number; body: Buffer; sha256: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers ?? {}, timeout: opts.timeoutMs ?? 30_000 }, (res) => {
+    const options = { method: opts.method ?? 'GET', headers: opts.headers ?? {}, timeout: opts.timeoutMs ?? 30_000 };
+    const send = (onResponse: (res: IncomingMessage) => void) =>
+      url.startsWith('https:') ? httpsRequest(url, { ...options, rejectUnauthorized: false }, onResponse) : request(url, options, onResponse);
+    const req = send((res) => {
       const hash = createHash('sha256');
       const chunks: Buffer[] = [];
       let bytes = 0;
@@ -336,9 +346,11 @@ export class Registry {
     readonly port: number,
     readonly dir: string,
     readonly auth: { username: string; password: string } | null,
+    /** Whether it listens with TLS (startRegistry's `tls`). */
+    readonly tls = false,
   ) {}
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
   get hostPort(): string {
     return `127.0.0.1:${this.port}`;
@@ -421,7 +433,8 @@ export function removePodmanSideEffects(cleanup: Cleanup): string[] {
 
 /**
  * Starts docker-registry (optionally with htpasswd auth, with bearer-token auth against a token
- * server such as token-server.ts, or in proxy mode) and waits for /v2/.
+ * server such as token-server.ts, in proxy mode, or listening with TLS on a certificate and key
+ * in PEM files) and waits for /v2/.
  */
 export async function startRegistry(
   cleanup: Cleanup,
@@ -430,6 +443,7 @@ export async function startRegistry(
     token?: { realm: string; service: string; issuer: string; rootCertBundle: string };
     proxyRemote?: string;
     name?: string;
+    tls?: { certificate: string; key: string };
   } = {},
 ): Promise<Registry> {
   if (opts.auth && opts.token) throw new Error('startRegistry: auth (htpasswd) and token are exclusive');
@@ -449,6 +463,7 @@ export async function startRegistry(
     `  addr: 127.0.0.1:${port}`,
     `  secret: cove-e2e-${name}-${port}`,
   ];
+  if (opts.tls) lines.push('  tls:', `    certificate: ${opts.tls.certificate}`, `    key: ${opts.tls.key}`);
   if (opts.auth) {
     const htpasswd = await run('htpasswd', ['-Bbn', opts.auth.username, opts.auth.password]);
     writeFileSync(join(dir, 'htpasswd'), htpasswd.stdout.split('\n').filter(Boolean).join('\n') + '\n');
@@ -462,7 +477,7 @@ export async function startRegistry(
   writeFileSync(join(dir, 'config.yml'), lines.join('\n') + '\n');
   // docker-registry needs ~2 s to stop on SIGTERM.
   const proc = startProc(cleanup, name, 'docker-registry', ['serve', join(dir, 'config.yml')], { logFile: join(dir, 'registry.log'), graceMs: 5000 });
-  const registry = new Registry(proc, port, dir, opts.auth ?? null);
+  const registry = new Registry(proc, port, dir, opts.auth ?? null, opts.tls !== undefined);
   await waitFor(
     `docker-registry on ${registry.url}/v2/ (log: ${proc.logFile})`,
     async () => {
@@ -557,6 +572,87 @@ function blobPath(layoutDir: string, digest: string): string {
   return join(layoutDir, 'blobs', alg!, hex!);
 }
 
+/** A ustar header for one regular file `name` of `size` bytes (mode 0644, owner 0, mtime 0). */
+function tarHeader(name: string, size: number): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 100);
+  h.write('0000644\0', 100);
+  h.write('0000000\0', 108);
+  h.write('0000000\0', 116);
+  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  h.write('00000000000\0', 136);
+  h.write(' '.repeat(8), 148); // the checksum counts its own field as spaces
+  h.write('0', 156);
+  h.write('ustar\x0000', 257);
+  const sum = h.reduce((n, b) => n + b, 0);
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return h;
+}
+
+/** Writes `chunks` to `file`, hashing them on the way: their digest and length. */
+async function writeHashed(file: string, chunks: Iterable<Buffer>): Promise<{ digest: string; size: number }> {
+  const hash = createHash('sha256');
+  const fh = await open(file, 'w');
+  let size = 0;
+  try {
+    for (const c of chunks) {
+      hash.update(c);
+      await fh.write(c);
+      size += c.length;
+    }
+  } finally {
+    await fh.close();
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+/** The tar of one file `data.bin` of `size` bytes: a 1 MiB block from `seed`, numbered, repeated. */
+function* numberedBlockTar(seed: string, size: number): Generator<Buffer> {
+  const block = pseudoRandomBytes(seed, 1024 * 1024);
+  yield tarHeader('data.bin', size);
+  for (let at = 0, i = 0; at < size; at += block.length, i++) {
+    const b = Buffer.from(block.subarray(0, Math.min(block.length, size - at)));
+    if (b.length >= 8) b.writeBigUInt64BE(BigInt(i));
+    yield b;
+  }
+  yield Buffer.alloc((512 - (size % 512)) % 512 + 1024); // pad the file to a record, then the end-of-archive blocks
+}
+
+/**
+ * Builds `layout:tag` without umoci, fast enough for GB layers: one layer per size in `fileBytes`,
+ * each an uncompressed tar of one file `data.bin` of that size. Its content is a pseudo-random
+ * 1 MiB block (from `seed` and the layer's index) repeated, each copy carrying its number in its
+ * first 8 bytes: gzip finds nothing to compress (its window is 32 KiB) and no two blocks are alike.
+ * pushImage keeps these layers as they are (--preserve-digests).
+ */
+export async function buildTarImage(layoutDir: string, tag: string, fileBytes: number[], seed: string): Promise<TestImage> {
+  mkdirSync(join(layoutDir, 'blobs', 'sha256'), { recursive: true });
+  const indexFile = join(layoutDir, 'index.json');
+  if (!existsSync(indexFile)) {
+    writeFileSync(join(layoutDir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    writeFileSync(indexFile, JSON.stringify({ schemaVersion: 2, manifests: [] }));
+  }
+  const put = async (mediaType: string, chunks: Iterable<Buffer>): Promise<Descriptor> => {
+    const tmp = join(layoutDir, 'blobs', 'sha256', `.tmp-${process.pid}-${Date.now()}`);
+    const { digest, size } = await writeHashed(tmp, chunks);
+    renameSync(tmp, blobPath(layoutDir, digest));
+    return { mediaType, digest, size };
+  };
+  const layers: Descriptor[] = [];
+  for (const [i, size] of fileBytes.entries()) layers.push(await put('application/vnd.oci.image.layer.v1.tar', numberedBlockTar(`${seed}/${tag}/${i}`, size)));
+  const json = (value: unknown, mediaType: string) => put(mediaType, [Buffer.from(JSON.stringify(value))]);
+  const config = await json(
+    { architecture: 'amd64', os: 'linux', config: { Labels: { 'cove.e2e': seed } }, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } },
+    'application/vnd.oci.image.config.v1+json',
+  );
+  const manifest = await json({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers }, 'application/vnd.oci.image.manifest.v1+json');
+  const index = JSON.parse(readFileSync(indexFile, 'utf8')) as { manifests: Array<Descriptor & { annotations?: Record<string, string> }> };
+  index.manifests = index.manifests.filter((m) => m.annotations?.['org.opencontainers.image.ref.name'] !== tag);
+  index.manifests.push({ ...manifest, annotations: { 'org.opencontainers.image.ref.name': tag } });
+  writeFileSync(indexFile, JSON.stringify(index));
+  return readImage(layoutDir, tag);
+}
+
 /**
  * Pushes an image from its OCI layout to `registry` as `repo:tag` with skopeo, with `creds` when
  * given (a token-auth registry: a user the token server grants push), else the registry's htpasswd ones.
@@ -564,7 +660,9 @@ function blobPath(layoutDir: string, digest: string): string {
 export async function pushImage(image: TestImage, registry: Registry, repoTag: string, creds?: { username: string; password: string }): Promise<void> {
   const as = creds ?? registry.auth;
   const credArgs = as ? ['--dest-creds', `${as.username}:${as.password}`] : [];
-  await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', ...credArgs, `oci:${image.layout}:${image.tag}`, `docker://${registry.hostPort}/${repoTag}`], {
+  // Uncompressed layers (buildTarImage's) would be gzipped on the way, giving the registry other digests.
+  const keep = image.layers.some((l) => l.mediaType.endsWith('.tar')) ? ['--preserve-digests'] : [];
+  await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', ...keep, ...credArgs, `oci:${image.layout}:${image.tag}`, `docker://${registry.hostPort}/${repoTag}`], {
     timeoutMs: 300_000,
   });
 }
@@ -1004,6 +1102,110 @@ class RelayPair {
       else to.write(chunk);
     }
     this.held.delete(from);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ blob serving baselines
+
+/** What curl reports of one transfer (its -w variables), and how curl exited (28: --max-time reached). */
+export interface CurlTransfer {
+  status: number;
+  bytes: number;
+  /** Seconds from the start to the first body byte (time_starttransfer) and to the end (time_total). */
+  startTransferS: number;
+  totalS: number;
+  httpVersion: string;
+  exitCode: number | null;
+}
+
+/**
+ * `curl -s -o /dev/null URL`, timed by curl itself (its process start is not in the times).
+ * `range` asks for bytes (-r FIRST-LAST); `http2` asks for HTTP/2 (by ALPN over TLS); an https:
+ * URL skips the certificate check (-k: loopback test certificates); `maxTimeS` caps the transfer,
+ * which then shows in `exitCode`, not as a throw.
+ */
+export async function curlGet(url: string, opts: { range?: string; http2?: boolean; maxTimeS?: number } = {}): Promise<CurlTransfer> {
+  const maxS = opts.maxTimeS ?? 120;
+  const args = ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_starttransfer} %{time_total} %{http_version}', '--max-time', String(maxS)];
+  if (opts.range) args.push('-r', opts.range);
+  if (opts.http2) args.push('--http2');
+  if (url.startsWith('https:')) args.push('-k');
+  const r = await run('curl', [...args, url], { allowFail: true, timeoutMs: (maxS + 10) * 1000 });
+  const [status, bytes, start, total, version] = r.stdout.trim().split(' ');
+  return { status: Number(status), bytes: Number(bytes), startTransferS: Number(start), totalS: Number(total), httpVersion: version ?? '', exitCode: r.code };
+}
+
+/**
+ * nginx serving an OCI layout's `blobs/sha256` directory under the paths a registry uses
+ * (GET /v2/<repo>/blobs/sha256:<hex>), with sendfile on: plain file serving, as a baseline for
+ * blob throughput. Config, pid, logs and temp paths live in its own temp dir; it listens on
+ * 127.0.0.1 only; the master (the PID started here) is stopped on cleanup and takes its workers along.
+ */
+export async function startNginx(cleanup: Cleanup, blobDir: string): Promise<{ proc: Proc; url: string }> {
+  const dir = tempDir(cleanup, 'cove-ngx-');
+  const port = await freePort();
+  const errorLog = join(dir, 'error.log');
+  const conf = [
+    'daemon off;',
+    'master_process on;',
+    'worker_processes auto;',
+    `pid ${join(dir, 'nginx.pid')};`,
+    `error_log ${errorLog} warn;`,
+    // Workers run as nobody otherwise, who cannot read files under a root-owned temp dir.
+    ...(process.getuid?.() === 0 ? ['user root root;'] : []),
+    'events { worker_connections 1024; }',
+    'http {',
+    '  access_log off;',
+    '  sendfile on;',
+    '  default_type application/octet-stream;',
+    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${join(dir, t)};`),
+    '  server {',
+    `    listen 127.0.0.1:${port};`,
+    `    location ~ "^/v2/.+/blobs/sha256:([0-9a-f]{64})$" { alias ${blobDir}/$1; }`,
+    '  }',
+    '}',
+  ];
+  writeFileSync(join(dir, 'nginx.conf'), conf.join('\n') + '\n');
+  const proc = startProc(cleanup, 'nginx', 'nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { logFile: join(dir, 'nginx.log'), graceMs: 5000 });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`nginx on ${url} (log: ${errorLog})`, async () => {
+    if (!proc.running) throw new Error(`nginx exited at start:\n${proc.tail()}\n${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
+    return httpGet(`${url}/`, { timeoutMs: 1000 }).then(
+      () => true,
+      () => false,
+    );
+  });
+  return { proc, url };
+}
+
+/** The machine a benchmark ran on, for its results file. */
+export function machineInfo(): Record<string, string | number> {
+  const cpu = cpus();
+  return { platform: platform(), arch: arch(), kernel: release(), cpus: cpu.length, cpuModel: cpu[0]?.model ?? 'unknown', memoryBytes: totalmem(), node: process.version };
+}
+
+/** Bytes a live process has written so far, to files and sockets alike (/proc/PID/io wchar, sendfile included); 0 when unreadable. */
+export function bytesWritten(pid: number): number {
+  try {
+    const m = /^wchar:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Waits until `read()` has not changed for `quietMs` (polled every 100 ms), at most `maxMs`: e.g. a proxy's background fill is over. */
+export async function steady(read: () => number, quietMs = 1000, maxMs = 60_000): Promise<void> {
+  const end = Date.now() + maxMs;
+  let last = read();
+  let since = Date.now();
+  while (Date.now() < end) {
+    await sleep(100);
+    const now = read();
+    if (now !== last) {
+      last = now;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return;
   }
 }
 
