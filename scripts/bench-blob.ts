@@ -10,8 +10,9 @@
 //   - the origin read directly ("origin direct": what a cold fetch could reach at best);
 //   - per mirror, a fresh one (empty cache) in front of the origin: its RSS right after start; one
 //     cold GET (MB/s; then, once the origin and the mirror have stopped writing, the blob bytes the
-//     origin's access log shows it sent / blob size); one warm GET (MB/s); 8 warm GETs at once,
-//     then its peak RSS (VmHWM: the fill and the 8 clients); nginx gets the warm GET too. The
+//     origin's access log shows it sent / blob size); one warm GET (MB/s); its peak RSS so far
+//     (VmHWM: the fill); then, the high-water mark reset, 8 warm GETs at once and the peak RSS
+//     over them; nginx gets the warm GET too. The
 //     mirrors reach the origin directly: a counting relay in this process (test/e2e/real.ts
 //     CountingProxy) carries only ~150-200 MB/s on this kind of machine and would be what a cold
 //     fetch measures;
@@ -36,6 +37,7 @@ import {
   httpGet,
   machineInfo,
   peakRss,
+  resetPeakRss,
   pushImage,
   run,
   startCove,
@@ -84,6 +86,7 @@ export interface BlobSamples {
   /** Blob GETs that reached the origin while the mirror served its warm GETs (0: all from its cache). */
   warmOriginRequests: Record<Kind, number[]>;
   rssAtStartMB: Record<Kind, number[]>;
+  peakRssFillMB: Record<Kind, number[]>;
   peakRss8ClientsMB: Record<Kind, number[]>;
   tlsMBps: Record<Kind, number[]>;
   /**
@@ -116,6 +119,7 @@ export interface BlobResult {
     coldMBps: Record<Kind | 'originDirect', number>;
     coldOriginBytesPerBlobByte: Record<Kind, number>;
     rssAtStartMB: Record<Kind, number>;
+    peakRssFillMB: Record<Kind, number>;
     peakRss8ClientsMB: Record<Kind, number>;
     tlsMBps: Record<Kind, number>;
     rangeTtfbMs: Record<RangePart, { cove: number; origin: number; overOriginMs: number }>;
@@ -251,6 +255,7 @@ export async function blobScenario(say: (line?: string) => void, archive?: { mea
       coldOriginBytesPerBlobByte: perKind(() => []),
       warmOriginRequests: perKind(() => []),
       rssAtStartMB: perKind(() => []),
+      peakRssFillMB: perKind(() => []),
       peakRss8ClientsMB: perKind(() => []),
       tlsMBps: perKind(() => []),
       rangeTtfbMs: { head: { cove: [], origin: [], overOrigin: [], coveCapped: 0 }, tail: { cove: [], origin: [], overOrigin: [], coveCapped: 0 } },
@@ -274,6 +279,9 @@ export async function blobScenario(say: (line?: string) => void, archive?: { mea
         s.coldOriginBytesPerBlobByte[kind].push(Registry.blobGets(origin.since()).bytes / blob.size);
         origin.markNow();
         s.warmMBps[kind].push(mbps(checked(`${kind} warm GET`, await curlGet(blobUrl(m.url)), 200, blob.size)));
+        // The 8 clients' peak alone: the high-water mark so far (the cold fill) is reported apart.
+        s.peakRssFillMB[kind].push(peakRss(m.pid) / MB);
+        resetPeakRss(m.pid);
         await concurrentMBps(`${kind}, ${RSS_CLIENTS} warm clients`, blobUrl(m.url), RSS_CLIENTS, blob.size);
         s.peakRss8ClientsMB[kind].push(peakRss(m.pid) / MB);
         s.warmOriginRequests[kind].push(Registry.blobGets(origin.since()).requests);
@@ -400,6 +408,7 @@ function summarize(
     coldMBps: { cove: median(s.coldMBps.cove), distribution: median(s.coldMBps.distribution), originDirect: median(s.coldMBps.originDirect) },
     coldOriginBytesPerBlobByte: perKind((k) => median(s.coldOriginBytesPerBlobByte[k])),
     rssAtStartMB: perKind((k) => median(s.rssAtStartMB[k])),
+    peakRssFillMB: perKind((k) => median(s.peakRssFillMB[k])),
     peakRss8ClientsMB: perKind((k) => median(s.peakRss8ClientsMB[k])),
     tlsMBps: perKind((k) => median(s.tlsMBps[k])),
     rangeTtfbMs: { head: range('head'), tail: range('tail') },
@@ -447,7 +456,7 @@ function summarize(
     importFromArchive: r.importFromArchive,
     notes:
       'MB = 10^6 bytes; MB/s of one client = body bytes / curl time_total; of N clients = N x blob bytes / wall time of N curl processes started together; ' +
-      'ratios are Cove / baseline; peak RSS is VmHWM of the mirror process after one cold fill and 8 concurrent warm GETs; origin bytes are the blob body bytes in the origin\'s access log; ' +
+      'ratios are Cove / baseline; peak RSS is VmHWM of the mirror process over 8 concurrent warm GETs (reset through /proc/PID/clear_refs after the fill and one warm GET, whose own peak is reported apart); origin bytes are the blob body bytes in the origin\'s access log; ' +
       'Range TTFB is curl time_starttransfer of a 64 KiB Range of the cold 1 GB blob from a fresh Cove, against the same Range from the origin itself right before or after; overOriginMs is the median of the per-run differences',
   };
 }
@@ -481,7 +490,8 @@ function printTable(r: BlobResult, say: (line?: string) => void): void {
   row(['  origin direct (MB/s)', '', f0(m.coldMBps.originDirect), '', '', '', '', '']);
   row(['  origin bytes per cold GET / blob size', m.coldOriginBytesPerBlobByte.cove.toFixed(3), m.coldOriginBytesPerBlobByte.distribution.toFixed(3), '', '', '', '1.0x', '']);
   row(['RSS right after start (MB)', f0(m.rssAtStartMB.cove), f0(m.rssAtStartMB.distribution), '', '', '', '', '']);
-  row([`peak RSS, fill + ${RSS_CLIENTS} warm clients (MB)`, f0(m.peakRss8ClientsMB.cove), f0(m.peakRss8ClientsMB.distribution), '', '', '', `≤${T.peakRss8ClientsMB} MB`, verdict(r.pass.peakRss8ClientsMB)]);
+  row(['peak RSS over the cold fill and one warm GET (MB)', f0(m.peakRssFillMB.cove), f0(m.peakRssFillMB.distribution), '', '', '', '', '']);
+  row([`peak RSS, ${RSS_CLIENTS} warm clients at once (MB)`, f0(m.peakRss8ClientsMB.cove), f0(m.peakRss8ClientsMB.distribution), '', '', '', `≤${T.peakRss8ClientsMB} MB`, verdict(r.pass.peakRss8ClientsMB)]);
   row([
     `warm over TLS, curl --http2 (MB/s)`,
     f0(m.tlsMBps.cove),

@@ -1219,6 +1219,11 @@ export function peakRss(pid: number): number {
   }
 }
 
+/** Resets a process's VmHWM to its current RSS (Linux: /proc/PID/clear_refs), so a later peak is that phase's own. */
+export function resetPeakRss(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
+}
+
 /** Synchronous check that a command runs (used for version lines in reports). */
 export function versionOf(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
