@@ -4,7 +4,6 @@
 // (at 200 MB that was most of the command's time).
 import { createReadStream } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 
 /** Bytes per read of the archive file (and so per write to the socket). */
 const UPLOAD_CHUNK = 1024 * 1024;
@@ -30,9 +29,10 @@ export interface UploadReply {
  * sent (Cove refuses a bad archive as soon as it sees the problem) is the answer: the upload stops
  * there. Rejects when no answer comes (nothing listening, the connection lost).
  */
-export function uploadArchive(target: UploadTarget, path: string, file: string, onProgress?: (bytesSent: number) => void): Promise<UploadReply> {
+export async function uploadArchive(target: UploadTarget, path: string, file: string, onProgress?: (bytesSent: number) => void): Promise<UploadReply> {
   const url = new URL(`${target.base}${path}`);
-  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  // TLS (and the crypto it loads) only for an https:// --url: the admin socket is plain HTTP.
+  const request = url.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
   return new Promise<UploadReply>((resolve, reject) => {
     const input = createReadStream(file, { highWaterMark: UPLOAD_CHUNK });
     let answered = false;
