@@ -1,18 +1,19 @@
 #!/usr/bin/env -S node --max-semi-space-size=1
 // The `cove` command: subcommands to run the daemon or work on its data directory.
-import { createReadStream, createWriteStream } from 'node:fs';
+//
+// The daemon's modules (main.js and all it loads), the logger and undici are imported by the
+// commands that use them, not here: a command such as `cove import` would otherwise spend most of
+// a second loading a daemon it only talks to.
+import { createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import { Agent, fetch as undiciFetch, type Response } from 'undici';
+import type { Agent, Response } from 'undici';
+import { uploadArchive } from './archive/upload.js';
 import { CONFIG_FLAGS, loadAdminSockets, loadAdminToken, loadConfig, loadDataDir, loadListen } from './config.js';
 import { ConfigError } from './errors.js';
-import { createLogger } from './log.js';
-import { startCove } from './main.js';
-import { reindexDataDir } from './store/offline-reindex.js';
-import { guardUndiciPausedParser } from './undici-guard.js';
 import { createProgress } from './cli/progress.js';
 import { certCommand, DEFAULT_CERT_DIR, DEFAULT_SERVER_DAYS } from './cli/cert.js';
 import { clientConfig } from './cli/client-config.js';
@@ -126,6 +127,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(flags);
     case 'reindex': {
       const dataDir = loadDataDir({ flags });
+      const { createLogger } = await import('./log.js');
+      const { reindexDataDir } = await import('./store/offline-reindex.js');
       const log = createLogger('info');
       const counts = await reindexDataDir(dataDir, log);
       process.stdout.write(`reindexed ${dataDir}: ${JSON.stringify(counts)}\n`);
@@ -333,15 +336,16 @@ async function importFile(file: string | undefined, flags: Record<string, string
     process.stderr.write(`cove: ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})\n`);
     return 1;
   }
+  const query = new URLSearchParams([...opts.tags.map((t) => ['tag', t]), ...(opts.pin ? [['pin', '1']] : [])]);
+  const target = await adminTarget(flags, opts.url);
+  if (typeof target === 'string') {
+    process.stderr.write(`${target}\n`);
+    return 1;
+  }
   const progress = createProgress(`import ${basename(file)}`);
   progress.total(size);
-  let sent = 0;
-  const input = createReadStream(file);
-  input.on('data', (chunk) => progress.update((sent += chunk.length)));
-  const query = new URLSearchParams([...opts.tags.map((t) => ['tag', t]), ...(opts.pin ? [['pin', '1']] : [])]);
-  const res = await callLocal(flags, opts.url, 'POST', `/admin/import${query.size > 0 ? `?${query}` : ''}`, 'import', Readable.toWeb(input) as ReadableStream, 0);
+  const res = await answerOf(target, 'import', () => uploadArchive(target, `/admin/import${query.size > 0 ? `?${query}` : ''}`, file, (sent) => progress.update(sent)));
   progress.stop();
-  input.destroy();
   if (res === null) return 1;
   const result = (await res.json()) as { format: string; images: Array<{ ref: string; digest: string }>; newBlobs: number; newBytes: number; blobs: number; pinned: boolean };
   for (const image of result.images) process.stdout.write(`${image.ref}: ${image.digest}${result.pinned ? ' (pinned)' : ''}\n`);
@@ -393,7 +397,8 @@ interface AdminTarget {
   base: string;
   /** What to call it in messages. */
   where: string;
-  dispatcher?: Agent;
+  /** The admin socket, when the requests go there. */
+  socketPath?: string;
   headers: Record<string, string>;
   /** Over HTTP: the sockets looked for, and why none was used, for the hint after a refusal. */
   searched?: string[];
@@ -418,10 +423,8 @@ async function adminTarget(flags: Record<string, string | boolean | undefined>, 
         (err: NodeJS.ErrnoException) => err.code ?? 'unreadable',
       );
       if (found === 'socket') {
-        const dispatcher = new Agent({ connect: { socketPath: path } });
-        socketAgents.push(dispatcher);
         // The file mode of the socket is the check: no token goes over it.
-        return { base: 'http://localhost', where: `the admin socket ${path}`, dispatcher, headers: {} };
+        return { base: 'http://localhost', where: `the admin socket ${path}`, socketPath: path, headers: {} };
       }
       searched.push(`${path} (${found === 'ENOENT' ? 'absent' : found})`);
     }
@@ -445,7 +448,7 @@ async function callLocal(
   method: string,
   path: string,
   what: string,
-  body?: string | ReadableStream,
+  body?: string,
   timeoutMs = 10_000,
 ): Promise<Response | null> {
   const target = await adminTarget(flags, url);
@@ -454,25 +457,38 @@ async function callLocal(
     return null;
   }
   // Each body goes with the one type its endpoint reads (see src/http/admin-gate.ts).
-  const headers = { ...target.headers, ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'application/json' : 'application/x-tar' }) };
-  let res: Response;
-  try {
-    res = await undiciFetch(`${target.base}${path}`, {
+  const headers = { ...target.headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
+  const { Agent, fetch: undiciFetch } = await import('undici');
+  let dispatcher: Agent | undefined;
+  if (target.socketPath !== undefined) {
+    dispatcher = new Agent({ connect: { socketPath: target.socketPath } });
+    socketAgents.push(dispatcher);
+  }
+  return answerOf(target, what, () =>
+    undiciFetch(`${target.base}${path}`, {
       method,
       headers,
-      ...(body === undefined ? {} : { body: body as never, duplex: 'half' as const }),
-      ...(target.dispatcher ? { dispatcher: target.dispatcher } : {}),
+      ...(body === undefined ? {} : { body }),
+      ...(dispatcher ? { dispatcher } : {}),
       ...(timeoutMs > 0 ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
-    });
+    }),
+  );
+}
+
+/** The answer `send` gets from the local Cove, or null after saying why there is none or it is a failure. */
+async function answerOf<R extends { ok: boolean; status: number; text(): Promise<string> }>(target: AdminTarget, what: string, send: () => Promise<R>): Promise<R | null> {
+  let res: R;
+  try {
+    res = await send();
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    const why = cause?.code ?? cause?.message ?? (err as Error).message;
+    const why = cause?.code ?? cause?.message ?? (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     process.stderr.write(`cove: no Cove answered at ${target.where}: ${(err as Error).message} (${why}) (is it running? use --url or --socket)\n`);
     return null;
   }
   if (!res.ok) {
     process.stderr.write(`cove: ${what} failed (${res.status}): ${await res.text()}\n`);
-    if (target.dispatcher === undefined && (res.status === 401 || res.status === 403) && target.searched !== undefined) {
+    if (target.socketPath === undefined && (res.status === 401 || res.status === 403) && target.searched !== undefined) {
       const looked = target.searched.length > 0 ? ` (looked for ${target.searched.join(', ')})` : '';
       process.stderr.write(
         `cove: over HTTP, admin needs the admin token (COVE_ADMIN_TOKEN or --token). On the Cove host, run this as root or Cove's user so it can use the admin socket${looked}, or name it with --socket\n`,
@@ -488,6 +504,8 @@ async function serve(flags: Record<string, string | boolean | undefined>): Promi
   // Whatever Cove creates (index files, journals, keys) is for its own user only, as the unit's
   // UMask=0077 makes it under systemd.
   process.umask(0o077);
+  const { startCove } = await import('./main.js');
+  const { guardUndiciPausedParser } = await import('./undici-guard.js');
   const cove = await startCove(config);
   guardUndiciPausedParser(cove.log);
   await new Promise<void>((resolve) => {

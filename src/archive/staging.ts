@@ -1,30 +1,27 @@
-// The entries of an archive on their way into the store, as they are read. Each
-// `blobs/<alg>/<hex>` entry streams into a BlobWriter named by its path, which verifies digest and
-// length at commit. Entries with no digest in their name (docker save's `<id>/layer.tar`,
-// skopeo's `<hex>.tar`) stream into a temp file in the store's tmp dir while being hashed; the
-// ones an image refers to are adopted into the store once the archive is checked (settle), the
-// rest removed. Small metadata entries are read into memory, bounded. Every blob this import
-// added is remembered, so a failed import can take them all out again.
-import { createHash, randomBytes } from 'node:crypto';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+// The entries of an archive on their way into the store, as they are read. Every file entry
+// streams into a temp file in the store's tmp dir (stage-file.ts) while being hashed: a
+// `blobs/<alg>/<hex>` entry is checked against the digest its path names as it ends; entries with
+// no digest in their name (docker save's `<id>/layer.tar`, skopeo's `<hex>.tar`) are named by
+// their sha256. The ones an image refers to are adopted into the store once the whole archive is
+// checked (settle), the rest removed, so nothing of a bad archive is ever visible under a digest.
+// Small metadata entries are read into memory, bounded. Every blob this import added is
+// remembered, so a failed import can take them all out again.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { posix } from 'node:path';
 import type { Logger } from 'pino';
-import { DigestMismatchError } from '../errors.js';
 import { DigestVerifier } from '../oci/digest.js';
 import { parseDigest } from '../oci/reference.js';
 import type { BlobStore } from '../store/blobs.js';
-import { unlinkQuiet, writeAll, type BlobWriter } from '../store/writer.js';
+import type { BlobWriter } from '../store/writer.js';
 import { ArchiveError, describeError } from './common.js';
 import type { ArchiveContents, FileEntry, Inventory } from './inventory.js';
+import { StageFile } from './stage-file.js';
 import { drain, normalize, readAll, type TarEntry } from './tar-reader.js';
 
 /** Metadata entries read into memory, and at most how large each may be. */
 const METADATA_ENTRIES = new Set(['manifest.json', 'index.json', 'oci-layout', 'repositories']);
 export const METADATA_MAX_BYTES = 16 * 1024 * 1024;
-/** Bytes a blob writer may hold before the importer waits for them to reach the file. */
-const WRITE_HIGH_WATER = 4 * 1024 * 1024;
-/** Bytes gathered before one write to a staging file. */
-const STAGE_BATCH = 1024 * 1024;
 const MAX_LINK_HOPS = 16;
 
 /** Runs one rollback step; a failure is logged, never thrown, so the other steps still run. */
@@ -48,10 +45,10 @@ export class Staging implements ArchiveContents {
   readonly #have = new Map<string, number>();
   /** Committed into the store by this import and not there before it. */
   readonly #added = new Set<string>();
-  /** Hashed temp files not yet moved into the store: digest -> path. */
-  readonly #staged = new Map<string, string>();
+  /** Hashed temp files not yet moved into the store, by digest. */
+  readonly #staged = new Map<string, StageFile>();
   /** Every temp file this import created and has not yet moved or removed. */
-  readonly #temps = new Set<string>();
+  readonly #temps = new Set<StageFile>();
   #writer: BlobWriter | null = null;
 
   constructor(store: BlobStore, log: Logger) {
@@ -107,7 +104,7 @@ export class Staging implements ArchiveContents {
     return this.#stageEntry(entry, name, size);
   }
 
-  /** A `blobs/<alg>/<hex>` entry: into the store under that digest, verified by the writer. */
+  /** A `blobs/<alg>/<hex>` entry: staged, and refused unless its bytes hash to the digest its path names. */
   async #blobEntry(entry: TarEntry, name: string, digest: string, size: number): Promise<void> {
     if (this.#have.has(digest) || (await this.#store.stat(digest)) !== null) {
       // Already there (an earlier entry, or in the store before): check these bytes all the same,
@@ -126,66 +123,49 @@ export class Staging implements ArchiveContents {
       this.#have.set(digest, size);
       return;
     }
-    let head: Buffer | null = null;
-    try {
-      await this.#write(digest, size, async (writer) => {
-        for await (const chunk of entry) {
-          head ??= Buffer.from(chunk.subarray(0, 8));
-          const written = writer.write(chunk);
-          written.catch(() => {}); // surfaced by flush() below
-          if (writer.pendingBytes >= WRITE_HIGH_WATER) await written;
-        }
-        await writer.flush();
-      });
-    } catch (err) {
-      if (err instanceof DigestMismatchError) {
-        throw new ArchiveError('ARCHIVE_DIGEST_MISMATCH', `${name} in the archive does not match its name: ${err.message}`, { cause: err });
-      }
-      throw err;
+    const verifier = new DigestVerifier(digest);
+    const { file, head } = await this.#toTemp(entry, name, size, verifier);
+    const { ok, actual } = verifier.finish();
+    if (!ok) {
+      await this.#removeTemp(file);
+      throw new ArchiveError('ARCHIVE_DIGEST_MISMATCH', `${name} in the archive does not match its name: expected ${digest}, got ${actual} (${size} bytes)`);
     }
-    this.#files.set(name, { digest, size, head: head ?? Buffer.alloc(0) });
+    this.#files.set(name, { digest, size, head });
+    this.#staged.set(digest, file);
+    this.#have.set(digest, size);
   }
 
-  /** Any other file: hashed into a temp file beside the store; moved in later if referenced. */
+  /** Any other file: named by its sha256; moved into the store later if an image refers to it. */
   async #stageEntry(entry: TarEntry, name: string, size: number): Promise<void> {
-    const path = join(this.#store.tmpDir, `import-${randomBytes(8).toString('hex')}.part`);
     const hash = createHash('sha256');
-    let head: Buffer | null = null;
-    let handle: FileHandle | null = await open(path, 'wx', 0o600);
-    this.#temps.add(path);
-    let written = 0;
-    try {
-      let batch: Buffer[] = [];
-      let batchBytes = 0;
-      const flush = async () => {
-        if (batchBytes === 0) return;
-        await writeAll(handle!, batch, batchBytes, written);
-        written += batchBytes;
-        batch = [];
-        batchBytes = 0;
-      };
-      for await (const chunk of entry) {
-        head ??= Buffer.from(chunk.subarray(0, 8));
-        hash.update(chunk);
-        batch.push(chunk);
-        batchBytes += chunk.length;
-        if (batchBytes >= STAGE_BATCH) await flush();
-      }
-      await flush();
-      await handle.close();
-      handle = null;
-    } finally {
-      await handle?.close().catch(() => {});
-    }
-    if (written !== size) throw new ArchiveError('ARCHIVE_TRUNCATED', `${name}: ${written} bytes where the tar header says ${size}`);
+    const { file, head } = await this.#toTemp(entry, name, size, hash);
     const digest = `sha256:${hash.digest('hex')}`;
-    this.#files.set(name, { digest, size, head: head ?? Buffer.alloc(0) });
+    this.#files.set(name, { digest, size, head });
     if (this.#have.has(digest)) {
-      await this.#removeTemp(path); // the same bytes came before
+      await this.#removeTemp(file); // the same bytes came before
       return;
     }
-    this.#staged.set(digest, path);
+    this.#staged.set(digest, file);
     this.#have.set(digest, size);
+  }
+
+  /**
+   * Streams an entry into a new temp file, feeding `hash` as it goes; resolves once every byte is
+   * in the file (its fsync runs on in the background) with the file and the entry's first bytes.
+   */
+  async #toTemp(entry: TarEntry, name: string, size: number, hash: { update(chunk: Buffer): unknown }): Promise<{ file: StageFile; head: Buffer }> {
+    const file = await StageFile.create(this.#store.tmpDir);
+    this.#temps.add(file);
+    let head: Buffer | null = null;
+    for await (const chunk of entry) {
+      head ??= Buffer.from(chunk.subarray(0, 8));
+      hash.update(chunk);
+      const wait = file.add(chunk);
+      if (wait) await wait;
+    }
+    await file.end();
+    if (file.size !== size) throw new ArchiveError('ARCHIVE_TRUNCATED', `${name}: ${file.size} bytes where the tar header says ${size}`);
+    return { file, head: head ?? Buffer.alloc(0) };
   }
 
   /**
@@ -235,7 +215,7 @@ export class Staging implements ArchiveContents {
 
   async readBlob(digest: string): Promise<Buffer> {
     const staged = this.#staged.get(digest);
-    if (staged) return readFile(staged);
+    if (staged) return readFile(staged.path);
     return this.#store.readAll(digest);
   }
 
@@ -243,8 +223,8 @@ export class Staging implements ArchiveContents {
 
   /**
    * Puts everything the checked archive's images need into the store (synthesized manifests,
-   * referenced temp files) and removes everything else this import brought; then checks that
-   * every blob the images need is there, at its size.
+   * referenced temp files, each once its fsync is done) and removes every other temp file; then
+   * checks that every blob the images need is there, at its size.
    */
   async settle(found: Pick<Inventory, 'manifests' | 'blobs'>): Promise<void> {
     // Synthesized manifests (docker archives) become blobs like any other.
@@ -257,20 +237,14 @@ export class Staging implements ArchiveContents {
       const temp = this.#staged.get(digest);
       if (temp) await this.#adopt(digest, temp);
     }
-    // Everything the images need is in the store now; anything else this import brought is not
+    // Everything the images need is in the store now; anything else the archive brought is not
     // part of an image and goes.
+    const strays = this.#staged.size;
     for (const [digest, temp] of this.#staged) {
       await this.#removeTemp(temp);
       this.#staged.delete(digest);
     }
-    let strays = 0;
-    for (const digest of [...this.#added]) {
-      if (found.blobs.has(digest)) continue;
-      await this.#store.remove(digest);
-      this.#added.delete(digest);
-      strays++;
-    }
-    if (strays > 0) this.#log.info({ blobs: strays }, 'archive: removed blobs no image of the archive refers to');
+    if (strays > 0) this.#log.info({ files: strays }, 'archive: dropped files no image of the archive refers to');
     for (const [digest, size] of found.blobs) {
       const s = await this.#store.stat(digest);
       if (!s || s.size !== size) throw new ArchiveError('ARCHIVE_BLOB_MISSING', `blob ${digest} vanished from the store during the import`);
@@ -278,16 +252,17 @@ export class Staging implements ArchiveContents {
   }
 
   /** Moves a hashed temp file into the store under its digest. */
-  async #adopt(digest: string, temp: string): Promise<void> {
+  async #adopt(digest: string, temp: StageFile): Promise<void> {
+    await temp.synced();
     // adopt() removes the temp file when the store had the blob already.
-    if (await this.#store.adopt(temp, digest)) this.#added.add(digest);
+    if (await this.#store.adopt(temp.path, digest)) this.#added.add(digest);
     this.#temps.delete(temp);
     this.#staged.delete(digest);
   }
 
-  async #removeTemp(path: string): Promise<void> {
-    await unlinkQuiet(path);
-    this.#temps.delete(path);
+  async #removeTemp(temp: StageFile): Promise<void> {
+    await temp.discard();
+    this.#temps.delete(temp);
   }
 
   // ------------------------------------------------------------------------------- rollback
@@ -295,7 +270,7 @@ export class Staging implements ArchiveContents {
   /** Stops what is under way: aborts an open writer, removes every temp file. Never throws. */
   async discardPending(): Promise<void> {
     if (this.#writer) await quietly(this.#log, 'abort writer', () => this.#writer!.abort());
-    for (const path of [...this.#temps]) await quietly(this.#log, `remove ${path}`, () => this.#removeTemp(path));
+    for (const temp of [...this.#temps]) await quietly(this.#log, `remove ${temp.path}`, () => this.#removeTemp(temp));
   }
 
   /** Removes every blob this import added to the store. Never throws. */

@@ -2,6 +2,8 @@
 // gzip, entries in any order; and the failures (truncated, tampered, missing, bad JSON, not a
 // tar), each of which must leave store and catalog exactly as they were.
 import { createHash } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import t from 'tap';
 import { ArchiveError, importArchive, type ImportOptions } from '../../src/archive/import.js';
@@ -235,6 +237,32 @@ t.test('blobs no image refers to are not kept', async (t) => {
   await importArchive(chunked(archive), options(env));
   t.equal(await env.store.stat(sha256Of(stray)), null);
   t.equal((await snapshot(env)).blobs.length, 3);
+});
+
+t.test('no blob of an OCI layout is in the store until the whole archive is read and checked', async (t) => {
+  const env = await openStore(t);
+  const image = makeImage({ layers: [1_500_000, 700_000], seed: 'visible', mediaType: 'oci' });
+  const [layout, index] = layoutFiles([descriptorOf(image, { 'io.containerd.image.name': 'proj/v:1' })]);
+  const archive = await buildTar([...imageBlobs(image), layout!, index!]);
+  // Everything but index.json: the blobs are read (and staged), the import waits for the rest.
+  const split = archive.indexOf(Buffer.from('index.json\0'));
+  t.ok(split > 0 && split % 512 === 0, 'index.json starts a tar header');
+  const input = new PassThrough();
+  const importing = importArchive(input, options(env));
+  input.write(archive.subarray(0, split));
+  const blobBytes = image.totalBytes;
+  const staged = () => readdirSync(env.store.tmpDir).reduce((n, f) => n + statSync(join(env.store.tmpDir, f)).size, 0);
+  for (let i = 0; i < 500 && staged() < blobBytes; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(staged(), blobBytes, 'every blob of the archive is read into temp files');
+  for (const d of [image.manifestDigest, image.configDigest, ...image.layers.map((l) => l.digest)]) {
+    t.equal(await env.store.stat(d), null, `${d.slice(0, 19)} is not in the store yet`);
+  }
+  t.same((await snapshot(env)).blobs, [], 'the store has no blob of it');
+  input.end(archive.subarray(split));
+  const result = await importing;
+  t.equal(result.newBlobs, 4);
+  for (const d of [image.manifestDigest, image.configDigest, ...image.layers.map((l) => l.digest)]) t.equal(await digestOfFile(env, d), d, `${d.slice(0, 19)} is in the store now`);
+  t.same((await snapshot(env)).tmp, [], 'the temp files became the blobs');
 });
 
 // ------------------------------------------------------------------------------- failures
