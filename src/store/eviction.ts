@@ -111,7 +111,8 @@ export class Evictor {
 
   /** Counts the store and starts the idle sweep; an over-full cache is trimmed at once. */
   async start(): Promise<void> {
-    this.#bytes = (await this.#o.catalog.listBlobs()).reduce((n, b) => n + b.record.size, 0);
+    // A sum over the records as they stream by: start-up must not hold every record at once.
+    this.#bytes = await this.#o.catalog.blobBytes();
     const { maxIdleMs } = this.#o.limits;
     if (maxIdleMs !== null) {
       // Often enough that an idle image goes within a tenth of its allowance, at most hourly.
