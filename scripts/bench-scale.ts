@@ -59,8 +59,9 @@ export interface ScaleRow {
   setupMs: number;
   /** Median over the runs: spawn to the first answer of GET /v2/. */
   startMs: number;
-  /** Median RSS, V8 heap used, and peak RSS (VmHWM) of the daemon, MiB, a moment after it answered. */
+  /** Median RSS, its anonymous part (heap, malloc; the rest is mapped files: node itself, LevelDB tables), V8 heap used, and peak RSS (VmHWM) of the daemon, MiB, a moment after it answered. */
   rssMiB: number;
+  anonRssMiB: number;
   heapUsedMiB: number;
   peakRssMiB: number;
   /** Origin requests of one pull (manifest by tag, config, layers) through Cove. */
@@ -76,7 +77,7 @@ export interface ScaleResult {
   runs: number;
   rows: ScaleRow[];
   /** Each figure at a size over the same figure one size (10x) smaller. */
-  growthPer10x: Array<{ from: number; to: number; startMs: number; rssMiB: number; peakRssMiB: number; planMs: number; passMs: number }>;
+  growthPer10x: Array<{ from: number; to: number; startMs: number; rssMiB: number; anonRssMiB: number; peakRssMiB: number; planMs: number; passMs: number }>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -122,14 +123,14 @@ function get(url: string, timeoutMs = 2000): Promise<{ status: number; body: Buf
   });
 }
 
-function procStatusKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+function procStatusKiB(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon'): number {
   const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no ${field} for pid ${pid}`);
   return Number(m[1]);
 }
 
 /** One start of the real daemon on `dataDir`: time to /v2/, then its memory once settled; stopped again. */
-async function daemonStart(dataDir: string, logFile: string): Promise<{ ms: number; rssMiB: number; heapUsedMiB: number; peakRssMiB: number }> {
+async function daemonStart(dataDir: string, logFile: string): Promise<{ ms: number; rssMiB: number; anonRssMiB: number; heapUsedMiB: number; peakRssMiB: number }> {
   const port = await freePort();
   const log = openSync(logFile, 'a');
   const started = process.hrtime.bigint();
@@ -163,7 +164,7 @@ async function daemonStart(dataDir: string, logFile: string): Promise<{ ms: numb
     // What it holds once start-up is over, not a moment mid-collection.
     await sleep(1000);
     const health = JSON.parse((await get(`http://127.0.0.1:${port}/healthz`)).body.toString()) as { memory: { heapUsed: number } };
-    return { ms, rssMiB: procStatusKiB(child.pid!, 'VmRSS') / 1024, heapUsedMiB: health.memory.heapUsed, peakRssMiB: procStatusKiB(child.pid!, 'VmHWM') / 1024 };
+    return { ms, rssMiB: procStatusKiB(child.pid!, 'VmRSS') / 1024, anonRssMiB: procStatusKiB(child.pid!, 'RssAnon') / 1024, heapUsedMiB: health.memory.heapUsed, peakRssMiB: procStatusKiB(child.pid!, 'VmHWM') / 1024 };
   } finally {
     child.kill('SIGTERM');
     const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
@@ -278,6 +279,7 @@ export async function scaleScenario(say: (line?: string) => void, options: { run
         setupMs,
         startMs: round(median(starts.map((s) => s.ms))),
         rssMiB: round(median(starts.map((s) => s.rssMiB))),
+        anonRssMiB: round(median(starts.map((s) => s.anonRssMiB))),
         heapUsedMiB: round(median(starts.map((s) => s.heapUsedMiB))),
         peakRssMiB: round(median(starts.map((s) => s.peakRssMiB))),
         originRequests: originRequestsRow,
@@ -295,6 +297,7 @@ export async function scaleScenario(say: (line?: string) => void, options: { run
       to: r.blobs,
       startMs: round(r.startMs / p.startMs, 2),
       rssMiB: round(r.rssMiB / p.rssMiB, 2),
+      anonRssMiB: round(r.anonRssMiB / p.anonRssMiB, 2),
       peakRssMiB: round(r.peakRssMiB / p.peakRssMiB, 2),
       planMs: round(r.eviction.planMs / p.eviction.planMs, 2),
       passMs: round(r.eviction.passMs / p.eviction.passMs, 2),
@@ -306,18 +309,18 @@ export async function scaleScenario(say: (line?: string) => void, options: { run
 }
 
 function printTable(r: ScaleResult, say: (line?: string) => void): void {
-  const cols = ['blobs / tags', 'start ms', 'RSS MiB', 'heap MiB', 'peak MiB', 'evict plan ms', 'evict pass ms', 'evicted', 'origin req cold/warm/reval'];
+  const cols = ['blobs / tags', 'start ms', 'RSS MiB', 'anon MiB', 'heap MiB', 'peak MiB', 'evict plan ms', 'evict pass ms', 'evicted', 'origin req cold/warm/reval'];
   const row = (cells: string[]) => say(cells.map((c, i) => (i === 0 ? c.padEnd(16) : c.padStart(i === cols.length - 1 ? 28 : 14))).join(''));
   say();
   say(`cost as the cache grows: daemon start-up (median of ${r.runs}), one eviction pass freeing ${EVICT_SHARE * 100}%, origin requests per pull`);
   row(cols);
   for (const x of r.rows) {
     const o = x.originRequests;
-    row([`${x.blobs} / ${x.tags}`, x.startMs.toFixed(0), x.rssMiB.toFixed(1), x.heapUsedMiB.toFixed(1), x.peakRssMiB.toFixed(1), x.eviction.planMs.toFixed(1), x.eviction.passMs.toFixed(1), String(x.eviction.evicted), `${o.cold}/${o.warm}/${o.revalidate}`]);
+    row([`${x.blobs} / ${x.tags}`, x.startMs.toFixed(0), x.rssMiB.toFixed(1), x.anonRssMiB.toFixed(1), x.heapUsedMiB.toFixed(1), x.peakRssMiB.toFixed(1), x.eviction.planMs.toFixed(1), x.eviction.passMs.toFixed(1), String(x.eviction.evicted), `${o.cold}/${o.warm}/${o.revalidate}`]);
   }
   say('growth per 10x (linear ≈ 10x or less; start-up RSS should stay near flat)');
   for (const g of r.growthPer10x) {
-    row([`${g.from} -> ${g.to}`, `${g.startMs.toFixed(2)}x`, `${g.rssMiB.toFixed(2)}x`, '', `${g.peakRssMiB.toFixed(2)}x`, `${g.planMs.toFixed(2)}x`, `${g.passMs.toFixed(2)}x`, '', '']);
+    row([`${g.from} -> ${g.to}`, `${g.startMs.toFixed(2)}x`, `${g.rssMiB.toFixed(2)}x`, `${g.anonRssMiB.toFixed(2)}x`, '', `${g.peakRssMiB.toFixed(2)}x`, `${g.planMs.toFixed(2)}x`, `${g.passMs.toFixed(2)}x`, '', '']);
   }
 }
 
