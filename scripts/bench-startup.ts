@@ -8,7 +8,7 @@
 // Results: a table on stdout and bench/startup.json. The temp dir is removed at the end.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,9 +47,20 @@ interface Sample {
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
-/** Writes `count` blob files straight into the store layout (no fsync: this is set-up, not the thing measured). */
-function writeBlobs(dataDir: string, count: number): { digests: string[]; bytes: number } {
+/** A manifest writeBlobs wrote: what a tag record pointing at it needs. */
+export interface WrittenManifest {
+  digest: string;
+  mediaType: string;
+  size: number;
+}
+
+/**
+ * Writes `count` blob files straight into the store layout (no fsync: this is set-up, not the
+ * thing measured): images of PER_IMAGE blobs, one manifest each (bench-scale.ts tags them).
+ */
+export function writeBlobs(dataDir: string, count: number): { digests: string[]; bytes: number; manifests: WrittenManifest[] } {
   const digests: string[] = [];
+  const manifests: WrittenManifest[] = [];
   let bytes = 0;
   const write = (content: Buffer) => {
     const hex = sha256(content);
@@ -67,18 +78,17 @@ function writeBlobs(dataDir: string, count: number): { digests: string[]; bytes:
     const config = write(Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', image })));
     if (inImage < 2) continue;
     const ref = (hex: string, mediaType: string) => ({ mediaType, digest: `sha256:${hex}`, size: 1 });
-    write(
-      Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: OCI_MANIFEST,
-          config: ref(config, 'application/vnd.oci.image.config.v1+json'),
-          layers: layers.map((l) => ref(l, 'application/vnd.oci.image.layer.v1.tar+gzip')),
-        }),
-      ),
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: ref(config, 'application/vnd.oci.image.config.v1+json'),
+        layers: layers.map((l) => ref(l, 'application/vnd.oci.image.layer.v1.tar+gzip')),
+      }),
     );
+    manifests.push({ digest: `sha256:${write(manifest)}`, mediaType: OCI_MANIFEST, size: manifest.length });
   }
-  return { digests, bytes };
+  return { digests, bytes, manifests };
 }
 
 /** One timed start-up in this (child) process: Catalog open (+ reconcile) and Evictor.start. */
@@ -108,11 +118,14 @@ async function child(dataDir: string, mode: Mode, lose: number): Promise<void> {
   });
   await evictor.start();
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  // Memory before the check below: listing every record for it costs more than start-up does.
+  const rssMiB = process.memoryUsage().rss / 1048576;
+  const maxRssMiB = process.resourceUsage().maxRSS / 1024;
   const blobs = (await catalog.listBlobs()).length;
   const sample: Sample = {
     ms,
-    rssMiB: process.memoryUsage().rss / 1048576,
-    maxRssMiB: process.resourceUsage().maxRSS / 1024,
+    rssMiB,
+    maxRssMiB,
     blobs,
     bytes: evictor.bytes,
     added: reconciled?.added ?? 0,
@@ -179,8 +192,8 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[2] === '--child') {
-  await child(process.argv[3]!, process.argv[4] as Mode, Number(process.argv[5]));
-} else {
-  await main();
+// Run as a script only: bench-scale.ts imports writeBlobs from here.
+if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === SELF) {
+  if (process.argv[2] === '--child') await child(process.argv[3]!, process.argv[4] as Mode, Number(process.argv[5]));
+  else await main();
 }

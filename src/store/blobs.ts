@@ -16,7 +16,15 @@ const ALGORITHMS: readonly DigestAlgorithm[] = ['sha256', 'sha512'];
 const HEX_LENGTH: Record<DigestAlgorithm, number> = { sha256: 64, sha512: 128 };
 const HEX = /^[0-9a-f]+$/;
 /** Shard directories listed at once by digests(): enough to keep the thread pool busy, not flood it. */
-const SHARD_READS = 16;
+export const SHARD_READS = 16;
+
+/**
+ * Every shard the layout can have, as the digest prefix its files share ("sha256:00" …
+ * "sha512:ff"), in the order digests sort: a walk over them in turn meets digests in index order.
+ */
+export const SHARD_PREFIXES: readonly string[] = ALGORITHMS.flatMap((algorithm) =>
+  Array.from({ length: 256 }, (_, i) => `${algorithm}:${i.toString(16).padStart(2, '0')}`),
+);
 
 /** One blob file found by BlobStore.list(). */
 export interface StoredBlob {
@@ -177,14 +185,26 @@ export class BlobStore {
         const batch = shards.slice(i, i + SHARD_READS);
         const listed = await Promise.all(batch.map((shard) => readdirQuiet(join(algDir, shard))));
         batch.forEach((shard, j) => {
-          for (const hex of listed[j]!) {
-            if (hex.length === HEX_LENGTH[algorithm] && hex.startsWith(shard) && HEX.test(hex)) out.push(`${algorithm}:${hex}`);
-          }
+          for (const hex of listed[j]!) if (wellNamed(algorithm, shard, hex)) out.push(`${algorithm}:${hex}`);
         });
       }
     }
     return out;
   }
+
+  /** The digests of one shard (a prefix from SHARD_PREFIXES), sorted, from its directory listing alone. */
+  async shardDigests(prefix: string): Promise<string[]> {
+    const [algorithm, shard] = prefix.split(':') as [DigestAlgorithm, string];
+    if (!ALGORITHMS.includes(algorithm) || !/^[0-9a-f]{2}$/.test(shard ?? '')) throw new TypeError(`not a shard prefix: ${prefix}`);
+    const out: string[] = [];
+    for (const hex of await readdirQuiet(join(this.blobsDir, algorithm, shard))) if (wellNamed(algorithm, shard, hex)) out.push(`${algorithm}:${hex}`);
+    return out;
+  }
+}
+
+/** Whether an entry of a shard directory is a blob file's name (tmp files and strays are not). */
+function wellNamed(algorithm: DigestAlgorithm, shard: string, hex: string): boolean {
+  return hex.length === HEX_LENGTH[algorithm] && hex.startsWith(shard) && HEX.test(hex);
 }
 
 function parse(digest: string): ParsedDigest {

@@ -23,6 +23,9 @@ export const CATALOG_VERSION = 1;
 export const TOUCH_FLUSH_MS = 2_000;
 
 type Db = Level<string, unknown>;
+// Scans of every blob record (the start-up reconcile and count, eviction's plan) read with
+// fillCache: false: a pass over 100,000 records would otherwise fill LevelDB's 8 MiB block
+// cache with blocks nobody reads again, pushing out the tags and records requests look up.
 
 // Keys: a type prefix and fields joined by NUL, which no upstream name, repository, tag or
 // digest can contain (tagKey checks), so no two different keys encode alike.
@@ -127,12 +130,14 @@ export class Catalog {
   #reconcileIndex(): ReconcileIndex {
     const db = this.#db;
     return {
-      async records() {
+      async records(from, to) {
+        // One range of digests at a time: the reconcile holds a few shards' records, never all.
+        const range = (prefix: string) => ({ gte: `${prefix}${SEP}${from}`, lt: to === null ? `${prefix}\x01` : `${prefix}${SEP}${to}`, fillCache: false });
         const withRefs = new Set<string>();
-        for await (const k of db.keys({ gte: `refs${SEP}`, lt: `refs\x01` })) withRefs.add(k.slice(5));
+        for await (const k of db.keys(range('refs'))) withRefs.add(k.slice(5));
         const digests = new Set<string>();
         const manifestsWithoutRefs: string[] = [];
-        for await (const [k, value] of db.iterator({ gte: `blob${SEP}`, lt: `blob\x01` })) {
+        for await (const [k, value] of db.iterator(range('blob'))) {
           if (!isBlobRecord(value)) continue;
           const digest = k.slice(5);
           digests.add(digest);
@@ -269,20 +274,40 @@ export class Catalog {
     this.#timer.unref();
   }
 
+  /**
+   * Bytes of every recorded blob, read as a stream: nothing is kept per blob, so counting a
+   * store of 100,000 blobs at start-up costs no more memory than counting ten (Evictor.start).
+   */
+  async blobBytes(): Promise<number> {
+    let bytes = 0;
+    for await (const value of this.#db.values({ gte: `blob${SEP}`, lt: `blob\x01`, fillCache: false })) if (isBlobRecord(value)) bytes += value.size;
+    return bytes;
+  }
+
   /** Every blob record (pending access times applied) with the references of manifests. */
   async listBlobs(): Promise<Array<{ digest: string; record: BlobRecord; refs: string[] | null }>> {
+    const { records, refs } = await this.blobGraph();
+    return [...records].map(([digest, record]) => ({ digest, record, refs: refs.get(digest) ?? null }));
+  }
+
+  /**
+   * What listBlobs gives, as the maps eviction works on: digest -> record (pending access times
+   * applied) and manifest digest -> references. Fresh maps the caller may change; no list of
+   * 100,000 entries is built beside them.
+   */
+  async blobGraph(): Promise<{ records: Map<string, BlobRecord>; refs: Map<string, string[]> }> {
     const records = new Map<string, BlobRecord>();
     const refs = new Map<string, string[]>();
-    for await (const [k, value] of this.#db.iterator({ gte: `blob${SEP}`, lt: `blob\x01` })) {
-      if (isBlobRecord(value)) records.set(k.slice(5), value);
+    for await (const [k, value] of this.#db.iterator({ gte: `blob${SEP}`, lt: `blob\x01`, fillCache: false })) {
+      if (!isBlobRecord(value)) continue;
+      const digest = k.slice(5);
+      const touched = this.#touched.get(digest);
+      records.set(digest, touched !== undefined && touched > value.lastAccess ? { ...value, lastAccess: touched } : value);
     }
-    for await (const [k, value] of this.#db.iterator({ gte: `refs${SEP}`, lt: `refs\x01` })) {
+    for await (const [k, value] of this.#db.iterator({ gte: `refs${SEP}`, lt: `refs\x01`, fillCache: false })) {
       if (Array.isArray(value) && value.every((d) => typeof d === 'string')) refs.set(k.slice(5), value as string[]);
     }
-    return [...records].map(([digest, record]) => {
-      const touched = this.#touched.get(digest);
-      return { digest, record: touched !== undefined && touched > record.lastAccess ? { ...record, lastAccess: touched } : record, refs: refs.get(digest) ?? null };
-    });
+    return { records, refs };
   }
 
   /** Forgets a blob and, if it was a manifest, its references; and the size descriptors gave it. */

@@ -111,7 +111,8 @@ export class Evictor {
 
   /** Counts the store and starts the idle sweep; an over-full cache is trimmed at once. */
   async start(): Promise<void> {
-    this.#bytes = (await this.#o.catalog.listBlobs()).reduce((n, b) => n + b.record.size, 0);
+    // A sum over the records as they stream by: start-up must not hold every record at once.
+    this.#bytes = await this.#o.catalog.blobBytes();
     const { maxIdleMs } = this.#o.limits;
     if (maxIdleMs !== null) {
       // Often enough that an idle image goes within a tenth of its allowance, at most hourly.
@@ -164,13 +165,16 @@ export class Evictor {
 
   async #run(dryRun: boolean, reason: string, needBytes: number): Promise<EvictionReport> {
     const { catalog, store, leases, limits, log } = this.#o;
-    const blobs = await catalog.listBlobs();
-    const records = new Map<string, BlobRecord>(blobs.map((b) => [b.digest, b.record]));
+    // The maps as the catalog reads them, used in place: at 100,000 blobs every copy counts.
+    const { records, refs: allRefs } = await catalog.blobGraph();
+    // References of manifests that have a record; a manifest naming itself is no reference.
     const refs = new Map<string, string[]>();
-    for (const b of blobs) if (b.refs) refs.set(b.digest, b.refs.filter((d) => d !== b.digest));
+    for (const [digest, list] of allRefs) if (records.has(digest)) refs.set(digest, list.includes(digest) ? list.filter((d) => d !== digest) : list);
+    allRefs.clear();
     const tags = await catalog.listTags(undefined, undefined, { variants: true });
     const listings = catalog.listListings();
-    let bytes = blobs.reduce((n, b) => n + b.record.size, 0) + listings.reduce((n, l) => n + l.bytes, 0);
+    let bytes = listings.reduce((n, l) => n + l.bytes, 0);
+    for (const record of records.values()) bytes += record.size;
     const report: EvictionReport = { dryRun, bytesBefore: bytes, bytesAfter: bytes, limit: limits.maxBytes, evicted: [], tagsRemoved: [], listingsRemoved: 0, keptPinned: 0, keptInUse: 0 };
 
     // Images: manifests no other manifest refers to, and blobs nothing refers to (alone).

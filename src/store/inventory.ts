@@ -18,10 +18,9 @@ export interface ImageRow {
 }
 
 export async function listImages(catalog: Catalog, pins: PinStore): Promise<ImageRow[]> {
-  const blobs = await catalog.listBlobs();
-  const records = new Map(blobs.map((b) => [b.digest, b.record]));
-  const refs = new Map<string, string[]>();
-  for (const b of blobs) if (b.refs) refs.set(b.digest, b.refs);
+  const { records, refs } = await catalog.blobGraph();
+  // References count only from manifests the index has a record of.
+  for (const digest of refs.keys()) if (!records.has(digest)) refs.delete(digest);
   const referenced = new Set<string>();
   for (const list of refs.values()) for (const d of list) referenced.add(d);
   const pinned = (upstream: string, repo: string, ref: string) => pins.has(upstream, repo, ref);

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { BlobStore } from '../../src/store/blobs.js';
+import { BlobStore, SHARD_PREFIXES } from '../../src/store/blobs.js';
 
 const digestOf = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
@@ -101,4 +101,22 @@ t.test('list yields well-named blob files only', async (t) => {
   t.equal(byDigest.get(two)!.size, 7);
   t.equal(byDigest.get(one)!.path, store.pathOf(one));
   await w.abort();
+});
+
+t.test('shardDigests lists one shard\'s well-named files; the shard prefixes cover every digest in order', async (t) => {
+  const dir = tempDir(t);
+  const store = new BlobStore(dir);
+  await store.open();
+  const one = await put(store, Buffer.from('one'));
+  const shard = one.slice(0, 9);
+  const hex = one.slice(7);
+  writeFileSync(join(dir, 'blobs', 'sha256', hex.slice(0, 2), 'README'), 'x');
+  writeFileSync(join(dir, 'blobs', 'sha256', hex.slice(0, 2), hex.toUpperCase()), 'x');
+  t.same(await store.shardDigests(shard), [one], 'the blob, not the strays beside it');
+  t.same(await store.shardDigests(shard === 'sha256:00' ? 'sha256:01' : 'sha256:00'), [], 'a shard with no directory is empty');
+  t.same(await store.shardDigests('sha512:ab'), []);
+  for (const bad of ['sha256:zz', 'sha256:0', 'md5:00', 'sha256']) await t.rejects(store.shardDigests(bad), TypeError, `${bad} refused`);
+  t.equal(SHARD_PREFIXES.length, 512);
+  t.same([...SHARD_PREFIXES].sort(), SHARD_PREFIXES, 'in the order the index keeps digests');
+  t.ok(SHARD_PREFIXES.includes(shard));
 });

@@ -143,3 +143,24 @@ t.test('regression: a record whose file is already gone does not lower the cache
   t.equal(s.evictor.bytes, await onDisk(), 'and the figure still equals the bytes on disk');
   t.ok(await s.store.stat(kept.manifest));
 });
+
+t.test('start-up counts the cached bytes as the records stream by, and a pass reads them once, without listing every blob', async (t) => {
+  const s = await setup(t, {});
+  await s.image('a', NOW, [await s.put(Buffer.from('layer a'), NOW)]);
+  await s.image('b', NOW, [await s.put(Buffer.from('layer b, longer'), NOW)]);
+  const expected = (await s.catalog.listBlobs()).reduce((n, b) => n + b.record.size, 0);
+  let listed = 0;
+  const listBlobs = s.catalog.listBlobs.bind(s.catalog);
+  s.catalog.listBlobs = () => {
+    listed++;
+    return listBlobs();
+  };
+  await s.evictor.start();
+  t.equal(s.evictor.bytes, expected, 'the figure is the sum of the records');
+  t.equal(listed, 0, 'no list of every blob was built');
+  // A pass reads the records once, as the maps it plans on, not as a list copied into them.
+  const report = await s.evictor.run({ dryRun: true });
+  t.equal(report.bytesBefore, expected);
+  t.equal(listed, 0, 'nor by a pass');
+  await s.evictor.stop();
+});

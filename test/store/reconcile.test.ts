@@ -11,11 +11,13 @@ import { Level } from 'level';
 import { pino, type Logger } from 'pino';
 import t, { type Test } from 'tap';
 import { Counters } from '../../src/metrics.js';
-import { BlobStore } from '../../src/store/blobs.js';
+import { BlobStore, SHARD_PREFIXES, SHARD_READS } from '../../src/store/blobs.js';
 import { Catalog } from '../../src/store/catalog.js';
 import { Evictor } from '../../src/store/eviction.js';
 import { Leases } from '../../src/store/leases.js';
 import { PinStore } from '../../src/store/pins.js';
+import { reconcileIndex, type ReconcileIndex } from '../../src/store/reconcile.js';
+import type { BlobRecord } from '../../src/store/records.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const digestOf = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -173,4 +175,91 @@ t.test('index and files agree: the reconcile changes nothing and logs nothing', 
   t.equal(evictor.bytes, sum(before));
   t.equal((await catalog.listBlobs()).length, before.size);
   t.equal(lines.filter((l) => l.msg === 'index reconciled with the blob files').length, 0);
+});
+
+/** `count` small blob files written as Cove writes them (their digests spread over the shards). */
+async function writeFiles(store: BlobStore, count: number, seed: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (let i = 0; i < count; i++) {
+    const bytes = Buffer.from(`${seed} blob ${i} ${'x'.repeat(i % 50)}`);
+    const digest = digestOf(bytes);
+    const w = await store.createWriter(digest, bytes.length);
+    await w.write(bytes);
+    await w.commit();
+    out.set(digest, bytes.length);
+  }
+  return out;
+}
+
+t.test('the reconcile reads the index a few shards at a time, and still sees every record and file once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cove-reconcile-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new BlobStore(dir);
+  await store.open();
+  const files = await writeFiles(store, 800, 'ranges');
+  const digests = [...files.keys()];
+  // The index knows all but 40 files, and 20 records whose files are gone: one in the first
+  // shard, one of sha512 in the last (where no file is), the rest anywhere.
+  const lost = new Set(digests.slice(0, 40));
+  const index = new Map<string, BlobRecord>();
+  for (const d of digests) if (!lost.has(d)) index.set(d, { size: files.get(d)!, mediaType: null, lastAccess: 1, pinned: false });
+  const stale = [
+    `sha256:${'0'.repeat(64)}`,
+    `sha512:${'f'.repeat(128)}`,
+    ...Array.from({ length: 18 }, (_, i) => digestOf(Buffer.from(`never stored ${i}`))),
+  ];
+  for (const d of stale) index.set(d, { size: 7, mediaType: null, lastAccess: 1, pinned: false });
+  const total = index.size;
+
+  const ranges: Array<{ from: string; to: string | null; records: number }> = [];
+  const fake: ReconcileIndex = {
+    async records(from, to) {
+      const inRange = [...index.keys()].filter((d) => d >= from && (to === null || d < to));
+      ranges.push({ from, to, records: inRange.length });
+      return { digests: new Set(inRange), manifestsWithoutRefs: [] };
+    },
+    async add(entries) {
+      for (const e of entries) index.set(e.digest, e.record);
+    },
+    async drop(gone) {
+      for (const d of gone) index.delete(d);
+    },
+    async setRefs() {},
+  };
+  const counts = await reconcileIndex(fake, store);
+
+  t.same(counts, { files: 800, added: 40, addedBytes: [...lost].reduce((n, d) => n + files.get(d)!, 0), dropped: 20, refsRestored: 0 });
+  t.same(new Set(index.keys()), new Set(digests), 'a record for every file, a file for every record');
+  t.equal(ranges.length, SHARD_PREFIXES.length / SHARD_READS, 'one index range per SHARD_READS shards');
+  t.equal(ranges[0]!.from, '', 'the first range starts at the first key');
+  t.equal(ranges.at(-1)!.to, null, 'the last range runs to the last key');
+  t.ok(ranges.every((r, i) => i === 0 || r.from === ranges[i - 1]!.to), 'each range starts where the one before ended');
+  t.equal(ranges.reduce((n, r) => n + r.records, 0), total, 'every record handed over once');
+  // 800 digests over 32 ranges: about 25 each; never the whole index at once.
+  const most = Math.max(...ranges.map((r) => r.records));
+  t.ok(most < total / 8, `at most ${most} of ${total} records held at once`);
+});
+
+t.test('records lost and files gone across many shards: all put right through the real index', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cove-reconcile-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new BlobStore(dir);
+  await store.open();
+  const silent = pino({ level: 'silent' });
+  const first = await Catalog.open(dir, store, silent);
+  const files = await writeFiles(store, 400, 'many');
+  for (const [digest, size] of files) await first.putBlob(digest, { size, mediaType: null, lastAccess: 1, pinned: false });
+  await first.close();
+  const digests = [...files.keys()];
+  await loseRecords(dir, digests.slice(0, 50));
+  for (const d of digests.slice(50, 80)) {
+    unlinkSync(store.pathOf(d));
+    files.delete(d);
+  }
+
+  const { log, lines } = captureLog();
+  const { catalog, evictor } = await reopen(t, dir, store, log);
+  t.match(lines.find((l) => l.msg === 'index reconciled with the blob files'), { files: 370, added: 50, dropped: 30 });
+  t.same(new Set((await catalog.listBlobs()).map((x) => x.digest)), new Set(files.keys()), 'a record for every file, a file for every record');
+  t.equal(evictor.bytes, sum(files), 'cached-bytes figure = bytes of the blob files on disk');
 });
