@@ -27,8 +27,13 @@
 // The "blob" scenario (issue 15; scripts/bench-blob.ts): one 200 MB blob served warm and cold, to
 // 1-64 clients, over TLS, and Ranges of a cold 1 GB blob, Cove against the registry's proxy mode and
 // nginx with sendfile, against the issue's targets. `--only blob` (or BENCH_ONLY=blob) runs just
-// that, with its own images and origin, and writes no results.json; the full bench runs it last and
-// stores it under the key `blob`.
+// that, with its own images and origin, and writes no results.json; the full bench stores it under
+// the key `blob`.
+//
+// The "scale" scenario (issue 15; scripts/bench-scale.ts), run last: start-up time and RSS, one
+// eviction pass, and origin requests per pull at 100 to 100,000 cached blobs (10 to 10,000 tags),
+// with the growth per 10x. `--only scale` runs just that (no registry needed) and writes no
+// results.json; the full bench stores it under the key `scale`.
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -53,6 +58,7 @@ import {
 } from '../test/e2e/real.js';
 import { fetchedFrom, fetchedFromPeers, healthOf, startSite } from '../test/e2e/site-harness.js';
 import { blobScenario } from './bench-blob.js';
+import { scaleScenario } from './bench-scale.js';
 import { outageScenario } from './bench-outage.js';
 
 const MiB = 1024 * 1024;
@@ -528,10 +534,10 @@ async function archiveScenario(image: TestImage, work: string): Promise<ArchiveR
   return result;
 }
 
-const ALONE = ['site', 'archive', 'outage', 'blob'] as const;
+const ALONE = ['site', 'archive', 'outage', 'blob', 'scale'] as const;
 type Alone = (typeof ALONE)[number];
 
-/** `--only site|archive|outage|blob` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
+/** `--only site|archive|outage|blob|scale` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
 function onlyScenario(): Alone | null {
   const argv = process.argv.slice(2);
   let only = process.env.BENCH_ONLY || null;
@@ -548,7 +554,7 @@ function onlyScenario(): Alone | null {
 
 async function main(): Promise<number> {
   const only = onlyScenario();
-  const needs = only === 'archive' ? ['skopeo', 'umoci'] : only === 'blob' ? ['docker-registry', 'skopeo', 'curl', 'openssl'] : ['docker-registry', 'skopeo', 'umoci', 'curl', 'openssl'];
+  const needs = only === 'scale' ? [] : only === 'archive' ? ['skopeo', 'umoci'] : only === 'blob' ? ['docker-registry', 'skopeo', 'curl', 'openssl'] : ['docker-registry', 'skopeo', 'umoci', 'curl', 'openssl'];
   const missing = needs.filter((n) => which(n) === null);
   if (missing.length > 0) {
     process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install ${missing.join(' ')})\n`);
@@ -563,6 +569,12 @@ async function main(): Promise<number> {
       await outageScenario(say);
       say();
       say('--only outage: bench/results.json left as it was');
+      return 0;
+    }
+    if (only === 'scale') {
+      await scaleScenario(say);
+      say();
+      say('--only scale: bench/results.json left as it was (node dist/scripts/bench-scale.js writes bench/scale.json)');
       return 0;
     }
     if (only === 'blob') {
@@ -663,6 +675,9 @@ async function main(): Promise<number> {
     say();
     const blob = await blobScenario(say, archive);
 
+    say();
+    const scale = await scaleScenario(say);
+
     const file = join(ROOT, 'bench', 'results.json');
     mkdirSync(join(ROOT, 'bench'), { recursive: true });
     writeFileSync(
@@ -684,6 +699,7 @@ async function main(): Promise<number> {
           archive,
           outage: outageResult,
           blob,
+          scale,
           notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin (in the site scenario, one relay shared by the N mirrors); archive MB/s are 10^6 bytes of archive / wall seconds of the whole command, and the archive ratio is Cove MB/s / skopeo MB/s',
         },
         null,
