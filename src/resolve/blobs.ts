@@ -155,18 +155,15 @@ export class BlobResolver {
 
   /**
    * Bytes [start, end] of a blob whose fill is under way, without waiting for the whole blob:
-   * from the temp file when they are there or about to be, else straight from a tier (counted as
-   * fetched, never stored). Null: read them from the fill, which holds the last byte until the
-   * blob is verified (the fill is done, the span is long, or no tier answers the exact span — it
-   * ignored Range).
+   * from the temp file when they are there already, else straight from a tier (counted as
+   * fetched, never stored) when the fill is not about to reach them. Null: read them from the
+   * fill, which holds the last byte until the blob is verified (the fill is done or close to the
+   * span, the span is long, or no tier answers the exact span — it ignored Range).
    */
   async openSpan(target: Target, fill: Fill, start: number, end: number): Promise<{ source: ByteSource; tier: string } | null> {
     if (fill.verified || fill.passingThrough || fill.state !== 'filling') return null;
-    if (end - start + 1 > RANGE_PASSTHROUGH_MAX_BYTES) return null;
-    // A short span in the file already, or one the fill is about to reach: read from the temp file
-    // as its bytes arrive, and ended with its own last byte rather than after the whole blob (a
-    // lazy puller's read of a layer's head must not wait for the rest of a 1 GB layer).
-    if (start < fill.written + RANGE_WAIT_AHEAD_BYTES) return { source: fill.openEarlySpan(), tier: fill.tier ?? 'unknown' };
+    if (end < fill.written) return { source: fill.openEarlySpan(), tier: fill.tier ?? 'unknown' };
+    if (start < fill.written + RANGE_WAIT_AHEAD_BYTES || end - start + 1 > RANGE_PASSTHROUGH_MAX_BYTES) return null;
     const stop = new AbortController();
     this.#stops.add(stop);
     const release = () => this.#stops.delete(stop);

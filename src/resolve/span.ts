@@ -10,9 +10,9 @@ import type { ByteSource } from '../store/source.js';
 import { dropBody } from '../http-util.js';
 
 /**
- * A short span that starts within this many bytes of the fill's progress is read from the temp
- * file as the fill brings it: one more upstream request (auth, a second stream on the uplink)
- * costs more than waiting for that little.
+ * A span that starts within this many bytes of the fill's progress is read from the fill: one
+ * more upstream request (auth, a second stream on the uplink) costs more than waiting for that
+ * little, and the bytes come verified.
  */
 export const RANGE_WAIT_AHEAD_BYTES = 2 * 1024 * 1024;
 /**
