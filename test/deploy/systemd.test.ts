@@ -62,7 +62,6 @@ t.test('the unit keeps what install.sh, the README and Cove rely on', async (t) 
     values('Environment').some((v) => /^"?NODE_OPTIONS=.*--max-semi-space-size=1\b/.test(v)),
     'NODE_OPTIONS carries --max-semi-space-size=1',
   );
-  t.ok(values('Environment').includes('MALLOC_TRIM_THRESHOLD_=33554432'), 'glibc keeps 32 MiB of freed heap (fewer page faults per cold fill)');
   t.ok(values('LoadCredential').includes('origin-password:/etc/cove/origin-password'), 'credential "origin-password" (COVE_UPSTREAM_PASSWORD_FILE=origin-password)');
   t.same(values('DynamicUser'), ['yes'], 'DynamicUser=yes');
   t.same(values('StateDirectory'), ['cove'], 'StateDirectory=cove (Cove defaults to $STATE_DIRECTORY)');

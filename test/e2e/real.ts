@@ -769,8 +769,6 @@ export async function startCove(
       COVE_UPSTREAM: upstream,
       COVE_LOG_LEVEL: 'info',
       COVE_SHUTDOWN_GRACE: '2s',
-      // As systemd/cove.service runs Cove.
-      MALLOC_TRIM_THRESHOLD_: '33554432',
       ...env,
     },
     graceMs: 8000,
