@@ -129,7 +129,15 @@ export class FileDigest {
   readonly #id = nextId++;
   #ended = false;
 
-  /** Starts hashing `path` (created already, empty) with `algorithm`. */
+  /** Starts hashing `path` (created already, empty) with `algorithm`; null when no thread could be made (hash inline). */
+  static tryStart(path: string, algorithm: DigestAlgorithm): FileDigest | null {
+    try {
+      return new FileDigest(path, algorithm);
+    } catch {
+      return null;
+    }
+  }
+
   constructor(path: string, algorithm: DigestAlgorithm) {
     this.#path = path;
     this.#algorithm = algorithm;

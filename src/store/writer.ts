@@ -1,6 +1,7 @@
 // One blob on its way into the store: bytes go to a temp file beside the store (same file system,
-// so the final move is an atomic rename), hashed as they are written, and published under their
-// digest only once length and digest are right. Nothing partial is ever visible under a digest.
+// so the final move is an atomic rename), hashed as they are written (a large blob by the hash
+// thread, behind the writes: file-digest.ts), and published under their digest only once length
+// and digest are right. Nothing partial is ever visible under a digest.
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -49,7 +50,7 @@ export class BlobWriter {
     this.#finalPath = paths.finalPath;
     this.#verifier = new DigestVerifier(digest);
     this.#handle = handle;
-    this.#fileDigest = expectedSize !== null && expectedSize >= OFF_THREAD_HASH_MIN_BYTES ? new FileDigest(paths.tempPath, this.#verifier.algorithm) : null;
+    this.#fileDigest = expectedSize !== null && expectedSize >= OFF_THREAD_HASH_MIN_BYTES ? FileDigest.tryStart(paths.tempPath, this.#verifier.algorithm) : null;
   }
 
   /** Opens a new temp file for `digest`; use BlobStore.createWriter rather than calling this. */
