@@ -268,6 +268,7 @@ t.test('asked late in its deadline and then silent: marked down once the tier ha
   t.equal(r.suspects.length, 1, 'marked down once its own deadline was up');
   const { at, since } = r.suspects[0]!;
   t.ok(at - since >= 290, `silent for the whole deadline first (${at - since} ms)`);
-  t.equal(since, r.heads[0], 'counted from when the tier was asked');
+  // Two clock readings of one moment (the resolver's, the test tier's) may straddle a millisecond.
+  t.ok(Math.abs(since - r.heads[0]!) <= 5, `counted from when the tier was asked (${since} vs ${r.heads[0]})`);
   release();
 });
