@@ -2,9 +2,9 @@
 // are in the temp file, bytes from base on arrive into this window, are hashed on the way in,
 // and are dropped once every reader has them. The window never holds more than
 // PASS_WINDOW_BYTES ahead of the slowest reader: past that the body is paused.
-import { open } from 'node:fs/promises';
 import { CoveError } from '../errors.js';
 import { DigestVerifier } from '../oci/digest.js';
+import { readPrefix } from '../store/file-digest.js';
 
 /**
  * Named decision: when the disk fills up mid-blob (ENOSPC), the fill turns into a pass-through.
@@ -50,18 +50,7 @@ export class PassWindow {
    */
   static async after(tempPath: string, base: number, digest: string): Promise<PassWindow> {
     const verifier = new DigestVerifier(digest);
-    const handle = await open(tempPath, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(1024 * 1024);
-      for (let pos = 0; pos < base; ) {
-        const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, base - pos), pos);
-        if (bytesRead === 0) throw new CoveError('FILL_SHORT', `temp file of ${digest} ended at ${pos} of ${base} bytes`);
-        verifier.update(buf.subarray(0, bytesRead));
-        pos += bytesRead;
-      }
-    } finally {
-      await handle.close();
-    }
+    await readPrefix(tempPath, base, (bytes) => verifier.update(bytes), (pos) => new CoveError('FILL_SHORT', `temp file of ${digest} ended at ${pos} of ${base} bytes`));
     return new PassWindow(base, verifier);
   }
 

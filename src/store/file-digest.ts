@@ -189,18 +189,25 @@ export class FileDigest {
 /** Hashes the first `to` bytes of a file on this thread. */
 async function hashFile(path: string, algorithm: DigestAlgorithm, to: number): Promise<string> {
   const hash = createHash(algorithm);
+  await readPrefix(path, to, (bytes) => hash.update(bytes), (pos) => new CoveError('HASH_FAILED', `the temp file ends at byte ${pos}, before ${to}`));
+  return hash.digest('hex');
+}
+
+/**
+ * Feeds the first `to` bytes of the file at `path` to `take`, in order, through one 1 MiB buffer
+ * (`take` must use each chunk before it returns). `short(pos)` is the error when the file ends early.
+ */
+export async function readPrefix(path: string, to: number, take: (bytes: Buffer) => void, short: (pos: number) => Error): Promise<void> {
   const handle = await open(path, 'r');
   try {
     const buffer = Buffer.allocUnsafe(1024 * 1024);
-    let pos = 0;
-    while (pos < to) {
+    for (let pos = 0; pos < to; ) {
       const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, to - pos), pos);
-      if (bytesRead === 0) throw new CoveError('HASH_FAILED', `the temp file ends at byte ${pos}, before ${to}`);
-      hash.update(buffer.subarray(0, bytesRead));
+      if (bytesRead === 0) throw short(pos);
+      take(buffer.subarray(0, bytesRead));
       pos += bytesRead;
     }
   } finally {
     await handle.close();
   }
-  return hash.digest('hex');
 }
