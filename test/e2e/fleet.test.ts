@@ -11,13 +11,26 @@
 //      site, the nodes' bytes fetched from the parent add up to one copy, and every node fetched
 //      (parent + siblings) at least the image's blobs.
 //   5. The origin stops: every node still serves the image (past the tag TTL, so each node asks
-//      the parent, which answers from what it holds), byte for byte.
+//      the parent, which answers from what it holds), byte for byte; and a new site of one Cove,
+//      started cold now behind its own thin link, pulls the image from what the parent holds.
 // The "one copy per site" assertions (3, 4) are the target of the site's ownership work; the
 // numbers observed are printed as comments either way.
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import { Cleanup, requireTools, tempDir } from './real.js';
-import { blobBytesOf, fillsDone, fleetLinkBytes, fleetTierBytes, pullEverywhere, startFleet, THIN_LINK, type NodePull } from '../helpers/shaped-net.js';
+import {
+  THIN_LINK,
+  addSite,
+  blobBytesOf,
+  copyProblems,
+  fillsDone,
+  fleetLinkBytes,
+  fleetTierBytes,
+  pullEverywhere,
+  skopeoPullIn,
+  startFleet,
+  type NodePull,
+} from '../helpers/shaped-net.js';
 
 const MiB = 1024 * 1024;
 const LAYERS = [8 * MiB, 6 * MiB, 4 * MiB, 2 * MiB];
@@ -102,6 +115,21 @@ t.test('three sites behind thin links to a regional Cove: one copy per link, and
   tellBad(t, again);
   t.same(badPulls(again), [], `with the origin down, all ${again.length} nodes still serve the image, byte for byte`);
   t.comment(`origin down: all ${again.length} nodes in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
-  const running = fleet.coves.filter((c) => !c.proc.running).map((c) => c.id);
-  t.same(running, [], 'every Cove is still running');
+
+  // ---- a site that joins now, cold, with the origin still down: all it gets is what the parent holds
+  const late = await addSite(fleet, cleanup, 'late', 1);
+  const lateBefore = await fleet.net.downBytes(late.link);
+  const latePull = await skopeoPullIn(fleet.net, late.name, `${late.nodes[0]!.hostPort}/${fleet.repo}:${fleet.tag}`, join(work, 'late'), PULL_MS).then(
+    () => copyProblems(join(work, 'late'), image),
+    (err: unknown) => [err instanceof Error ? err.message : String(err)],
+  );
+  t.same(latePull, [], 'a new site started with the origin down pulls the image, byte for byte, from the parent');
+  const lateTiers = await late.nodes[0]!.fetched();
+  const lateFromParent = Object.entries(lateTiers).reduce((n, [k, v]) => n + (k.startsWith('parent:') ? v : 0), 0);
+  t.ok(lateFromParent >= blobBytes, `the new site's node fetched ${mb(lateFromParent)} from the parent`, { tiers: lateTiers });
+  const lateCarried = (await fleet.net.downBytes(late.link)) - lateBefore;
+  t.ok(lateCarried >= blobBytes && lateCarried <= 1.1 * image.totalBytes, `parent→late link carried ${mb(lateCarried)} = ${(lateCarried / image.totalBytes).toFixed(3)}× the image`);
+
+  const stopped = [...fleet.coves, ...late.nodes].filter((c) => !c.proc.running).map((c) => c.id);
+  t.same(stopped, [], 'every Cove is still running');
 });

@@ -72,6 +72,7 @@ export class ShapedNet {
   readonly #made: string[] = [];
   readonly #procs: Proc[] = [];
   readonly #links: ShapedLink[] = [];
+  #linkCount = 0;
   #tornDown = false;
 
   private constructor(
@@ -101,12 +102,7 @@ export class ShapedNet {
     cleanup.add(() => net.teardown());
     try {
       if (!existsSync(NETNS_DIR)) claimRunNetns();
-      for (const name of names) {
-        const ns = net.ns(name);
-        await ip(['netns', 'add', ns]);
-        net.#made.push(ns);
-        await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
-      }
+      for (const name of names) await net.addNs(name);
     } catch (err) {
       await net.teardown();
       return refuse(`cannot create network namespaces: ${firstLines(err)}`);
@@ -124,6 +120,15 @@ export class ShapedNet {
     return net;
   }
 
+  /** Creates one more namespace, `name`, with lo up. */
+  async addNs(name: string): Promise<void> {
+    if (this.#tornDown) throw new Error('this net is torn down');
+    const ns = this.ns(name);
+    await ip(['netns', 'add', ns]);
+    this.#made.push(ns);
+    await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+  }
+
   /** The full name of namespace `name`. */
   ns(name: string): string {
     return `${this.base}-${name}`;
@@ -139,7 +144,8 @@ export class ShapedNet {
    * `rate` is null. The interfaces are named after the namespace at the other end.
    */
   async link(up: string, down: string, rate: string | null = THIN_LINK.rate): Promise<ShapedLink> {
-    const i = this.#links.length;
+    // Taken before the first await: links made at the same time get /30s of their own.
+    const i = this.#linkCount++;
     if (i >= 64 * 256) throw new Error('too many links');
     const third = Math.floor(i / 64);
     const fourth = (i % 64) * 4;
@@ -499,9 +505,13 @@ export interface Fleet {
   tag: string;
   /** Every Cove: the parent first, then the site nodes. */
   coves: NsCove[];
+  /** The origin's URL (what every Cove has as COVE_UPSTREAM; only the parent has a route to it). */
+  originUrl: string;
+  rate: string;
+  coveEnv: Record<string, string>;
 }
 
-/** Port of the origin and the parent on their namespaces' addresses; site nodes use SITE_PORT_BASE + 1…n on their loopback. */
+/** Port of the origin and the parent on their namespaces' addresses; site nodes use SITE_PORT_BASE + 1… on their loopback. */
 const FLEET_PORT = 5000;
 const SITE_PORT_BASE = 5000;
 
@@ -515,42 +525,48 @@ const SITE_PORT_BASE = 5000;
  * Returns null after reporting why (see ShapedNet.create) when namespaces or tbf are unavailable.
  */
 export async function startFleet(t: TestLike | null, cleanup: Cleanup, o: FleetOptions): Promise<Fleet | null> {
-  const siteNames = Array.from({ length: o.sites }, (_, i) => `site${i + 1}`);
-  const net = await ShapedNet.create(t, cleanup, ['origin', 'parent', ...siteNames]);
+  const net = await ShapedNet.create(t, cleanup, ['origin', 'parent']);
   if (!net) return null;
   const originLink = await net.link('origin', 'parent', o.rate);
-  const siteLinks: ShapedLink[] = [];
-  for (const s of siteNames) siteLinks.push(await net.link('parent', s, o.rate));
-
   const repo = 'proj/app';
   const tag = '1';
   const image = await buildTarImage(join(o.work, 'layout'), 'fleet', o.layerBytes, o.seed);
   const origin = await registryIn(net, cleanup, 'origin', { listen: `0.0.0.0:${FLEET_PORT}`, label: 'origin' });
   await pushImageIn(net, 'origin', image, origin.localHostPort, `${repo}:${tag}`);
   const originUrl = `http://${originLink.up.address}:${FLEET_PORT}`;
+  const coveEnv = o.coveEnv ?? {};
+  const parent = await coveIn(net, cleanup, 'parent', { id: 'regional', listen: `0.0.0.0:${FLEET_PORT}`, url: `http://${originLink.down.address}:${FLEET_PORT}`, upstream: originUrl, env: coveEnv });
+  const fleet: Fleet = { net, origin, originLink, parent, sites: [], image, repo, tag, coves: [parent], originUrl, rate: o.rate, coveEnv };
+  const sites = await Promise.all(Array.from({ length: o.sites }, (_, i) => addSite(fleet, cleanup, `site${i + 1}`, o.nodesPerSite)));
+  fleet.sites.push(...sites);
+  fleet.coves.push(...sites.flatMap((s) => s.nodes));
+  return fleet;
+}
 
-  const env = o.coveEnv ?? {};
-  const parentStart = coveIn(net, cleanup, 'parent', { id: 'regional', listen: `0.0.0.0:${FLEET_PORT}`, url: `http://${originLink.down.address}:${FLEET_PORT}`, upstream: originUrl, env });
-  const siteStarts = siteNames.map((s, i) => {
-    const urls = Array.from({ length: o.nodesPerSite }, (_, j) => `http://127.0.0.1:${SITE_PORT_BASE + j + 1}`);
-    const parentUrl = `http://${siteLinks[i]!.up.address}:${FLEET_PORT}`;
-    return Promise.all(
-      urls.map((url, j) =>
-        coveIn(net, cleanup, s, {
-          id: `${s}-n${j + 1}`,
-          listen: new URL(url).host,
-          url,
-          upstream: originUrl,
-          env: { COVE_SITE: s, COVE_PARENTS: parentUrl, ...(o.nodesPerSite > 1 ? { COVE_PEERS: urls.join(',') } : {}), ...env },
-        }),
-      ),
-    );
-  });
-  const parent = await parentStart;
-  const siteNodes = await Promise.all(siteStarts);
-  if (o.nodesPerSite > 1) await Promise.all(siteNodes.map((nodes) => waitPeersLive(nodes)));
-  const sites = siteNames.map((name, i) => ({ name, link: siteLinks[i]!, nodes: siteNodes[i]! }));
-  return { net, origin, originLink, parent, sites, image, repo, tag, coves: [parent, ...siteNodes.flat()] };
+/**
+ * A site of `nodes` Coves in a new namespace `name` behind a new shaped link from the parent (the
+ * fleet's rate), as startFleet makes them; waits until the nodes see each other live. Not added to
+ * fleet.sites (startFleet adds its own): a site started later (say, with the origin down) stays
+ * apart from the fleet's counts.
+ */
+export async function addSite(fleet: Fleet, cleanup: Cleanup, name: string, nodes: number): Promise<FleetSite> {
+  await fleet.net.addNs(name);
+  const link = await fleet.net.link('parent', name, fleet.rate);
+  const urls = Array.from({ length: nodes }, (_, j) => `http://127.0.0.1:${SITE_PORT_BASE + j + 1}`);
+  const parentUrl = `http://${link.up.address}:${FLEET_PORT}`;
+  const started = await Promise.all(
+    urls.map((url, j) =>
+      coveIn(fleet.net, cleanup, name, {
+        id: `${name}-n${j + 1}`,
+        listen: new URL(url).host,
+        url,
+        upstream: fleet.originUrl,
+        env: { COVE_SITE: name, COVE_PARENTS: parentUrl, ...(nodes > 1 ? { COVE_PEERS: urls.join(',') } : {}), ...fleet.coveEnv },
+      }),
+    ),
+  );
+  if (nodes > 1) await waitPeersLive(started);
+  return { name, link, nodes: started };
 }
 
 /** One node's pull: its time and what was wrong with the copy (nothing: []). */
