@@ -31,8 +31,9 @@
 // the key `blob`.
 //
 // The "thin" scenario (issue 16; scripts/bench-thin.ts): the origin behind a 200 mbit/s tbf-shaped
-// veth in a network namespace; one copy pulled straight from it, a site of five Coves and five
-// distribution proxies each pulled by five clients at once; time against one copy and origin bytes.
+// veth in a network namespace; one copy pulled straight from it, then a site of five Coves and
+// then five distribution proxies, each mirror pulled by one client, all at once; the slowest pull
+// against one copy, and origin bytes.
 // The "fleet" scenario (issue 16; scripts/bench-fleet.ts): three sites of three Coves, each behind
 // a shaped link to a regional parent Cove behind a shaped link to the origin; bytes per link and
 // time, drawn into bench/fleet.svg. Both need root, network namespaces and tc; `--only thin` /
