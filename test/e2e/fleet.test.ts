@@ -36,7 +36,7 @@ const MiB = 1024 * 1024;
 const LAYERS = [8 * MiB, 6 * MiB, 4 * MiB, 2 * MiB];
 const SITES = 3;
 const NODES = 3;
-/** Bounds: the fleet's start, one round of pulls, the whole test. */
+/** Bound of one skopeo pull (the pulls of a round run at once); the whole test is bounded by its tap timeout. */
 const PULL_MS = 90_000;
 
 const mb = (n: number) => `${(n / 1e6).toFixed(2)} MB`;
