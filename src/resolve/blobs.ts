@@ -267,7 +267,7 @@ export class BlobResolver {
   async size(target: Target, digest: string, who: Requester = BACKGROUND, signal?: AbortSignal): Promise<BlobSize> {
     const inflight = this.#fills.get(digest);
     // A fill under way answers, a pass-through too: a HEAD never starts a second fill beside it.
-    if (inflight && inflight.fill.state !== 'failed' && (target.reach !== 'local' || inflight.fill.state !== 'opening')) {
+    if (inflight && inflight.fill.state !== 'failed' && (target.reach !== 'local' || servesPeers(inflight.fill))) {
       const release = this.#hold(inflight, who);
       try {
         return await this.#sizeOf(target, digest, inflight.fill, false);
@@ -386,14 +386,25 @@ export class BlobResolver {
 }
 
 /**
- * A fill a request may wait on. A peer asking what this node holds gets a fill only once bytes
- * flow: one still looking for a source may itself be asking that peer, and two nodes waiting on
- * each other would stall until a timeout.
+ * A fill a request may wait on. A peer asking what this node holds gets only a fill that
+ * servesPeers(): the rest may end up waiting on that very peer.
  */
 function joinable(entry: FillEntry, target: Target): boolean {
   const fill = entry.fill;
   // A pass-through holds only what its own clients still need: a newcomer starts afresh; so does
   // one arriving as a cancelled fill is torn down.
   if (fill.state === 'failed' || fill.passingThrough || entry.stop.signal.aborted) return false;
-  return target.reach !== 'local' || fill.state !== 'opening';
+  return target.reach !== 'local' || servesPeers(fill);
+}
+
+/**
+ * Whether a fill may answer a peer's "what do you hold" (Cove-Peer: local): once bytes flow, and
+ * only bytes from above (a parent, the origin). A fill still looking for a source may be asking
+ * that very peer; a fill fed by another peer may, after a break, resume from the peer now reading
+ * from it — and two nodes waiting on each other stall until a timeout. Sibling copies in progress
+ * are reached through the node that fetches from above, so a site's transfers form a star, and
+ * a resume after a broken one never meets a cycle.
+ */
+function servesPeers(fill: Fill): boolean {
+  return fill.state !== 'opening' && (fill.verified || fill.tierKind !== 'peer');
 }
