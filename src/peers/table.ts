@@ -37,8 +37,8 @@ export const MAX_DISCOVERED_PEERS = 32;
 const RELEASE_AFTER_FAILURES = 2;
 /** A discovered peer never admitted may give its place to a new announcement after this long. */
 const PENDING_MIN_MS = 5_000;
-/** A member that asked this node something is probed again at most this often (see heard()). */
-const HEARD_PROBE_MIN_MS = 250;
+/** An entry is probed on hearsay at most this often (see heard()): a flood of hellos is not a flood of probes. */
+const HEARD_PROBE_MIN_MS = 20;
 /** Each kind of ignored announcement is logged as a warning at most this often. */
 const IGNORED_LOG_MS = 60_000;
 
@@ -64,6 +64,8 @@ export interface PeerEntry {
   probed: boolean;
   /** When heard() last probed it (ms since epoch). */
   heardAt: number;
+  /** heard() came while a probe was running: if that one fails, probe once more at once. */
+  probeAgain: boolean;
   quarantinedUntil: number;
   quarantineReason: string | null;
   /** True for a static entry that turned out to be this node. */
@@ -321,11 +323,22 @@ export class PeerTable {
   heard(id: string): void {
     if (this.#stopped || id === this.selfId || !NODE_ID_PATTERN.test(id)) return;
     const now = this.#now();
+    const known = this.#entryById(id);
     for (const entry of [...this.#byUrl.values()]) {
-      if (entry.self || entry.probing || now - entry.heardAt < HEARD_PROBE_MIN_MS) continue;
-      const unknownStatic = entry.source === 'static' && (entry.id === null || !entry.admitted);
-      const downMember = entry.id === id && (!entry.admitted || entry.failures > 0);
-      if (!unknownStatic && !downMember) continue;
+      if (entry.self) continue;
+      if (known) {
+        // That member: probed again when it is not counted as up.
+        if (entry !== known || (entry.admitted && entry.failures === 0)) continue;
+      } else if (entry.source !== 'static' || (entry.id !== null && entry.admitted)) {
+        // An id not in the table: one of the static URLs not yet heard from may be it.
+        continue;
+      }
+      if (entry.probing) {
+        // A probe running now may have been refused just before the node started listening.
+        entry.probeAgain = true;
+        continue;
+      }
+      if (now - entry.heardAt < HEARD_PROBE_MIN_MS) continue;
       entry.heardAt = now;
       void this.#probeOne(entry);
     }
@@ -465,6 +478,9 @@ export class PeerTable {
       } finally {
         entry.probing = false;
         entry.probed = true;
+        const again = entry.probeAgain && (!entry.admitted || entry.failures > 0) && !this.#stopped && this.#byUrl.get(entry.url) === entry;
+        entry.probeAgain = false;
+        if (again) void this.#probeOne(entry);
         if (this.#settleWaiters.length > 0 && this.#firstRoundDone()) {
           const waiters = this.#settleWaiters;
           this.#settleWaiters = [];
@@ -568,6 +584,7 @@ function blank(url: string, source: 'static' | 'mdns', now: number): PeerEntry {
     unreachable: false,
     probed: false,
     heardAt: 0,
+    probeAgain: false,
     quarantinedUntil: 0,
     quarantineReason: null,
     self: false,

@@ -158,11 +158,15 @@ export class BlobResolver {
    * from the temp file when they are there already, else straight from a tier (counted as
    * fetched, never stored) when the fill is not about to reach them. Null: read them from the
    * fill, which holds the last byte until the blob is verified (the fill is done or close to the
-   * span, the span is long, or no tier answers the exact span — it ignored Range).
+   * span, the span is long, a sibling Cove asked, or no tier answers the exact span — it ignored
+   * Range).
    */
   async openSpan(target: Target, fill: Fill, start: number, end: number): Promise<{ source: ByteSource; tier: string } | null> {
     if (fill.verified || fill.passingThrough || fill.state !== 'filling') return null;
     if (end < fill.written) return { source: fill.openEarlySpan(), tier: fill.tier ?? 'unknown' };
+    // A sibling resuming its copy of the blob asks for the rest of it from its own byte: it waits
+    // for this fill, which brings those bytes anyway, rather than have them fetched twice.
+    if (target.reach !== 'all') return null;
     if (start < fill.written + RANGE_WAIT_AHEAD_BYTES || end - start + 1 > RANGE_PASSTHROUGH_MAX_BYTES) return null;
     const stop = new AbortController();
     this.#stops.add(stop);
