@@ -123,6 +123,8 @@ export class PeerTable {
   readonly #ignoredLog = new Map<string, { at: number; since: number }>();
   /** Who waits for the first round of probes of the static peers (see settled()). */
   #settleWaiters: Array<() => void> = [];
+  /** A wait for the first round ran out: nobody waits for it any more. */
+  #waitedOut = false;
 
   constructor(options: PeerTableOptions) {
     this.#o = options;
@@ -302,9 +304,13 @@ export class PeerTable {
    * or after `maxWaitMs`: owners picked before that would be picked from a partial membership.
    */
   settled(maxWaitMs: number): Promise<void> {
-    if (this.#firstRoundDone()) return Promise.resolve();
+    if (this.#waitedOut || this.#firstRoundDone()) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, maxWaitMs);
+      const timer = setTimeout(() => {
+        // Waited once for peers that never answered: later pulls do not wait for them again.
+        this.#waitedOut = true;
+        done();
+      }, maxWaitMs);
       timer.unref();
       function done(): void {
         clearTimeout(timer);
