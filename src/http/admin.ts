@@ -221,16 +221,18 @@ async function prewarmNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFac
     (res as NodeJS.WritableStream).write(text);
   };
   const refNs = typeof body.ns === 'string' ? body.ns : ns;
-  const tooMany = (message: string) => {
+  // A call refused as a whole (too many references) is answered as a failed result.
+  const refuseWhole = (message: string) => {
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     line({ result: { ok: false, refs: [], errors: [{ ref: '', message }] } });
     res.end();
   };
-  if (refs.length > PREWARM_MAX_REFS) return tooMany(`too many references: ${refs.length} (at most ${PREWARM_MAX_REFS} per call)`);
+  if (refs.length > PREWARM_MAX_REFS) return refuseWhole(`too many references: ${refs.length} (at most ${PREWARM_MAX_REFS} per call)`);
   // The site first: the members start on their parts while this node starts on its own, and
   // this node's part covers the blobs of members that did not take it.
   const site = await forwardPrewarm(deps.site, { refs, platforms, ns: refNs, names: 'client', copies }, { local: body.local === true, signal: deps.signal });
-  // Queued before the 200 goes out, so a full queue is a plain 429. The jobs belong to the cache:
+  // Queued before the 200 goes out, so a full queue is a plain 429 (the members that took the
+  // prewarm do their parts all the same; a retry joins their jobs). The jobs belong to the cache:
   // a caller that goes away stops listening (the write fails quietly), the jobs run on; shutdown
   // aborts them through the queue.
   let submitted: Submitted[];
@@ -238,19 +240,20 @@ async function prewarmNow(deps: AdminDeps, req: Req, res: Res, facts: RequestFac
     submitted = deps.prewarmQueue.submit(refs, { platforms, ns: refNs, ...(site.share ? { share: site.share } : {}) });
   } catch (err) {
     if (!(err instanceof ImageRefError)) throw err;
-    return tooMany(err.message);
+    return refuseWhole(err.message);
   }
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
   const open = () => !res.writableEnded && !res.destroyed;
-  line({ site: site.summary });
+  // A node without site peers answers as it always did; one with peers says where the prewarm went.
+  if (deps.site !== null) line({ site: site.summary });
   for (const member of site.members) void member.done.then((outcome) => open() && line({ member: outcome }));
   try {
     const own: PrewarmResult = await deps.prewarmQueue.wait(submitted, (event) => {
       if (open()) line({ event });
     });
     const summary = await site.done;
-    const result = withSite(own, summary);
-    deps.log.info({ refs, ok: result.ok, errors: result.errors, site: siteLog(summary) }, 'prewarm done');
+    const result = deps.site !== null ? withSite(own, summary) : own;
+    deps.log.info({ refs, ok: result.ok, errors: result.errors, ...(deps.site !== null ? { site: siteLog(summary) } : {}) }, 'prewarm done');
     if (!res.destroyed) line({ result });
   } finally {
     res.end();
@@ -342,19 +345,20 @@ async function harborWebhook(deps: AdminDeps, req: Req, res: Res, facts: Request
   // Through the queue: a push Harbor reports several times (retries, several webhook policies)
   // joins the job already pending instead of starting another. A full queue answers 429.
   const submitted = deps.prewarmQueue.submit(event.refs, { platforms: deps.platforms, names: 'upstream', ...(site.share ? { share: site.share } : {}) });
+  const siteFields = (summary: SiteSummary) => (deps.site !== null ? { site: siteLog(summary) } : {});
   deps.log.info(
-    { type: event.type, repository: event.repository, operator: event.operator, refs: event.refs, joined: submitted.filter((s) => s.joined).map((s) => s.ref), site: siteLog(site.summary) },
+    { type: event.type, repository: event.repository, operator: event.operator, refs: event.refs, joined: submitted.filter((s) => s.joined).map((s) => s.ref), ...siteFields(site.summary) },
     'harbor push: prewarming',
   );
   void Promise.all([deps.prewarmQueue.wait(submitted), site.done]).then(([own, summary]) => {
     const result = withSite(own, summary);
-    deps.log.info({ refs: event.refs, ok: result.ok, errors: result.errors, site: siteLog(summary) }, 'harbor push prewarmed');
+    deps.log.info({ refs: event.refs, ok: result.ok, errors: result.errors, ...siteFields(summary) }, 'harbor push prewarmed');
   });
   facts.bytes = sendJson(res, 202, {
     accepted: true,
     refs: event.refs,
     jobs: submitted.map((s) => ({ ref: s.ref, state: s.joined ? `already ${s.job.state}` : s.job.state })),
-    site: site.summary,
+    ...(deps.site !== null ? { site: site.summary } : {}),
   });
 }
 

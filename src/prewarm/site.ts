@@ -20,8 +20,12 @@ import { PREWARM_MAX_REFS, type PrewarmRefResult, type PrewarmResult, type Prewa
 
 /** Where a sibling asks this node to take its part of a site prewarm. */
 export const SITE_PREWARM_PATH = '/_cove/site-prewarm';
-/** While its prewarm runs a member writes a line at least this often, so the stream never looks stalled. */
-export const SITE_HEARTBEAT_MS = 5000;
+/**
+ * While its prewarm runs a member writes a line at least this often, so the stream never looks
+ * stalled to the forwarding node (whose peer client gives up after COVE_UPSTREAM_BODY_TIMEOUT
+ * without a byte; an operator may set that to a few seconds). A line is some 50 bytes.
+ */
+export const SITE_HEARTBEAT_MS = 1000;
 /** Longest forwarded request target (the router reads up to 4096); more references go in further requests. */
 const MAX_FORWARD_TARGET = 3500;
 /** Longest line read from a member's answer. */

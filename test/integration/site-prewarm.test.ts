@@ -209,3 +209,23 @@ t.test('a member that refuses is named, and the node that got the prewarm stands
   for (const b of blobs) t.ok(nodes.some((n) => holds(n, b.digest)), `blob ${b.digest.slice(7, 15)} is in the site`);
   for (const b of blobs) t.equal(origin.count({ method: 'GET', kind: 'blob', digest: b.digest }), 1, `blob ${b.digest.slice(7, 15)} fetched from the origin once`);
 });
+
+t.test("a member's long part keeps its answer alive past the forwarding node's body timeout", async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [600_000], seed: 'site-prewarm-slow' });
+  origin.putImage('proj/app', '6', image);
+  // The layer takes some 3 s; the peer client gives up on a body silent for 2 s.
+  origin.setFault({ kind: 'blob', digest: image.layers[0]!.digest }, { type: 'slow', bytesPerSecond: 200_000 });
+  const nodes = await startSite(t, origin.url, 2, { COVE_PEER_KEY: KEY, COVE_PREWARM_COPIES: '2', COVE_UPSTREAM_BODY_TIMEOUT: '2s' });
+  const started = Date.now();
+  const res = await nodes[0]!.adminFetch('/admin/prewarm', { method: 'POST', body: JSON.stringify({ refs: ['proj/app:6'] }) });
+  const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { result?: { ok: boolean; site: { members: Array<{ node: string; ok: boolean; error?: string }> } } });
+  const result = lines.at(-1)?.result;
+  t.ok(Date.now() - started > 2000, 'the prewarm outlasted the body timeout');
+  t.same(result?.site.members, [{ node: 'node-2', ok: true, refs: [{ ref: 'proj/app:6', ok: true, digest: image.manifestDigest, blobs: 2, bytes: image.config.length + 600_000 }] }], "node-2's outcome arrived");
+  t.equal(result?.ok, true);
+  await settle(nodes, () => true);
+  for (const n of nodes) t.ok(holds(n, image.layers[0]!.digest), `${n.id} holds the layer`);
+  t.equal(origin.count({ method: 'GET', kind: 'blob' }), 2, 'one origin GET per blob');
+});

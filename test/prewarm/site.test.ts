@@ -1,6 +1,9 @@
 // Site prewarm's parts: COVE_PREWARM_COPIES, the forwarded request's signed query (and its split
 // when the references are many), which blobs a node fills for its share, and how the forwarding
 // node reads its members' answers (taken, refused, unreachable, a stream that breaks).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
@@ -31,6 +34,16 @@ t.test('COVE_PREWARM_COPIES: default 1, a whole number from 1 to 256, a clear er
     t.type(caught, ConfigError, `${JSON.stringify(bad)} is refused at load`);
     t.match((caught as Error).message, `COVE_PREWARM_COPIES: ${JSON.stringify(bad)} must be a whole number from 1 to 256`, 'naming the setting and the value');
   }
+  const dir = mkdtempSync(join(tmpdir(), 'cove-copies-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (copies: unknown) => {
+    const path = join(dir, `c-${String(copies)}.json`);
+    writeFileSync(path, JSON.stringify({ upstream: 'https://harbor.example.com', prewarmCopies: copies }));
+    return path;
+  };
+  t.equal(loadConfig({ env: {}, file: file(3) }).prewarm.copies, 3, 'prewarmCopies in the config file');
+  t.equal(loadConfig({ env: { COVE_PREWARM_COPIES: '2' }, file: file(3) }).prewarm.copies, 2, 'the environment wins over the file');
+  t.throws(() => loadConfig({ env: {}, file: file(0) }), /prewarmCopies.*must be a whole number from 1 to 256/, 'a bad value in the file is named too');
 });
 
 t.test("the forwarded request's query: read back as sent; many references split over several requests", async (t) => {
