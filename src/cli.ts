@@ -36,7 +36,9 @@ Usage:
                            a pinned tag protects what it points to now
   cove prewarm REF... [--platforms linux/arm64,...] [--ns REGISTRY]
                            fetch images into the cache before anyone pulls them; from a
-                           multi-arch index only the listed platforms (default COVE_PLATFORMS)
+                           multi-arch index only the listed platforms (default COVE_PLATFORMS);
+                           with site peers and COVE_PEER_KEY, for the whole site: each blob
+                           fetched once, kept on COVE_PREWARM_COPIES nodes
   cove import FILE [--tag REPO:TAG]... [--pin]
                            seed the cache offline from a docker save archive or an OCI image
                            layout tar (plain or gzip); every digest is checked

@@ -12,6 +12,8 @@ import { ConfigError, OciError } from '../../src/errors.js';
 import type { PeerResponse } from '../../src/peers/client.js';
 import { parsePlatforms } from '../../src/prewarm/platforms.js';
 import { fillsHere, prewarm } from '../../src/prewarm/prewarm.js';
+import { PrewarmQueue, type PrewarmRunner } from '../../src/prewarm/queue.js';
+import { RouteMap } from '../../src/routes.js';
 import { NOT_FORWARDED_NO_KEY, SITE_PREWARM_PATH, forwardPrewarm, parseSiteQuery, sitePaths, type SiteDeps, type SiteRequest } from '../../src/prewarm/site.js';
 import { makeImage } from '../helpers/images.js';
 import { OriginRegistry } from '../helpers/origin-registry.js';
@@ -116,6 +118,30 @@ t.test('a share prewarm fills only its part; the manifests all the same', async 
   const whole = await prewarm(['proj/app:1'], { ...h.deps, site }, { platforms: [], share: { copies: 2 } });
   t.same(whole.refs[0]!.blobs, { total: 5, cached: 2, fetched: 3, joined: 0, failed: 0 }, 'two copies in a site of two: every blob here (the rest fetched now)');
   t.equal(whole.refs[0]!.elsewhere?.blobs, 0);
+});
+
+t.test('the queue joins a site job only to one that fills the same part', async (t) => {
+  const routes = new RouteMap(loadConfig({ env: { COVE_UPSTREAM: 'http://127.0.0.1:9', COVE_DATA_DIR: '/nonexistent' } }));
+  const runs: Array<{ ref: string; share: unknown; finish: () => void }> = [];
+  const run: PrewarmRunner = (ref, opts) =>
+    new Promise((resolve) => {
+      const finish = () =>
+        resolve({ ref, ok: true, platforms: [], skipped: [], manifests: { total: 1, cached: 0 }, blobs: { total: 0, cached: 0, fetched: 0, joined: 0, failed: 0 }, bytes: { total: 0, cached: 0, fetched: 0, joined: 0 }, warnings: [], ms: 1 });
+      runs.push({ ref, share: opts.share, finish });
+    });
+  const queue = new PrewarmQueue({ routes, log } as never, { concurrency: 8, run });
+  t.teardown(() => queue.close());
+  const local = queue.submit(['proj/app:1'], { platforms: [] })[0]!;
+  const two = queue.submit(['proj/app:1'], { platforms: [], share: { copies: 2 } })[0]!;
+  const twoAgain = queue.submit(['proj/app:1'], { platforms: [], share: { copies: 2, running: ['a', 'b'] } })[0]!;
+  const three = queue.submit(['proj/app:1'], { platforms: [], share: { copies: 3 } })[0]!;
+  t.equal(two.joined, false, 'a site job does not join a local one (it would fill less)');
+  t.equal(twoAgain.job, two.job, 'the same copies: one job');
+  t.equal(three.joined, false, 'other copies: another job');
+  t.not(local.job, two.job);
+  await new Promise((r) => setImmediate(r));
+  t.same(runs.map((r) => r.share), [undefined, { copies: 2 }, { copies: 3 }], 'each job runs with its own share');
+  for (const r of runs) r.finish();
 });
 
 /** A fake peer answer. */
