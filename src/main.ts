@@ -223,7 +223,7 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       prewarmQueue,
       importLimits: config.import,
       platforms: config.prewarm.platforms,
-      site: peers ? { table: peers.table, client: peers.client, log: log.child({ component: 'prewarm' }) } : null,
+      site: peers ? { table: peers.table, client: peers.client, log: prewarmDeps.log } : null,
       prewarmCopies: config.prewarm.copies,
       adminToken: config.adminToken,
       gate: new AdminGate({ token: config.adminToken, names: adminNames(config), socketPath: config.adminSocket }),

@@ -2,7 +2,8 @@
 // push webhook, `cove prewarm REF...`). Everything goes through the same resolvers a client's pull
 // uses, so tiers (peers, parents, origin), single fills, digest checks and the stale policy apply
 // unchanged. From a multi-arch index only the children of the wanted platforms are fetched;
-// skipped platforms cost no request at all.
+// skipped platforms cost no request at all. A site prewarm (site.ts) takes every manifest but
+// fills only this node's share of the blobs.
 import { CoveError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ALL_MANIFEST_ACCEPT, isIndexMediaType } from '../oci/mediatypes.js';
