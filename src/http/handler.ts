@@ -14,7 +14,7 @@ import type { Reach, Target } from '../tiers/tier.js';
 import type { ClientAuth } from '../client-auth/gate.js';
 import type { RepoScope } from '../client-auth/repo-scope.js';
 import { OciError } from '../errors.js';
-import { handleAdmin, hasAdminToken, type AdminDeps } from './admin.js';
+import { handleAdmin, handleSitePrewarm, hasAdminToken, type AdminDeps } from './admin.js';
 import type { AdminChannel } from './admin-gate.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
@@ -23,6 +23,7 @@ import type { Readiness } from './readiness.js';
 import { handlePassThrough } from './passthrough.js';
 import { authenticateAnswer, challengeAnswer, originOf, type PeerAuth } from './peering.js';
 import { NonceLog } from '../peers/nonces.js';
+import { PEER_NODE_HEADER } from '../peers/protocol.js';
 import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
 import { route, type Endpoint } from './router.js';
 import type { Status } from './status.js';
@@ -161,11 +162,24 @@ async function dispatch(
       if (deps.clientAuth !== null) facts.subject = (await deps.clientAuth.authorizeAny(req)).subject;
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
-    case 'node':
+    case 'node': {
+      // A sibling asking who this node is has just come up (or back): count it in at once.
+      const asker = req.headers[PEER_NODE_HEADER];
+      if (typeof asker === 'string') deps.peers?.heard(asker);
       facts.bytes = sendJson(res, 200, deps.node, challengeAnswer(req, deps.peerKey, deps.node), head);
       return;
+    }
     case 'admin':
       return handleAdmin(deps.admin, req, res, facts, endpoint.action, ns, channel);
+    case 'site-prewarm': {
+      // Only a sibling that holds the site's key may steer this node's cache.
+      if (peerAuth === null) throw new OciError('UNAUTHORIZED', 'site prewarm refused: this node has no COVE_PEER_KEY, so it takes a prewarm only from its operator');
+      const from = originOf(req, deps.node.id, peerAuth);
+      if (from.peer === null || from.nonce === null) throw new OciError('UNAUTHORIZED', 'site prewarm refused: it must come from a sibling Cove as a signed peer request (Cove-Peer, Cove-Node, Cove-Peer-Auth)');
+      authenticateAnswer(res, peerAuth.key, from.nonce, deps.node.id, from.peer);
+      facts.peer = from.peer;
+      return handleSitePrewarm(deps.admin, res, facts, endpoint.query, from.peer);
+    }
   }
   const from = originOf(req, deps.node.id, peerAuth);
   if (peerAuth !== null && from.nonce !== null && from.peer !== null) authenticateAnswer(res, peerAuth.key, from.nonce, deps.node.id, from.peer);
@@ -173,6 +187,7 @@ async function dispatch(
   if (from.peer !== null) {
     facts.peer = from.peer;
     deps.peers?.recordServed(from.peer);
+    deps.peers?.heard(from.peer);
     deps.counters.add(deps.counters.peerRequests, from.reach === 'local' ? 'local' : 'fetch');
   }
   facts.upstream = target.upstream;
