@@ -13,6 +13,7 @@
 // Every copy is hashed against the pushed digests. Prints a table and redraws bench/fleet.svg
 // (scripts/fleet-figure.ts) from the measured numbers.
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Cleanup, ROOT, tempDir } from '../test/e2e/real.js';
 import {
@@ -28,6 +29,7 @@ import {
   type NodePull,
 } from '../test/helpers/shaped-net.js';
 import { fleetSvg } from './fleet-figure.js';
+import { busyShare, cpuTicks } from './bench-thin.js';
 
 const MiB = 1024 * 1024;
 const LAYERS = [16 * MiB, 12 * MiB, 10 * MiB, 6 * MiB, 4 * MiB];
@@ -45,6 +47,8 @@ export interface FleetResult {
   oneCopyMs: number;
   cold: {
     pullMs: Record<string, number>;
+    /** Share of the machine's CPU time busy during the pulls (every process; see bench-thin.ts cpuTicks). */
+    cpuBusy: number;
     slowestMs: number;
     /** Bytes down each link (veth tx, headers included). */
     links: { originToParent: number; parentToSite: number[] };
@@ -54,7 +58,7 @@ export interface FleetResult {
     /** From /metrics: the parent's bytes from the origin; per site, its nodes' bytes from the parent, siblings and origin. */
     tiers: { parentFromOrigin: number; sites: Array<{ fromParent: number; fromPeers: number; fromOrigin: number; perNode: Array<{ node: string; tiers: Record<string, number> }> }> };
   };
-  originDown: { pullMs: Record<string, number>; slowestMs: number; links: { originToParent: number; parentToSite: number[] } };
+  originDown: { pullMs: Record<string, number>; slowestMs: number; cpuBusy: number; links: { originToParent: number; parentToSite: number[] } };
   notes: string;
 }
 
@@ -97,7 +101,9 @@ export async function fleetScenario(say: (line?: string) => void, svgFile = join
     // 2. The cold pull everywhere.
     fleet.origin.markNow();
     const before = await fleetLinkBytes(fleet);
+    const cpu0 = cpuTicks();
     const cold = await pullEverywhere(fleet, join(work, 'cold'), PULL_LIMIT_MS);
+    const coldCpuBusy = busyShare(cpu0, cpuTicks());
     checkPulls(cold, 'cold pull');
     await fillsDone(fleet.coves);
     await fleet.net.quiet(1500, 60_000);
@@ -106,18 +112,20 @@ export async function fleetScenario(say: (line?: string) => void, svgFile = join
     const tiers = await fleetTierBytes(fleet);
     const coldLinks = { originToParent: after.origin - before.origin, parentToSite: after.sites.map((b, i) => b - before.sites[i]!) };
     const coldSlowest = Math.max(...cold.map((p) => p.ms));
-    say(`  cold pull on all ${cold.length} nodes: slowest ${secs(coldSlowest)} (${cold.map((p) => `${p.node} ${secs(p.ms)}`).join(', ')})`);
+    say(`  cold pull on all ${cold.length} nodes: slowest ${secs(coldSlowest)} (${cold.map((p) => `${p.node} ${secs(p.ms)}`).join(', ')}), CPUs ${(100 * coldCpuBusy).toFixed(0)}% busy`);
 
     // 3. The origin stops; the same pulls past the tag TTL.
     await fleet.origin.stop();
     await new Promise((r) => setTimeout(r, 2500));
     const beforeDown = await fleetLinkBytes(fleet);
+    const cpu1 = cpuTicks();
     const down = await pullEverywhere(fleet, join(work, 'down'), PULL_LIMIT_MS);
+    const downCpuBusy = busyShare(cpu1, cpuTicks());
     checkPulls(down, 'pull with the origin down');
     const afterDown = await fleetLinkBytes(fleet);
     const downLinks = { originToParent: afterDown.origin - beforeDown.origin, parentToSite: afterDown.sites.map((b, i) => b - beforeDown.sites[i]!) };
     const downSlowest = Math.max(...down.map((p) => p.ms));
-    say(`  origin down, all ${down.length} nodes again: slowest ${secs(downSlowest)}`);
+    say(`  origin down, all ${down.length} nodes again: slowest ${secs(downSlowest)}, CPUs ${(100 * downCpuBusy).toFixed(0)}% busy`);
 
     const result: FleetResult = {
       link: THIN_LINK,
@@ -125,8 +133,8 @@ export async function fleetScenario(say: (line?: string) => void, svgFile = join
       nodesPerSite: NODES,
       image: { totalBytes: image.totalBytes, blobBytes, layers: image.layers.map((l) => l.size) },
       oneCopyMs,
-      cold: { pullMs: byNode(cold), slowestMs: coldSlowest, links: coldLinks, originBlobBytes: served.bytes, originBlobGets: served.requests, tiers },
-      originDown: { pullMs: byNode(down), slowestMs: downSlowest, links: downLinks },
+      cold: { pullMs: byNode(cold), cpuBusy: coldCpuBusy, slowestMs: coldSlowest, links: coldLinks, originBlobBytes: served.bytes, originBlobGets: served.requests, tiers },
+      originDown: { pullMs: byNode(down), slowestMs: downSlowest, cpuBusy: downCpuBusy, links: downLinks },
       notes:
         'link bytes = what the upper end of each shaped veth sent down (ip -s link tx: frames with TCP/IP and HTTP headers); origin blob bytes from its access log; per-tier bytes from each Cove\'s /metrics (cove_fetched_bytes_total); times are skopeo copy docker:// dir: wall times inside the namespaces, all nine started at once',
     };
@@ -145,7 +153,7 @@ export async function fleetScenario(say: (line?: string) => void, svgFile = join
       row([`  ${s.name} /metrics from parent`, (t.fromParent / 1e6).toFixed(2), x(t.fromParent)]);
       row([`  ${s.name} /metrics between peers`, (t.fromPeers / 1e6).toFixed(2), x(t.fromPeers)]);
     }
-    say(`  time: one copy over one link ${secs(oneCopyMs)}; all ${cold.length} nodes cold ${secs(coldSlowest)} (${(coldSlowest / oneCopyMs).toFixed(2)}x one copy); origin down ${secs(downSlowest)}`);
+    say(`  time: one copy over one link ${secs(oneCopyMs)}; all ${cold.length} nodes cold ${secs(coldSlowest)} (${(coldSlowest / oneCopyMs).toFixed(2)}x one copy, CPUs ${(100 * coldCpuBusy).toFixed(0)}% busy); origin down ${secs(downSlowest)}`);
     say(`  origin down: links carried ${(downLinks.originToParent / 1e6).toFixed(3)} MB to the parent and ${downLinks.parentToSite.map((b) => (b / 1e6).toFixed(3)).join(' / ')} MB to the sites`);
 
     mkdirSync(join(svgFile, '..'), { recursive: true });
@@ -170,6 +178,7 @@ export async function fleetScenario(say: (line?: string) => void, svgFile = join
           'Link labels: bytes the upper end of each shaped veth sent down (ip -s link tx, TCP/IP and HTTP headers included), and that over the image size.',
           'Node boxes: skopeo pull time, and bytes the node fetched from the parent and from its siblings (its /metrics, cove_fetched_bytes_total).',
           `With the origin then stopped, all ${down.length} nodes pulled the image again in ${secs(downSlowest)} (slowest), from what the parent and the sites held.`,
+          `All ten Coves and nine clients ran on one machine (${cpus().length} CPUs, ${(100 * coldCpuBusy).toFixed(0)}% busy during the cold pull): the CPUs, not the links, set these times.`,
           'npm run bench -- --only fleet (scripts/bench-fleet.ts) drew this; every copy was hashed against the pushed digests.',
         ],
       }),

@@ -15,7 +15,11 @@
 // Reported: site time / one-copy time (target ≤ 1.15) and the same for the proxies, and for each
 // the bytes the origin sent / the image's bytes, both on the wire (the veth's tx counter: frames
 // with their TCP/IP and HTTP headers) and in the origin's access log (blob bodies). Every copy is
-// hashed against the pushed digests. Only namespaces made here; everything is stopped and removed.
+// hashed against the pushed digests. Each round also records how busy the machine's CPUs were
+// (/proc/stat, every process): on a small machine five Coves and five clients can saturate them,
+// and then the CPUs, not the link, set the time. Only namespaces made here; everything is
+// stopped and removed.
+import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Cleanup, buildTarImage, tempDir, versionOf, type TestImage } from '../test/e2e/real.js';
@@ -52,6 +56,17 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
+/** The machine's CPU time so far (/proc/stat, all CPUs, in ticks): busy and in all. */
+export function cpuTicks(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  // idle and iowait are the not-busy ones
+  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+}
+
+/** Share of the machine's CPU time that was busy between two cpuTicks() readings (every process, ours or not). */
+export const busyShare = (a: { busy: number; total: number }, b: { busy: number; total: number }) => (b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0);
+
 /** One measured pull round: its times and what the origin sent for it. */
 export interface ThinRound {
   pullMs: number[];
@@ -63,6 +78,8 @@ export interface ThinRound {
   originBlobBytes: number;
   originBlobBytesPerBlobByte: number;
   originBlobGets: number;
+  /** Share of the machine's CPU time busy while the pulls ran (all processes: the machine may be shared). */
+  cpuBusy: number;
 }
 
 export interface ThinResult {
@@ -89,7 +106,9 @@ async function round(net: ShapedNet, link: ShapedLink, origin: NsRegistry, image
   const before = await net.downBytes(link);
   origin.markNow();
   const outs = refs.map((_, i) => join(work, `${what}-${i + 1}`));
+  const cpu0 = cpuTicks();
   const pullMs = await Promise.all(refs.map((ref, i) => skopeoPullIn(net, 'site', ref, outs[i]!, PULL_LIMIT_MS)));
+  const cpuBusy = busyShare(cpu0, cpuTicks());
   for (const [i, out] of outs.entries()) {
     const problems = copyProblems(out, image);
     if (problems.length > 0) throw new Error(`thin: ${what} client ${i + 1} got bad bytes: ${problems.join('; ')}`);
@@ -105,10 +124,12 @@ async function round(net: ShapedNet, link: ShapedLink, origin: NsRegistry, image
     originBlobBytes: served.bytes,
     originBlobBytesPerBlobByte: served.bytes / blobBytesOf(image),
     originBlobGets: served.requests,
+    cpuBusy,
   };
 }
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const pct = (r: ThinRound) => `${(100 * r.cpuBusy).toFixed(0)}%`;
 
 export async function thinScenario(say: (line?: string) => void): Promise<ThinResult> {
   const c = new Cleanup();
@@ -130,7 +151,7 @@ export async function thinScenario(say: (line?: string) => void): Promise<ThinRe
     for (let i = 0; i < ONE_COPY_RUNS; i++) {
       const r = await round(net, link, origin, image, [`${originHost}/proj/app:1`], work, 'one');
       runs.push(r);
-      say(`  one copy, run ${i + 1}: ${secs(r.slowestMs)}, link ${(r.wireBytes / 1e6).toFixed(1)} MB = ${r.wireBytesPerImageByte.toFixed(3)}x the image`);
+      say(`  one copy, run ${i + 1}: ${secs(r.slowestMs)}, link ${(r.wireBytes / 1e6).toFixed(1)} MB = ${r.wireBytesPerImageByte.toFixed(3)}x the image, CPUs ${pct(r)} busy`);
     }
     const mid = runs.find((r) => r.slowestMs === median(runs.map((x) => x.slowestMs))) ?? runs[0]!;
     const oneCopy = { ...mid, slowestMs: median(runs.map((r) => r.slowestMs)), runs };
@@ -150,12 +171,12 @@ export async function thinScenario(say: (line?: string) => void): Promise<ThinRe
     const site = { ...siteRound, peerBytes };
     say(
       `  site of ${NODES} Coves: slowest ${secs(site.slowestMs)} (${site.pullMs.map(secs).join(', ')}), link ${(site.wireBytes / 1e6).toFixed(1)} MB = ${site.wireBytesPerImageByte.toFixed(3)}x the image, ` +
-        `${(peerBytes / 1e6).toFixed(1)} MB between peers`,
+        `${(peerBytes / 1e6).toFixed(1)} MB between peers, CPUs ${pct(site)} busy`,
     );
     // The same five pulls again, warm: nothing crosses the link, so this is what five clients and
     // five Coves cost this machine's CPUs and disk, the floor under the cold time.
     const warm = await round(net, link, origin, image, coves.map((cv) => `${cv.hostPort}/proj/app:1`), work, 'warm');
-    say(`  the same site, warm (nothing over the link): slowest ${secs(warm.slowestMs)} (${warm.pullMs.map(secs).join(', ')})`);
+    say(`  the same site, warm (nothing over the link): slowest ${secs(warm.slowestMs)} (${warm.pullMs.map(secs).join(', ')}), CPUs ${pct(warm)} busy`);
     await Promise.all(coves.map((cv) => cv.stop()));
 
     // 3. Independent distribution proxies.
@@ -164,7 +185,7 @@ export async function thinScenario(say: (line?: string) => void): Promise<ThinRe
     );
     const proxyRound = await round(net, link, origin, image, proxies.map((p) => `${p.localHostPort}/proj/app:1`), work, 'proxy');
     say(
-      `  ${NODES} distribution proxies: slowest ${secs(proxyRound.slowestMs)} (${proxyRound.pullMs.map(secs).join(', ')}), link ${(proxyRound.wireBytes / 1e6).toFixed(1)} MB = ${proxyRound.wireBytesPerImageByte.toFixed(3)}x the image`,
+      `  ${NODES} distribution proxies: slowest ${secs(proxyRound.slowestMs)} (${proxyRound.pullMs.map(secs).join(', ')}), link ${(proxyRound.wireBytes / 1e6).toFixed(1)} MB = ${proxyRound.wireBytesPerImageByte.toFixed(3)}x the image, CPUs ${pct(proxyRound)} busy`,
     );
     await Promise.all(proxies.map((p) => p.stop()));
 
@@ -192,16 +213,17 @@ export async function thinScenario(say: (line?: string) => void): Promise<ThinRe
     const row = (cells: string[]) => say(cells.map((cell, i) => (i === 0 ? cell.padEnd(34) : cell.padStart(14))).join(' '));
     say();
     say(`thin uplink (tbf ${RATE}), one cold ${(image.totalBytes / 1e6).toFixed(1)} MB image; every copy verified against its digests`);
-    row(['', 'slowest pull', 'vs one copy', 'origin/image', 'origin log']);
-    row(['one copy (1 client, direct)', secs(oneCopy.slowestMs), '1.00x', `${oneCopy.wireBytesPerImageByte.toFixed(3)}x`, `${oneCopy.originBlobBytesPerBlobByte.toFixed(3)}x`]);
-    row([`Cove site (${NODES} nodes, 1 client each)`, secs(site.slowestMs), `${ratios.siteTimeOverOneCopy.toFixed(2)}x`, `${site.wireBytesPerImageByte.toFixed(3)}x`, `${site.originBlobBytesPerBlobByte.toFixed(3)}x`]);
-    row([`  the same site, warm`, secs(warm.slowestMs), `${(warm.slowestMs / oneCopy.slowestMs).toFixed(2)}x`, `${warm.wireBytesPerImageByte.toFixed(3)}x`, `${warm.originBlobBytesPerBlobByte.toFixed(3)}x`]);
-    row([`${NODES} distribution proxies`, secs(proxyRound.slowestMs), `${ratios.proxiesTimeOverOneCopy.toFixed(2)}x`, `${proxyRound.wireBytesPerImageByte.toFixed(3)}x`, `${proxyRound.originBlobBytesPerBlobByte.toFixed(3)}x`]);
+    row(['', 'slowest pull', 'vs one copy', 'origin/image', 'origin log', 'CPU busy']);
+    row(['one copy (1 client, direct)', secs(oneCopy.slowestMs), '1.00x', `${oneCopy.wireBytesPerImageByte.toFixed(3)}x`, `${oneCopy.originBlobBytesPerBlobByte.toFixed(3)}x`, pct(oneCopy)]);
+    row([`Cove site (${NODES} nodes, 1 client each)`, secs(site.slowestMs), `${ratios.siteTimeOverOneCopy.toFixed(2)}x`, `${site.wireBytesPerImageByte.toFixed(3)}x`, `${site.originBlobBytesPerBlobByte.toFixed(3)}x`, pct(site)]);
+    row([`  the same site, warm`, secs(warm.slowestMs), `${(warm.slowestMs / oneCopy.slowestMs).toFixed(2)}x`, `${warm.wireBytesPerImageByte.toFixed(3)}x`, `${warm.originBlobBytesPerBlobByte.toFixed(3)}x`, pct(warm)]);
+    row([`${NODES} distribution proxies`, secs(proxyRound.slowestMs), `${ratios.proxiesTimeOverOneCopy.toFixed(2)}x`, `${proxyRound.wireBytesPerImageByte.toFixed(3)}x`, `${proxyRound.originBlobBytesPerBlobByte.toFixed(3)}x`, pct(proxyRound)]);
     say(
       `  target: site time / one-copy time ≤ ${THIN_TARGET.siteTimeOverOneCopy}: ${result.meetsTarget ? 'met' : 'NOT met'} (${ratios.siteTimeOverOneCopy.toFixed(2)}x); ` +
         'origin/image = the link\'s tx bytes (headers included) / image bytes; origin log = blob bytes the origin logged / blob bytes',
     );
     say(`  the warm row is the local floor: ${NODES} skopeo clients and ${NODES} Coves on this machine's ${cpus().length} CPUs with nothing to fetch`);
+    say('  CPU busy = share of all CPU time on the machine (every process, other work included) while the pulls ran: near 100% means the CPUs, not the link, set the time');
     return result;
   } finally {
     await c.run();
