@@ -3,7 +3,9 @@
 // few hundred KB, Range ignored) against a
 // random mix of clients (GET, HEAD, Range, disconnects mid-body, bursts on one blob, narrow and
 // wide Accept), checked after every round:
-//   - every 200/206 body a client read to its end is exactly right, or its connection broke;
+//   - every 200/206 body a client read to its end is exactly right, or its connection broke
+//     (except a span passed through from a tier that was told to lie about that blob, marked
+//     detail=range-passthrough: such spans are the tier's bytes, unverified, as the README says);
 //   - error answers are OCI JSON with a 429, 502 or 503 status (never a 500);
 //   - only verified blobs are in the store; the cache's byte figure equals the blob files' bytes;
 //   - no fill and no temp file is left once the load stops;
@@ -176,6 +178,9 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
   ];
 
   const problems: string[] = [];
+  /** Blobs the origin was told to send wrong bytes of, and wrong spans passed through from it. */
+  const lied = new Set<string>();
+  let passedLies = 0;
   const check = (what: string, ok: boolean, detail = '') => {
     if (!ok) problems.push(`${what}${detail ? `: ${detail}` : ''}`);
   };
@@ -225,7 +230,13 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
       if (r.status === 206) {
         const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(r.headers['content-range']));
         check(`${what}: Content-Range`, m !== null && Number(m[3]) === size, String(r.headers['content-range']));
-        if (m && r.complete) check(what, r.body.equals(blob.bytes.subarray(Number(m[1]), Number(m[2]) + 1)));
+        const right = m !== null && r.body.equals(blob.bytes.subarray(Number(m[1]), Number(m[2]) + 1));
+        if (m && r.complete && !right && /detail=range-passthrough/.test(String(r.headers['cache-status'])) && lied.has(blob.digest)) {
+          // Documented: a span answered before its blob is whole is the tier's bytes, unverified
+          // (a lazy puller checks its chunks against its own table of contents). Only a tier that
+          // was told to lie about this blob may have caused it; any other wrong span is a problem.
+          passedLies++;
+        } else if (m && r.complete) check(what, right, String(r.headers['cache-status']));
       } else if (r.status === 200) {
         if (r.complete) check(`${what} answered 200`, sha256(r.body) === blob.digest);
       } else if (r.status === -1) check(what, false, 'hung');
@@ -265,6 +276,7 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
       const fault = pick(faults)();
       const times = between(1, 3);
       origin.setFault(digest ? { digest } : { kind: 'manifest' }, fault, times);
+      if (digest && fault.type === 'wrong-bytes') lied.add(digest);
       schedule.push(`${JSON.stringify(fault)} x${times} on ${digest ? digest.slice(7, 19) : 'manifests'}`);
     }
     const load = Array.from({ length: between(4, 14) }, () => pick(clients)());
@@ -299,6 +311,7 @@ t.test(`chaos: random faults against random clients (seed ${SEED})`, async (t) =
   pinging = false;
   await pinger;
   t.comment(`${rounds} rounds, ${requests} client actions, ${origin.requests.length} origin requests in ${Date.now() - started} ms`);
+  if (passedLies > 0) t.comment(`${passedLies} range-passthrough span(s) carried the lying origin's bytes, as documented`);
   t.same(problems, [], `no invariant broken (seed ${SEED})`);
   t.equal(pingFailures, 0, 'Cove answered /v2/ throughout');
   t.ok(rounds >= 3, 'the run did some rounds');
