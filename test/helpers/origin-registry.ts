@@ -31,6 +31,8 @@ export interface RecordedRequest {
   at: number;
   /** The Host header: which name a client used for the origin (several Coves, one origin). */
   host: string | null;
+  /** Blob body bytes handed to the socket for this request (blob GETs; 0 until the body starts). */
+  bodyBytes?: number;
 }
 
 export type Fault =
@@ -599,6 +601,7 @@ export class OriginRegistry {
     this.#sendBody(rec, res, range ? 206 : 200, headers, body, (n) => {
       this.blobBytesServed += n;
       this.blobBytesByDigest.set(rec.digest!, (this.blobBytesByDigest.get(rec.digest!) ?? 0) + n);
+      rec.bodyBytes = (rec.bodyBytes ?? 0) + n;
     });
   }
 

@@ -1,0 +1,178 @@
+// Chaos for a site of five Coves (real `cove serve` processes on loopback, one static COVE_PEERS
+// list) in front of the in-process origin, paced so every blob takes a few seconds to come down
+// and a fault can land mid-blob. In every case all five nodes pull one image (manifest and every
+// blob at once, plain GETs, no client retries) and:
+//   - no pull fails and every digest checks out (a killed node's own pull is excused);
+//   - the origin sends at most 1.05 x the image's blob bytes: each blob comes down once for the
+//     site, and a reader cut off mid-blob continues from the byte it had, not from byte 0;
+// under these faults:
+//   1. staggered starts: nodes start 300–700 ms apart and pull as soon as the last one is up,
+//      before they have all seen each other;
+//   2. all started at once, pulls at once (again before they have seen each other);
+//   3. two busy-loop processes beside the site the whole time;
+//   4. the owner of the biggest layer SIGKILLed mid-blob;
+//   5. the owner of the biggest layer SIGKILLed mid-blob and started again (same port, data
+//      directory and id); its client pulls again once it is back and must succeed;
+//   6. the owner of the biggest layer reached by its peers only through a relay that delivers
+//      every byte late.
+// Each case comments one line with the origin's bytes (ratio to the image), its blob GETs and the
+// slowest pull, then who fetched what from where (the origin's records per node, each node's
+// /healthz bytesFetched) for reading a failure. COVE_SITE_CHAOS_CASES=4,5 runs only those cases;
+// COVE_SITE_CHAOS_LOGS=<dir> keeps every node's log there (<dir>/<case>/<node>-run<k>.log).
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import t, { type Test } from 'tap';
+import { rankOwners } from '../../src/peers/protocol.js';
+import { Cleanup } from '../e2e/real.js';
+import { makeImage } from '../helpers/images.js';
+import { OriginRegistry } from '../helpers/origin-registry.js';
+import { ProcSite, pullVerified, startHogs, within, type PullOutcome } from '../helpers/site-procs.js';
+
+const MiB = 1024 * 1024;
+const N = 5;
+const IDS = Array.from({ length: N }, (_, i) => `node-${i + 1}`);
+const REPO = 'proj/chaos';
+const TAG = '1';
+/** The origin's pace per blob request: the biggest layer takes about 4 s, the smallest 1.5 s. */
+const PACE = 4 * MiB;
+/** Where a kill lands: once the victim has this share of the biggest layer from the origin. */
+const KILL_AT = 0.3;
+
+const IMAGE = makeImage({ layers: [16 * MiB, 12 * MiB, 10 * MiB, 8 * MiB, 6 * MiB], seed: 'site-chaos' });
+const BLOBS = [{ digest: IMAGE.configDigest, size: IMAGE.config.length }, ...IMAGE.layers.map((l) => ({ digest: l.digest, size: l.bytes.length }))];
+const BLOB_BYTES = BLOBS.reduce((n, b) => n + b.size, 0);
+const BIG = IMAGE.layers[0]!;
+/** Every node ranks owners over the same five ids, so this is the biggest layer's owner everywhere. */
+const BIG_OWNER = rankOwners(IDS, BIG.digest)[0]!;
+
+interface Case {
+  name: string;
+  /** Start the nodes one after another with these pauses; absent: all at once. */
+  gapsMs?: number[];
+  /** Pull only once every node sees the other four live (cases about one fault, not about start-up). */
+  waitLive: boolean;
+  hogs?: number;
+  fault?: 'kill' | 'restart';
+  /** The biggest layer's owner answers its peers through a relay delaying every byte this long. */
+  slowMs?: number;
+}
+
+const mib = (n: number) => `${(n / MiB).toFixed(1)}MiB`;
+const short = (digest: string) => digest.slice(7, 15);
+
+async function runCase(t: Test, c: Case): Promise<void> {
+  const cleanup = Cleanup.forTest(t);
+  const origin = await OriginRegistry.start();
+  cleanup.add(() => origin.close());
+  origin.putImage(REPO, TAG, IMAGE);
+  origin.setFault({ kind: 'blob' }, { type: 'slow', bytesPerSecond: PACE });
+
+  const hogs = c.hogs ? startHogs(cleanup, c.hogs) : [];
+  const site = await ProcSite.start(cleanup, origin, {
+    n: N,
+    ...(c.gapsMs ? { gapsMs: c.gapsMs } : {}),
+    ...(c.slowMs ? { slow: { id: BIG_OWNER, delayMs: c.slowMs } } : {}),
+  });
+  if (c.waitLive) await site.waitLive(c.hogs ? 60_000 : 30_000);
+  origin.resetCounters();
+
+  // This process is the origin and the relays: a stalled event loop here is a stalled origin.
+  const lag = monitorEventLoopDelay({ resolution: 10 });
+  lag.enable();
+  const victim = c.fault ? BIG_OWNER : null;
+  const notes: string[] = [];
+  const t0 = performance.now();
+  const pulls = site.nodes.map((n) => pullVerified(n.id, n.url, REPO, TAG, IMAGE));
+  let retry: PullOutcome | null = null;
+  if (victim) {
+    const victimHost = `127.0.0.1:${site.node(victim).upstream.port}`;
+    const victimHas = () =>
+      origin.requests.filter((r) => r.kind === 'blob' && r.digest === BIG.digest && r.host === victimHost).reduce((n, r) => n + (r.bodyBytes ?? 0), 0);
+    const midBlob = await within(() => victimHas() >= KILL_AT * BIG.bytes.length, 10_000);
+    const before = (await site.healths())[IDS.indexOf(victim)];
+    notes.push(
+      `${victim} killed ${(performance.now() - t0).toFixed(0)} ms into the pulls, ${midBlob ? '' : 'NOT mid-blob (timed out waiting): '}it had ${mib(victimHas())} of the biggest layer from the origin; its bytesFetched then ${fetched(before?.bytesFetched)}`,
+    );
+    await site.kill(victim);
+    if (c.fault === 'restart') {
+      await site.restart(victim);
+      notes.push(`${victim} answering again ${(performance.now() - t0).toFixed(0)} ms into the pulls`);
+      retry = await pullVerified(victim, site.node(victim).url, REPO, TAG, IMAGE);
+    }
+  }
+  const outcomes = await Promise.all(pulls);
+  const wallMs = performance.now() - t0;
+  lag.disable();
+  for (const p of hogs) await p.stop(2000);
+
+  // Every pull that must succeed did, every digest checked.
+  const required = outcomes.filter((o) => o.node !== victim);
+  if (retry) required.push(retry);
+  for (const o of required) {
+    t.ok(o.ok, `${o.node}${o === retry ? ' (pulling again after its restart)' : ''} pulled the image, ${o.verified}/${BLOBS.length + 1} digests verified, in ${o.ms.toFixed(0)} ms${o.errors.length ? `: ${o.errors.join('; ')}` : ''}`);
+  }
+  const excused = outcomes.find((o) => o.node === victim);
+  if (excused) notes.push(`${victim}'s own first pull (excused): ${excused.ok ? 'succeeded' : excused.errors.slice(0, 3).join('; ')}`);
+
+  // The origin sent each blob about once.
+  const gets = origin.requests.filter((r) => r.kind === 'blob' && r.method === 'GET' && !r.redirected);
+  const ratio = origin.blobBytesServed / BLOB_BYTES;
+  t.ok(
+    origin.blobBytesServed <= 1.05 * BLOB_BYTES,
+    `origin blob bytes ${origin.blobBytesServed} <= 1.05 x the image's blob bytes ${BLOB_BYTES} (${ratio.toFixed(3)}x, ${gets.length} blob GETs)`,
+  );
+  t.ok(origin.blobBytesServed >= BLOB_BYTES - BLOBS[0]!.size, 'and the count is real: at least every layer once');
+
+  const slowest = Math.max(...required.map((o) => o.ms));
+  t.comment(
+    `REPORT ${c.name}: origin ${ratio.toFixed(3)}x image blob bytes (${mib(origin.blobBytesServed)} of ${mib(BLOB_BYTES)}), ` +
+      `${gets.length} origin blob GETs (${gets.filter((r) => r.range).length} with Range), slowest pull ${slowest.toFixed(0)} ms, ` +
+      `failed pulls ${required.filter((o) => !o.ok).length}/${required.length}, all pulls done in ${wallMs.toFixed(0)} ms; ` +
+      `origin process event-loop delay max ${(lag.max / 1e6).toFixed(0)} ms`,
+  );
+  for (const note of notes) t.comment(`  ${note}`);
+  // Who fetched what from the origin: per blob, its owner by rank over the five ids, and each GET
+  // as node@range-start:bytes.
+  for (const blob of BLOBS) {
+    const of = gets.filter((r) => r.digest === blob.digest);
+    t.comment(
+      `  blob ${short(blob.digest)} ${mib(blob.size)} owner ${rankOwners(IDS, blob.digest).slice(0, 2).join('>')}: ` +
+        (of.map((r) => `${site.nodeOfHost(r.host) ?? r.host}@${r.range ? r.range.replace('bytes=', '') : '0-'}:${mib(r.bodyBytes ?? 0)}${r.status === 200 || r.status === 206 ? '' : `(${r.status})`}`).join(', ') || 'none'),
+    );
+  }
+  const healths = await site.healths();
+  for (const [i, node] of site.nodes.entries()) {
+    const o = outcomes[i]!;
+    t.comment(`  ${node.id}${node.id === BIG_OWNER ? '*' : ''} pull ${o.ok ? 'ok' : 'FAILED'} ${o.ms.toFixed(0)} ms; bytesFetched ${fetched(healths[i]?.bytesFetched)}`);
+  }
+  if (process.env.COVE_SITE_CHAOS_LOGS) {
+    const dir = join(process.env.COVE_SITE_CHAOS_LOGS, c.name.split(' ')[0]!);
+    site.saveLogs(dir);
+    t.comment(`  node logs copied to ${dir}`);
+  }
+  if (required.some((o) => !o.ok) || ratio > 1.05) {
+    for (const node of site.nodes) for (const w of site.warnings(node.id)) t.comment(`  ${node.id} log: ${w}`);
+  }
+}
+
+/** A /healthz bytesFetched map in MiB. */
+function fetched(map: Record<string, number> | undefined): string {
+  if (!map) return 'n/a';
+  const parts = Object.entries(map).map(([k, v]) => `${k}=${mib(v)}`);
+  return parts.length ? parts.join(' ') : 'nothing';
+}
+
+t.comment(`image: ${IMAGE.layers.length} layers, ${mib(BLOB_BYTES)} of blobs; origin paced at ${mib(PACE)}/s per request; biggest layer ${short(BIG.digest)} owned by ${BIG_OWNER}`);
+
+const CASES: Case[] = [
+  { name: '1 staggered starts', gapsMs: [300, 700, 450, 600], waitLive: false },
+  { name: '2 all at once', waitLive: false },
+  { name: '3 CPU hog beside the site', waitLive: true, hogs: 2 },
+  { name: '4 owner of the biggest layer killed mid-blob', waitLive: true, fault: 'kill' },
+  { name: '5 owner of the biggest layer restarted mid-blob', waitLive: true, fault: 'restart' },
+  { name: '6 owner of the biggest layer answers its peers 200 ms late', waitLive: true, slowMs: 200 },
+];
+
+// COVE_SITE_CHAOS_CASES=4,5 runs only those cases (by number).
+const only = process.env.COVE_SITE_CHAOS_CASES?.split(',').map((s) => s.trim());
+for (const c of CASES) if (!only || only.includes(c.name.split(' ')[0]!)) t.test(c.name, (t) => runCase(t, c));
