@@ -105,7 +105,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       bodyTimeoutMs: config.upstreams[0]!.bodyTimeoutMs,
     });
     const table = new PeerTable({ selfId: nodeId, site: config.node.site, staticUrls: config.peers.urls, client, log, fetchedBytes: (id) => counters.bytesFetched.get(`peer:${id}`) ?? 0, maxDiscovered: config.peers.mdnsMaxPeers });
-    peers = { table, client, tier: new PeerTier(table, client, log) };
+    // At start-up a pull waits for the static peers' first answers (a probe is three peer timeouts at most).
+    peers = { table, client, tier: new PeerTier(table, client, log, { settleMs: 3 * config.peers.timeoutMs }) };
     tiers.push(peers.tier);
   }
   for (const client of parentClients) {

@@ -23,6 +23,7 @@ import type { Readiness } from './readiness.js';
 import { handlePassThrough } from './passthrough.js';
 import { authenticateAnswer, challengeAnswer, originOf, type PeerAuth } from './peering.js';
 import { NonceLog } from '../peers/nonces.js';
+import { PEER_NODE_HEADER } from '../peers/protocol.js';
 import { API_HEADERS, sendError, sendJson, type Req, type RequestFacts, type Res } from './respond.js';
 import { route, type Endpoint } from './router.js';
 import type { Status } from './status.js';
@@ -161,9 +162,13 @@ async function dispatch(
       if (deps.clientAuth !== null) facts.subject = (await deps.clientAuth.authorizeAny(req)).subject;
       facts.bytes = sendJson(res, 200, {}, API_HEADERS, head);
       return;
-    case 'node':
+    case 'node': {
+      // A sibling asking who this node is has just come up (or back): count it in at once.
+      const asker = req.headers[PEER_NODE_HEADER];
+      if (typeof asker === 'string') deps.peers?.heard(asker);
       facts.bytes = sendJson(res, 200, deps.node, challengeAnswer(req, deps.peerKey, deps.node), head);
       return;
+    }
     case 'admin':
       return handleAdmin(deps.admin, req, res, facts, endpoint.action, ns, channel);
   }
@@ -173,6 +178,7 @@ async function dispatch(
   if (from.peer !== null) {
     facts.peer = from.peer;
     deps.peers?.recordServed(from.peer);
+    deps.peers?.heard(from.peer);
     deps.counters.add(deps.counters.peerRequests, from.reach === 'local' ? 'local' : 'fetch');
   }
   facts.upstream = target.upstream;

@@ -3,6 +3,13 @@
 // and from mDNS. It tracks which peers answer (a failing peer is left alone for a while), which
 // served wrong bytes (quarantined and logged), what each one sent, and which owns a digest.
 //
+// Ownership is ranked over the site's membership — every peer admitted once, whether it answered
+// its last probe or not — so that a late answer under load or a node that booted a second later
+// does not give two nodes two different owners (and the origin two requests). Liveness only
+// decides whom to skip on the way down the ranking: a member whose connection was refused (or
+// never opened) is passed over until it answers again; one that merely answered late is still
+// asked, and each asker moves on only when its own request to it fails.
+//
 // A peer is used only once admitted: it answered GET /_cove/node with the id it is known by and,
 // with a peer key, proved it holds the key by answering this node's fresh challenge. mDNS is one
 // unauthenticated datagram, so discovered peers are held to more: at most `maxDiscovered` of them
@@ -30,6 +37,8 @@ export const MAX_DISCOVERED_PEERS = 32;
 const RELEASE_AFTER_FAILURES = 2;
 /** A discovered peer never admitted may give its place to a new announcement after this long. */
 const PENDING_MIN_MS = 5_000;
+/** An entry is probed on hearsay at most this often (see heard()): a flood of hellos is not a flood of probes. */
+const HEARD_PROBE_MIN_MS = 20;
 /** Each kind of ignored announcement is logged as a warning at most this often. */
 const IGNORED_LOG_MS = 60_000;
 
@@ -45,6 +54,18 @@ export interface PeerEntry {
   /** Consecutive failures; the peer is skipped until downUntil. */
   failures: number;
   downUntil: number;
+  /**
+   * The last failure was a connection that could not be made (refused, unreachable, no answer
+   * to the connect): nobody listens there now, so it is not asked to fetch as an owner until
+   * downUntil. A late answer or a broken transfer leaves this false.
+   */
+  unreachable: boolean;
+  /** One probe of this entry has finished (answered or failed): the first round of probes is done. */
+  probed: boolean;
+  /** When heard() last probed it (ms since epoch). */
+  heardAt: number;
+  /** heard() came while a probe was running: if that one fails, probe once more at once. */
+  probeAgain: boolean;
   quarantinedUntil: number;
   quarantineReason: string | null;
   /** True for a static entry that turned out to be this node. */
@@ -100,6 +121,10 @@ export class PeerTable {
   readonly #departed = new Map<string, { url: string; until: number }>();
   /** Per message: when it was last logged as a warning, and how many were ignored since. */
   readonly #ignoredLog = new Map<string, { at: number; since: number }>();
+  /** Who waits for the first round of probes of the static peers (see settled()). */
+  #settleWaiters: Array<() => void> = [];
+  /** A wait for the first round ran out: nobody waits for it any more. */
+  #waitedOut = false;
 
   constructor(options: PeerTableOptions) {
     this.#o = options;
@@ -232,8 +257,11 @@ export class PeerTable {
     this.#o.log.info({ peer: id, url: entry.url }, 'peer left (mDNS goodbye)');
   }
 
-  /** Peers that may be asked now: admitted, this site, not this node, not failing or quarantined. */
-  live(): Array<PeerEntry & { id: string }> {
+  /**
+   * The site's other members: admitted peers of this site, answering lately or not (a discovered
+   * peer not announced for DISCOVERED_TTL_MS leaves the table). Owners are ranked over these.
+   */
+  members(): Array<PeerEntry & { id: string }> {
     const now = this.#now();
     const out: Array<PeerEntry & { id: string }> = [];
     for (const entry of [...this.#byUrl.values()]) {
@@ -243,14 +271,83 @@ export class PeerTable {
         continue;
       }
       if (entry.id === null || entry.self || !entry.admitted || entry.site !== this.site) continue;
-      if (entry.downUntil > now || entry.quarantinedUntil > now) continue;
       out.push(entry as PeerEntry & { id: string });
     }
     return out;
   }
-  /** The live nodes of the site (this one included) ranked as owners of a digest. */
+
+  /** Members that may be asked now: not failing lately, not quarantined. */
+  live(): Array<PeerEntry & { id: string }> {
+    const now = this.#now();
+    return this.members().filter((entry) => entry.downUntil <= now && entry.quarantinedUntil <= now);
+  }
+
+  /** The site's members (this node included) ranked as owners of a digest, best first. */
   owners(digest: string): string[] {
-    return rankOwners([this.selfId, ...this.live().map((p) => p.id)], digest);
+    return rankOwners([this.selfId, ...this.members().map((p) => p.id)], digest);
+  }
+
+  /**
+   * The member `id` when it may be asked to fetch for the site now: not quarantined, and not
+   * known to be unreachable (a refused connection). A member that answered a probe late is still
+   * asked: only its answer to this request may send the asker to the next owner.
+   */
+  askableOwner(id: string): (PeerEntry & { id: string }) | null {
+    const now = this.#now();
+    const entry = this.members().find((p) => p.id === id);
+    if (!entry || entry.quarantinedUntil > now || (entry.unreachable && entry.downUntil > now)) return null;
+    return entry;
+  }
+
+  /**
+   * Resolves once every static peer has been asked who it is at least once (answered or failed),
+   * or after `maxWaitMs`: owners picked before that would be picked from a partial membership.
+   */
+  settled(maxWaitMs: number): Promise<void> {
+    if (this.#waitedOut || this.#firstRoundDone()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        // Waited once for peers that never answered: later pulls do not wait for them again.
+        this.#waitedOut = true;
+        done();
+      }, maxWaitMs);
+      timer.unref();
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#settleWaiters.push(done);
+    });
+  }
+
+  /**
+   * A node of this site asked this node something (a probe, a peer request): it is up. Entries
+   * that do not count it as a live member yet — a static URL never answered, that id marked down —
+   * are probed now rather than on the next tick, so a node that just booted is a member everywhere
+   * within moments and every node ranks owners over the same membership.
+   */
+  heard(id: string): void {
+    if (this.#stopped || id === this.selfId || !NODE_ID_PATTERN.test(id)) return;
+    const now = this.#now();
+    const known = this.#entryById(id);
+    for (const entry of [...this.#byUrl.values()]) {
+      if (entry.self) continue;
+      if (known) {
+        // That member: probed again when it is not counted as up.
+        if (entry !== known || (entry.admitted && entry.failures === 0)) continue;
+      } else if (entry.source !== 'static' || (entry.id !== null && entry.admitted)) {
+        // An id not in the table: one of the static URLs not yet heard from may be it.
+        continue;
+      }
+      if (entry.probing) {
+        // A probe running now may have been refused just before the node started listening.
+        entry.probeAgain = true;
+        continue;
+      }
+      if (now - entry.heardAt < HEARD_PROBE_MIN_MS) continue;
+      entry.heardAt = now;
+      void this.#probeOne(entry);
+    }
   }
 
   byId(id: string): PeerEntry | undefined {
@@ -264,12 +361,16 @@ export class PeerTable {
     if (entry.failures > 0) this.#o.log.info({ peer: id }, 'peer answers again');
     entry.failures = 0;
     entry.downUntil = 0;
+    entry.unreachable = false;
   }
 
-  /** The peer could not be reached or broke a transfer: skip it for a while. */
-  markDown(id: string, why: string): void {
+  /**
+   * The peer could not be reached or broke a transfer: skip it for a while. `unreachable`: no
+   * connection could be made at all (see PeerEntry.unreachable).
+   */
+  markDown(id: string, why: string, unreachable = false): void {
     const entry = this.#entryById(id);
-    if (entry) this.#fail(entry, why);
+    if (entry) this.#fail(entry, why, unreachable);
   }
 
   /** The peer sent bytes that do not match their digest: distrust it for QUARANTINE_MS. */
@@ -323,6 +424,7 @@ export class PeerTable {
         refusal: e.admitted ? null : e.refusal,
         lastSeenAgoS: e.lastSeen === 0 ? null : Math.round((now - e.lastSeen) / 1000),
         failures: e.failures,
+        unreachable: e.unreachable,
         quarantineReason: e.quarantinedUntil > now ? e.quarantineReason : null,
         hits: e.hits,
         bytes: e.id !== null ? (this.#o.fetchedBytes?.(e.id) ?? 0) : 0,
@@ -374,12 +476,22 @@ export class PeerTable {
         if (entry.failures > 0) this.#o.log.info({ peer: info.id }, 'peer answers again');
         entry.failures = 0;
         entry.downUntil = 0;
+        entry.unreachable = false;
       } catch (err) {
         entry.refusal = `probe failed: ${(err as Error).message}`;
         entry.nextProbeAt = this.#now() + PROBE_TICK_MS;
-        this.#fail(entry, entry.refusal);
+        this.#fail(entry, entry.refusal, isUnreachable(err));
       } finally {
         entry.probing = false;
+        entry.probed = true;
+        const again = entry.probeAgain && (!entry.admitted || entry.failures > 0) && !this.#stopped && this.#byUrl.get(entry.url) === entry;
+        entry.probeAgain = false;
+        if (again) void this.#probeOne(entry);
+        if (this.#settleWaiters.length > 0 && this.#firstRoundDone()) {
+          const waiters = this.#settleWaiters;
+          this.#settleWaiters = [];
+          for (const wake of waiters) wake();
+        }
       }
     })();
     this.#probes.add(run);
@@ -431,12 +543,33 @@ export class PeerTable {
     if (first) this.#o.log.info({ url: entry.url, peer: id }, 'peer known');
   }
 
-  #fail(entry: PeerEntry, why: string): void {
+  /** Every static entry has been probed once (or turned out to be this node). */
+  #firstRoundDone(): boolean {
+    for (const entry of this.#byUrl.values()) if (entry.source === 'static' && !entry.self && !entry.probed) return false;
+    return true;
+  }
+
+  #fail(entry: PeerEntry, why: string, unreachable = false): void {
+    entry.unreachable = unreachable;
     entry.failures++;
     const wait = Math.min(DOWN_MAX_MS, DOWN_BASE_MS * 2 ** (entry.failures - 1));
     entry.downUntil = this.#now() + wait;
     if (entry.failures === 1) this.#o.log.warn({ peer: entry.id, url: entry.url, reason: why, retryInMs: wait }, 'peer not answering: skipped for now');
   }
+}
+
+/** Connection errors that mean nobody listens at the peer's address now (not a slow answer). */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** True when `err` (or its cause) says the connection could not be made at all. */
+export function isUnreachable(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | null | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && UNREACHABLE_CODES.has(e.code)) return true;
+    // An AggregateError (every address of a name refused) carries its causes in `errors`.
+    const many = (e as { errors?: unknown }).errors;
+    if (Array.isArray(many) && many.length > 0 && many.every((x) => isUnreachable(x))) return true;
+  }
+  return false;
 }
 
 function blank(url: string, source: 'static' | 'mdns', now: number): PeerEntry {
@@ -454,6 +587,10 @@ function blank(url: string, source: 'static' | 'mdns', now: number): PeerEntry {
     lastSeen: 0,
     failures: 0,
     downUntil: 0,
+    unreachable: false,
+    probed: false,
+    heardAt: 0,
+    probeAgain: false,
     quarantinedUntil: 0,
     quarantineReason: null,
     self: false,

@@ -158,11 +158,15 @@ export class BlobResolver {
    * from the temp file when they are there already, else straight from a tier (counted as
    * fetched, never stored) when the fill is not about to reach them. Null: read them from the
    * fill, which holds the last byte until the blob is verified (the fill is done or close to the
-   * span, the span is long, or no tier answers the exact span — it ignored Range).
+   * span, the span is long, a sibling Cove asked, or no tier answers the exact span — it ignored
+   * Range).
    */
   async openSpan(target: Target, fill: Fill, start: number, end: number): Promise<{ source: ByteSource; tier: string } | null> {
     if (fill.verified || fill.passingThrough || fill.state !== 'filling') return null;
     if (end < fill.written) return { source: fill.openEarlySpan(), tier: fill.tier ?? 'unknown' };
+    // A sibling resuming its copy of the blob asks for the rest of it from its own byte: it waits
+    // for this fill, which brings those bytes anyway, rather than have them fetched twice.
+    if (target.reach !== 'all') return null;
     if (start < fill.written + RANGE_WAIT_AHEAD_BYTES || end - start + 1 > RANGE_PASSTHROUGH_MAX_BYTES) return null;
     const stop = new AbortController();
     this.#stops.add(stop);
@@ -267,7 +271,7 @@ export class BlobResolver {
   async size(target: Target, digest: string, who: Requester = BACKGROUND, signal?: AbortSignal): Promise<BlobSize> {
     const inflight = this.#fills.get(digest);
     // A fill under way answers, a pass-through too: a HEAD never starts a second fill beside it.
-    if (inflight && inflight.fill.state !== 'failed' && (target.reach !== 'local' || inflight.fill.state !== 'opening')) {
+    if (inflight && inflight.fill.state !== 'failed' && (target.reach !== 'local' || servesPeers(inflight.fill))) {
       const release = this.#hold(inflight, who);
       try {
         return await this.#sizeOf(target, digest, inflight.fill, false);
@@ -386,14 +390,25 @@ export class BlobResolver {
 }
 
 /**
- * A fill a request may wait on. A peer asking what this node holds gets a fill only once bytes
- * flow: one still looking for a source may itself be asking that peer, and two nodes waiting on
- * each other would stall until a timeout.
+ * A fill a request may wait on. A peer asking what this node holds gets only a fill that
+ * servesPeers(): the rest may end up waiting on that very peer.
  */
 function joinable(entry: FillEntry, target: Target): boolean {
   const fill = entry.fill;
   // A pass-through holds only what its own clients still need: a newcomer starts afresh; so does
   // one arriving as a cancelled fill is torn down.
   if (fill.state === 'failed' || fill.passingThrough || entry.stop.signal.aborted) return false;
-  return target.reach !== 'local' || fill.state !== 'opening';
+  return target.reach !== 'local' || servesPeers(fill);
+}
+
+/**
+ * Whether a fill may answer a peer's "what do you hold" (Cove-Peer: local): once bytes flow, and
+ * only bytes from above (a parent, the origin). A fill still looking for a source may be asking
+ * that very peer; a fill fed by another peer may, after a break, resume from the peer now reading
+ * from it — and two nodes waiting on each other stall until a timeout. Sibling copies in progress
+ * are reached through the node that fetches from above, so a site's transfers form a star, and
+ * a resume after a broken one never meets a cycle.
+ */
+function servesPeers(fill: Fill): boolean {
+  return fill.state !== 'opening' && (fill.verified || fill.tierKind !== 'peer');
 }

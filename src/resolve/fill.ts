@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { ByteSource } from '../store/source.js';
 import type { BlobWriter } from '../store/writer.js';
-import type { BlobBody, Target } from '../tiers/tier.js';
+import type { BlobBody, Target, TierKind } from '../tiers/tier.js';
 import { FillReader, type FillView } from './fill-reader.js';
 import { FILL_DISK_FULL, PassWindow } from './pass-window.js';
 import type { Resolver } from './resolver.js';
@@ -84,6 +84,8 @@ export class Fill implements FillView {
   size: number | null = null;
   /** Name of the tier that supplied the bytes (the last one, after a resume). */
   tier: string | null = null;
+  /** Kind of that tier: whether the bytes come from a sibling, a parent or the origin. */
+  tierKind: TierKind | null = null;
   /** Upstream opens this fill made: 1 for a clean fill, more after resumes. */
   attempts = 0;
   #state: State = 'opening';
@@ -213,6 +215,7 @@ export class Fill implements FillView {
         tierIndex = resolver.tiers.indexOf(found.tier);
         const body = found.value;
         this.tier = body.source ?? found.tier.name;
+        this.tierKind = found.tier.kind;
         try {
           await this.#accept(body, offset, markStarted);
           await this.#commit();

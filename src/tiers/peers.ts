@@ -15,10 +15,24 @@ import { parseDigest } from '../oci/reference.js';
 import type { PeerClient, PeerResponse } from '../peers/client.js';
 import { parseContentRange, readSmall } from '../http-util.js';
 import type { PeerMode } from '../peers/protocol.js';
-import type { PeerEntry, PeerTable } from '../peers/table.js';
+import { isUnreachable, type PeerEntry, type PeerTable } from '../peers/table.js';
 import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Target, Tier } from './tier.js';
 
 type LivePeer = PeerEntry & { id: string };
+
+/** What asking one peer for a blob came to: its body, "does not have it", or "could not ask". */
+type Asked = BlobBody | 'absent' | 'failed';
+
+export interface PeerTierOptions {
+  /**
+   * How long a blob waits at start-up for the first answers of the static peers, so that the
+   * first owners are ranked over the whole site rather than over whoever answered first.
+   */
+  settleMs?: number;
+}
+
+/** Default wait for the first round of probes (three peer timeouts of 1 s: connect, headers, body). */
+export const DEFAULT_SETTLE_MS = 3_000;
 
 /** A manifest a peer held for a tag, served only when nobody above can be asked. */
 export interface PeerTagAnswer {
@@ -32,11 +46,13 @@ export class PeerTier implements Tier {
   readonly #table: PeerTable;
   readonly #client: PeerClient;
   readonly #log: Logger;
+  readonly #settleMs: number;
 
-  constructor(table: PeerTable, client: PeerClient, log: Logger) {
+  constructor(table: PeerTable, client: PeerClient, log: Logger, options: PeerTierOptions = {}) {
     this.#table = table;
     this.#client = client;
     this.#log = log;
+    this.#settleMs = options.settleMs ?? DEFAULT_SETTLE_MS;
   }
 
   async headManifest(target: Target, reference: string, _accept: readonly string[], signal?: AbortSignal): Promise<ManifestHead | null> {
@@ -68,21 +84,24 @@ export class PeerTier implements Tier {
   }
 
   async openBlob(target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null> {
-    if (this.#table.live().length === 0) return null;
+    await this.#table.settled(this.#settleMs);
+    if (this.#table.members().length === 0) return null;
     const holder = await this.#holder(target, digest, signal);
     if (holder) {
       const body = await this.#openFrom(holder.peer, 'local', target, digest, offset, signal);
-      if (body) return body;
+      if (typeof body === 'object') return body;
     }
-    // Nobody holds it: the owner fetches it once for the site. Past a dead owner, the next in rank.
+    // Nobody holds it: the owner fetches it once for the site. Past an owner that cannot be
+    // reached, the next in rank; this node's own turn means the fill goes up itself.
     for (const owner of this.#table.owners(digest)) {
       if (owner === this.#table.selfId) return null;
-      const peer = this.#table.live().find((p) => p.id === owner);
+      const peer = this.#table.askableOwner(owner);
       if (!peer) continue;
-      const body = await this.#openFrom(peer, 'fetch', target, digest, offset, signal);
-      if (body) return body;
-      // A 404 from the owner means nothing above it has the blob: do not ask the rest.
-      if (this.#table.live().some((p) => p.id === owner)) return null;
+      const asked = await this.#openFrom(peer, 'fetch', target, digest, offset, signal);
+      if (typeof asked === 'object') return asked;
+      // The owner answered without the blob (a 404: nothing above it has it; a 5xx: its own fetch
+      // from above failed): the next owner would fare no better, and this fill asks above itself.
+      if (asked === 'absent') return null;
     }
     return null;
   }
@@ -128,26 +147,30 @@ export class PeerTier implements Tier {
     );
   }
 
-  /** A blob body from one peer, or null when it does not have it or failed (then marked down). */
-  async #openFrom(peer: LivePeer, mode: PeerMode, target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<BlobBody | null> {
+  /** A blob body from one peer; 'absent' when it answered without it, 'failed' (and marked down) when it could not be asked. */
+  async #openFrom(peer: LivePeer, mode: PeerMode, target: Target, digest: string, offset: number, signal?: AbortSignal): Promise<Asked> {
     const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
     const res = await this.#ask(peer, 'GET', `/v2/${target.repo}/blobs/${digest}`, mode, headers, signal);
-    if (res === null) return null;
+    if (res === null) return 'failed';
     let size: number | null;
     if (offset > 0) {
       const range = res.status === 206 ? parseContentRange(res.headers['content-range']) : null;
       if (!range || range.start !== offset) {
         discard(res);
-        if (res.status !== 404) this.#table.markDown(peer.id, `answered a resume of ${digest} at ${offset} with ${res.status}`);
-        return null;
+        if (res.status === 404 || (res.status >= 500 && mode === 'fetch')) return 'absent';
+        this.#table.markDown(peer.id, `answered a resume of ${digest} at ${offset} with ${res.status}`);
+        return 'failed';
       }
       size = range.total;
     } else {
       if (res.status !== 200) {
         discard(res);
         // An owner's 5xx says its own fetch from above failed, not that the owner is gone.
-        if (res.status >= 500 && mode === 'local') this.#table.markDown(peer.id, `answered ${res.status} for ${digest}`);
-        return null;
+        if (res.status >= 500 && mode === 'local') {
+          this.#table.markDown(peer.id, `answered ${res.status} for ${digest}`);
+          return 'failed';
+        }
+        return 'absent';
       }
       const length = Number(res.headers['content-length']);
       size = Number.isSafeInteger(length) ? length : null;
@@ -209,7 +232,7 @@ export class PeerTier implements Tier {
       return res;
     } catch (err) {
       if (signal?.aborted) throw err;
-      this.#table.markDown(peer.id, (err as Error).message);
+      this.#table.markDown(peer.id, (err as Error).message, isUnreachable(err));
       return null;
     }
   }

@@ -26,6 +26,8 @@ export interface FakePeerOptions {
   /** The site it names (default "default"). */
   site?: string;
   host?: string;
+  /** Listen on this port (default: any free one). */
+  port?: number;
 }
 
 export class FakePeer {
@@ -34,6 +36,8 @@ export class FakePeer {
   /** Tags it claims: "repo:tag" → the manifest it answers with. */
   readonly tags = new Map<string, { bytes: Buffer; mediaType: string }>();
   behaviour: PeerBehaviour = 'good';
+  /** Leaves "who are you" (GET /_cove/node) unanswered: a peer too busy to answer a probe in time. */
+  slowProbes = false;
   auth: AnswerAuth = 'good';
   /** Requests for blobs and manifests, in order ("GET /v2/…"). */
   readonly requests: string[] = [];
@@ -51,7 +55,7 @@ export class FakePeer {
     this.#server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0]!;
       this.seen.push({ method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers });
-      if (path === '/_cove/node') return this.#node(req, res);
+      if (path === '/_cove/node') return this.slowProbes ? undefined : this.#node(req, res);
       this.requests.push(`${req.method} ${path}`);
       if (this.behaviour === 'hang') return; // headers never come
       const blob = /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(path);
@@ -90,7 +94,7 @@ export class FakePeer {
 
   static async start(id: string, options: FakePeerOptions = {}): Promise<FakePeer> {
     const peer = new FakePeer(id, options);
-    await new Promise<void>((resolve) => peer.#server.listen(0, options.host ?? '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => peer.#server.listen(options.port ?? 0, options.host ?? '127.0.0.1', resolve));
     return peer;
   }
 
