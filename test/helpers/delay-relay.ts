@@ -18,16 +18,24 @@ export class DelayRelay {
   readonly #timers = new Set<NodeJS.Timeout>();
   #port = 0;
 
+  /** Where connections go; null until set (a connection accepted before then is closed). */
+  target: { host: string; port: number } | null;
+
   private constructor(
-    readonly target: { host: string; port: number },
+    target: { host: string; port: number } | null,
     readonly delayMs: number,
   ) {
+    this.target = target;
     this.#server = createServer((client) => this.#accept(client));
   }
 
-  /** A relay on 127.0.0.1 (a port of its own) to `target`, delaying each direction by `delayMs`. */
-  static async start(target: { host?: string; port: number }, delayMs: number): Promise<DelayRelay> {
-    const relay = new DelayRelay({ host: target.host ?? '127.0.0.1', port: target.port }, delayMs);
+  /**
+   * A relay on 127.0.0.1 (a port of its own) to `target`, delaying each direction by `delayMs`.
+   * Without a target yet, set `target` later: a relay can then hold its port before the port of
+   * what it fronts is picked, so the two never collide.
+   */
+  static async start(target: { host?: string; port: number } | null, delayMs: number): Promise<DelayRelay> {
+    const relay = new DelayRelay(target && { host: target.host ?? '127.0.0.1', port: target.port }, delayMs);
     await new Promise<void>((resolve, reject) => {
       relay.#server.once('error', reject);
       relay.#server.listen(0, '127.0.0.1', () => {
@@ -58,6 +66,10 @@ export class DelayRelay {
 
   #accept(client: Socket): void {
     this.accepted++;
+    if (this.target === null) {
+      client.destroy();
+      return;
+    }
     const target = createConnection(this.target.port, this.target.host);
     for (const socket of [client, target]) {
       this.#sockets.add(socket);

@@ -6,6 +6,7 @@
 // (manifest and every blob at once) with every digest checked. Everything started is stopped by
 // PID on cleanup; everything listens on 127.0.0.1.
 import { copyFileSync, mkdirSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { join } from 'node:path';
 import { Cleanup, httpGet, startCove, startProc, tempDir, waitFor, type CoveProc, type Proc } from '../e2e/real.js';
 import { freePorts, healthOf, waitSiteLive, type Health } from '../e2e/site-harness.js';
@@ -50,6 +51,8 @@ export class ProcSite {
   readonly #cleanup: Cleanup;
   readonly #env: Record<string, string>;
   readonly #peers: string;
+  /** This process's priority when the site started: every node runs at it. */
+  readonly #priority = getPriority();
 
   private constructor(cleanup: Cleanup, nodes: ProcNode[], env: Record<string, string>) {
     this.#cleanup = cleanup;
@@ -60,20 +63,26 @@ export class ProcSite {
 
   /** Starts the site in front of `origin`; resolves when every node answers /healthz (not when they see each other). */
   static async start(cleanup: Cleanup, origin: OriginRegistry, opts: ProcSiteOptions): Promise<ProcSite> {
-    const ports = await freePorts(opts.n);
-    const nodes: ProcNode[] = [];
-    for (const [i, port] of ports.entries()) {
-      const id = `node-${i + 1}`;
-      const upstream = await Link.start({ port: origin.port });
-      cleanup.add(() => upstream.close());
-      let peerUrl = `http://127.0.0.1:${port}`;
-      if (opts.slow?.id === id) {
-        const relay = await DelayRelay.start({ port }, opts.slow.delayMs);
-        cleanup.add(() => relay.close());
-        peerUrl = relay.url();
-      }
-      nodes.push({ id, port, url: `http://127.0.0.1:${port}`, peerUrl, upstream, cove: null, history: [], dataDir: null });
+    // The relays listen first, so the nodes' ports, picked after, cannot be one of theirs.
+    const ids = Array.from({ length: opts.n }, (_, i) => `node-${i + 1}`);
+    const upstreams: Link[] = [];
+    for (let i = 0; i < opts.n; i++) {
+      const link = await Link.start({ port: origin.port });
+      cleanup.add(() => link.close());
+      upstreams.push(link);
     }
+    const slow = opts.slow ? await DelayRelay.start(null, opts.slow.delayMs) : null;
+    if (slow) cleanup.add(() => slow.close());
+    const ports = await freePorts(opts.n);
+    const nodes: ProcNode[] = ids.map((id, i) => {
+      const port = ports[i]!;
+      let peerUrl = `http://127.0.0.1:${port}`;
+      if (slow && opts.slow?.id === id) {
+        slow.target = { host: '127.0.0.1', port };
+        peerUrl = slow.url();
+      }
+      return { id, port, url: `http://127.0.0.1:${port}`, peerUrl, upstream: upstreams[i]!, cove: null, history: [], dataDir: null };
+    });
     const site = new ProcSite(cleanup, nodes, opts.env ?? {});
     // Registered after every process's own stop, so it runs first: the nodes stop in parallel.
     if (opts.gapsMs) {
@@ -156,6 +165,8 @@ export class ProcSite {
       { COVE_NODE_ID: node.id, COVE_PEERS: this.#peers, COVE_TAG_TTL: '1h', ...this.#env },
       { port: node.port, ...(node.dataDir ? { dataDir: node.dataDir } : {}) },
     );
+    // A node started again while the test process runs at a raised priority would inherit it.
+    putBack(cove.pid, this.#priority);
     node.cove = cove;
     node.dataDir = cove.dataDir;
     node.history.push(cove);
@@ -165,9 +176,17 @@ export class ProcSite {
 /** `n` busy-loop node processes (a CPU hog beside the site), stopped by PID on cleanup. */
 export function startHogs(cleanup: Cleanup, n: number): Proc[] {
   const dir = tempDir(cleanup, 'cove-hog-');
-  return Array.from({ length: n }, (_, i) =>
-    startProc(cleanup, `hog-${i + 1}`, process.execPath, ['-e', 'for (;;) {}'], { logFile: join(dir, `hog-${i + 1}.log`), graceMs: 2000 }),
-  );
+  const priority = getPriority();
+  return Array.from({ length: n }, (_, i) => {
+    const hog = startProc(cleanup, `hog-${i + 1}`, process.execPath, ['-e', 'for (;;) {}'], { logFile: join(dir, `hog-${i + 1}.log`), graceMs: 2000 });
+    putBack(hog.pid, priority);
+    return hog;
+  });
+}
+
+/** Sets `pid`'s priority to `priority` when it differs (a child inherits its parent's). */
+function putBack(pid: number, priority: number): void {
+  if (pid > 0 && getPriority(pid) !== priority) setPriority(pid, priority);
 }
 
 export interface PullOutcome {
