@@ -152,6 +152,11 @@ export class ProcSite {
     return out.length > max ? [...out.slice(0, max - 1), `… ${out.length - max + 1} more`] : out;
   }
 
+  /** Log lines of every process a node has been, oldest first. */
+  logLines(id: string): Array<Record<string, unknown>> {
+    return this.node(id).history.flatMap((cove) => cove.logLines());
+  }
+
   /** Copies every node's logs (each process it has been) into `dir`, as <id>-run<k>.log. */
   saveLogs(dir: string): void {
     mkdirSync(dir, { recursive: true });

@@ -168,6 +168,28 @@ async function runCase(t: Test, c: Case): Promise<void> {
           .join(', ') || 'none'),
     );
   }
+  if (c.fault === 'kill' || c.fault === 'restart') {
+    // What a failover costs the origin: per blob the victim was fetching, the bytes it had been
+    // sent past the offset its successor resumed from (those went down twice).
+    const twice = BLOBS.map((blob) => {
+      const of = gets.filter((r) => r.digest === blob.digest);
+      const victimGot = of.filter((r) => r.host === victimHost).reduce((n, r) => n + (r.bodyBytes ?? 0), 0);
+      const resumes = of.filter((r) => r.host !== victimHost && r.range).map((r) => Number(/bytes=(\d+)-/.exec(r.range!)?.[1] ?? 0));
+      return resumes.length === 0 ? null : { blob, victimGot, from: Math.min(...resumes), n: resumes.length };
+    }).filter((x) => x !== null);
+    // Where each reader was when its transfer from the victim broke (its "resuming" log line).
+    const readersAt = (digest: string) =>
+      IDS.filter((id) => id !== victim)
+        .map((id) => {
+          const line = site.logLines(id).find((l) => l.msg === 'blob transfer broke; resuming' && l.digest === digest && l.tier === `peer:${victim}`);
+          return line ? `${id} ${mib(Number(line.written))}` : null;
+        })
+        .filter((x) => x !== null)
+        .join(', ');
+    t.comment(
+      `  failover: ${twice.map((x) => `${short(x.blob.digest)} ${victim} had ${mib(x.victimGot)} from the origin, readers had ${readersAt(x.blob.digest) || '?'}; ${x.n} resume(s) at the origin from ${mib(x.from)} (${mib(Math.max(0, x.victimGot - x.from))} sent twice)`).join('; ') || 'no resumes at the origin'}`,
+    );
+  }
   const healths = await site.healths();
   for (const [i, node] of site.nodes.entries()) {
     const o = outcomes[i]!;
