@@ -19,6 +19,8 @@
 //   7. the owner of the biggest layer loses its uplink (silent, not refused) for 3 s right after
 //      its manifest came, so its blob fetches wait for headers past COVE_REVALIDATE_DEADLINE: the
 //      site still has a way up (every other node), and the owner's client must still be served.
+// The origin runs in this process, which asks for a raised priority while the pulls run (it stands
+// for a registry on another machine, not one starved by the site's load; as root only).
 // Each case comments one line with the origin's bytes (ratio to the image), its blob GETs and the
 // slowest pull, then who fetched what from where (the origin's records per node, each node's
 // /healthz bytesFetched) for reading a failure. COVE_SITE_CHAOS_CASES=4,5 runs only those cases;
