@@ -5,7 +5,9 @@
 // header names the relay's port) tell which node asked for what. Pulls are plain HTTP GETs
 // (manifest and every blob at once) with every digest checked. Everything started is stopped by
 // PID on cleanup; everything listens on 127.0.0.1.
+import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync } from 'node:fs';
+import { request } from 'node:http';
 import { getPriority, setPriority } from 'node:os';
 import { join } from 'node:path';
 import { Cleanup, httpGet, startCove, startProc, tempDir, waitFor, type CoveProc, type Proc } from '../e2e/real.js';
@@ -205,10 +207,18 @@ export interface PullOutcome {
 
 /**
  * Pulls `repo:tag` through `url` the way a client does, minus retries: the manifest, then every
- * blob at once, each read whole and hashed. Bounded by `timeoutMs` overall (requests still open
- * then are left to the node's stop).
+ * blob at once, each hashed as it streams (`onBytes` hears each blob chunk's size). Bounded by
+ * `timeoutMs` overall (requests still open then are left to the node's stop).
  */
-export async function pullVerified(node: string, url: string, repo: string, tag: string, image: Image, timeoutMs = 90_000): Promise<PullOutcome> {
+export async function pullVerified(
+  node: string,
+  url: string,
+  repo: string,
+  tag: string,
+  image: Image,
+  opts: { timeoutMs?: number; onBytes?: (digest: string, n: number) => void } = {},
+): Promise<PullOutcome> {
+  const timeoutMs = opts.timeoutMs ?? 90_000;
   const t0 = performance.now();
   const errors: string[] = [];
   let verified = 0;
@@ -222,7 +232,7 @@ export async function pullVerified(node: string, url: string, repo: string, tag:
       blobs.map(async (blob) => {
         const short = blob.digest.slice(7, 19);
         const started = performance.now();
-        const b = await httpGet(`${url}/v2/${repo}/blobs/${blob.digest}`, { timeoutMs: 30_000 }).catch((err: Error) => err);
+        const b = await getHashed(`${url}/v2/${repo}/blobs/${blob.digest}`, 30_000, (n) => opts.onBytes?.(blob.digest, n)).catch((err: Error) => err);
         const at = `${(performance.now() - started).toFixed(0)} ms`;
         if (b instanceof Error) errors.push(`blob ${short}: ${b.message} after ${at}`);
         else if (b.status !== 200) errors.push(`blob ${short}: status ${b.status} after ${at}`);
@@ -237,6 +247,29 @@ export async function pullVerified(node: string, url: string, repo: string, tag:
   if (!done) errors.push(`not finished after ${timeoutMs} ms`);
   const ms = performance.now() - t0;
   return { node, ok: errors.length === 0 && verified === 2 + image.layers.length, ms, verified, errors };
+}
+
+/**
+ * One GET on its own connection, the body hashed as it streams (not kept), each chunk's size
+ * told to `onData`; rejects when the body breaks off. `idleMs` bounds a silent socket.
+ */
+function getHashed(url: string, idleMs: number, onData: (n: number) => void): Promise<{ status: number; bytes: number; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: false, timeout: idleMs }, (res) => {
+      const hash = createHash('sha256');
+      let bytes = 0;
+      res.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        hash.update(chunk);
+        onData(chunk.length);
+      });
+      res.on('end', () => (res.complete ? resolve({ status: res.statusCode ?? 0, bytes, sha256: `sha256:${hash.digest('hex')}` }) : reject(new Error('body cut off'))));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no byte for ${idleMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** Waits (bounded) for `fn`; false when it never came true. */

@@ -42,8 +42,10 @@ const REPO = 'proj/chaos';
 const TAG = '1';
 /** The origin's pace per blob request: the biggest layer takes about 4 s, the smallest 1.5 s. */
 const PACE = 4 * MiB;
-/** Where a kill lands: once the victim has this share of the biggest layer from the origin. */
+/** Where a kill lands: once the victim has this share of the biggest layer from the origin… */
 const KILL_AT = 0.3;
+/** …and every other node's client this share (readers streaming, not still starting). */
+const READERS_AT = 0.15;
 /** How long the owner's uplink stays silent in case 7: past COVE_REVALIDATE_DEADLINE (1 s). */
 const UPLINK_SILENT_MS = 3000;
 
@@ -101,7 +103,11 @@ async function runCase(t: Test, c: Case): Promise<void> {
   const notes: string[] = [];
   const t0 = performance.now();
   const startedAt = Date.now();
-  const pulls = site.nodes.map((n) => pullVerified(n.id, n.url, REPO, TAG, IMAGE));
+  // How much of the biggest layer each node's client has received so far.
+  const clientHas = new Map<string, number>(IDS.map((id) => [id, 0]));
+  const pulls = site.nodes.map((n) =>
+    pullVerified(n.id, n.url, REPO, TAG, IMAGE, { onBytes: (digest, k) => digest === BIG.digest && clientHas.set(n.id, clientHas.get(n.id)! + k) }),
+  );
   let retry: PullOutcome | null = null;
   const victimHost = victim && `127.0.0.1:${site.node(victim).upstream.port}`;
   if (c.fault === 'uplink') {
@@ -115,12 +121,15 @@ async function runCase(t: Test, c: Case): Promise<void> {
   } else if (victim) {
     const victimHas = () =>
       origin.requests.filter((r) => r.kind === 'blob' && r.digest === BIG.digest && r.host === victimHost).reduce((n, r) => n + (r.bodyBytes ?? 0), 0);
-    const midBlob = await within(() => victimHas() >= KILL_AT * BIG.bytes.length, 10_000);
-    const before = (await site.healths())[IDS.indexOf(victim)];
-    notes.push(
-      `${victim} killed ${(performance.now() - t0).toFixed(0)} ms into the pulls, ${midBlob ? '' : 'NOT mid-blob (timed out waiting): '}it had ${mib(victimHas())} of the biggest layer from the origin; its bytesFetched then ${fetched(before?.bytesFetched)}`,
-    );
+    // Mid-blob for everyone: the victim has KILL_AT of the biggest layer from the origin and every
+    // other node's client is streaming it (READERS_AT), so the kill tests the failover, not
+    // readers that had not started yet.
+    const readersIn = () => IDS.every((id) => id === victim || clientHas.get(id)! >= READERS_AT * BIG.bytes.length);
+    const midBlob = await within(() => victimHas() >= KILL_AT * BIG.bytes.length && readersIn(), 15_000);
+    const at = `${(performance.now() - t0).toFixed(0)} ms into the pulls, ${midBlob ? '' : 'NOT mid-blob for all (timed out waiting): '}`;
+    const had = `it had ${mib(victimHas())} of the biggest layer from the origin, the clients ${IDS.map((id) => `${id} ${mib(clientHas.get(id)!)}`).join(', ')}`;
     await site.kill(victim);
+    notes.push(`${victim} killed ${at}${had}`);
     if (c.fault === 'restart') {
       await site.restart(victim);
       notes.push(`${victim} answering again ${(performance.now() - t0).toFixed(0)} ms into the pulls`);
@@ -171,26 +180,27 @@ async function runCase(t: Test, c: Case): Promise<void> {
     );
   }
   if (c.fault === 'kill' || c.fault === 'restart') {
-    // What a failover costs the origin: per blob the victim was fetching, the bytes it had been
-    // sent past the offset its successor resumed from (those went down twice).
-    const twice = BLOBS.map((blob) => {
+    // The failover itself, blob by blob: where each reader was when its transfer from the victim
+    // broke (its "resuming" log line), and what the others then asked of the origin. A blob the
+    // readers had begun must come down again once, from a reader's offset, never from byte 0;
+    // what it costs is what the victim had been sent past that offset (in flight to it, or in
+    // its file ahead of its readers).
+    for (const blob of BLOBS) {
+      const readers = IDS.filter((id) => id !== victim)
+        .map((id) => ({ id, line: site.logLines(id).find((l) => l.msg === 'blob transfer broke; resuming' && l.digest === blob.digest && l.tier === `peer:${victim}`) }))
+        .filter((r) => r.line !== undefined)
+        .map((r) => ({ id: r.id, written: Number(r.line!.written) }));
+      if (readers.length === 0) continue;
       const of = gets.filter((r) => r.digest === blob.digest);
       const victimGot = of.filter((r) => r.host === victimHost).reduce((n, r) => n + (r.bodyBytes ?? 0), 0);
-      const resumes = of.filter((r) => r.host !== victimHost && r.range).map((r) => Number(/bytes=(\d+)-/.exec(r.range!)?.[1] ?? 0));
-      return resumes.length === 0 ? null : { blob, victimGot, from: Math.min(...resumes), n: resumes.length };
-    }).filter((x) => x !== null);
-    // Where each reader was when its transfer from the victim broke (its "resuming" log line).
-    const readersAt = (digest: string) =>
-      IDS.filter((id) => id !== victim)
-        .map((id) => {
-          const line = site.logLines(id).find((l) => l.msg === 'blob transfer broke; resuming' && l.digest === digest && l.tier === `peer:${victim}`);
-          return line ? `${id} ${mib(Number(line.written))}` : null;
-        })
-        .filter((x) => x !== null)
-        .join(', ');
-    t.comment(
-      `  failover: ${twice.map((x) => `${short(x.blob.digest)} ${victim} had ${mib(x.victimGot)} from the origin, readers had ${readersAt(x.blob.digest) || '?'}; ${x.n} resume(s) at the origin from ${mib(x.from)} (${mib(Math.max(0, x.victimGot - x.from))} sent twice)`).join('; ') || 'no resumes at the origin'}`,
-    );
+      const others = of.filter((r) => r.host !== victimHost);
+      const from = others.map((r) => Number(/bytes=(\d+)-/.exec(r.range ?? '')?.[1] ?? 0));
+      const what =
+        `${short(blob.digest)}: ${victim} had been sent ${mib(victimGot)}, readers had ${readers.map((r) => `${r.id} ${mib(r.written)}`).join(', ')}; ` +
+        `then the origin got ${others.length} GET(s) from ${from.map(mib).join(', ') || '-'} (${mib(Math.max(0, victimGot - Math.min(...from, victimGot)))} sent twice)`;
+      if (readers.some((r) => r.written > 0)) t.ok(others.length === 1 && from[0]! > 0, `failover of ${what}: one resume, not from byte 0`);
+      else t.comment(`  failover of ${what} (no reader had a byte yet)`);
+    }
   }
   const healths = await site.healths();
   for (const [i, node] of site.nodes.entries()) {
