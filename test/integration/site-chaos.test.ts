@@ -77,7 +77,9 @@ async function runCase(t: Test, c: Case): Promise<void> {
   const origin = await OriginRegistry.start();
   cleanup.add(() => origin.close());
   origin.putImage(REPO, TAG, IMAGE);
-  origin.setFault({ kind: 'blob' }, { type: 'slow', bytesPerSecond: PACE });
+  // Paced, not 'slow': a node that reads slowly is sent less, as a real origin's TCP would, so
+  // the bytes counted are the ones that left (and a killed node's unread queue is not counted).
+  origin.setFault({ kind: 'blob' }, { type: 'paced', bytesPerSecond: PACE });
 
   const bootAt = performance.now();
   const site = await ProcSite.start(cleanup, origin, {
@@ -109,6 +111,7 @@ async function runCase(t: Test, c: Case): Promise<void> {
     pullVerified(n.id, n.url, REPO, TAG, IMAGE, { onBytes: (digest, k) => digest === BIG.digest && clientHas.set(n.id, clientHas.get(n.id)! + k) }),
   );
   let retry: PullOutcome | null = null;
+  let killedAt = 0;
   const victimHost = victim && `127.0.0.1:${site.node(victim).upstream.port}`;
   if (c.fault === 'uplink') {
     // Once the victim has its manifest, its uplink goes silent: its blob fetches wait for headers.
@@ -128,6 +131,7 @@ async function runCase(t: Test, c: Case): Promise<void> {
     const midBlob = await within(() => victimHas() >= KILL_AT * BIG.bytes.length && readersIn(), 15_000);
     const at = `${(performance.now() - t0).toFixed(0)} ms into the pulls, ${midBlob ? '' : 'NOT mid-blob for all (timed out waiting): '}`;
     const had = `it had ${mib(victimHas())} of the biggest layer from the origin, the clients ${IDS.map((id) => `${id} ${mib(clientHas.get(id)!)}`).join(', ')}`;
+    killedAt = Date.now();
     await site.kill(victim);
     notes.push(`${victim} killed ${at}${had}`);
     if (c.fault === 'restart') {
@@ -180,20 +184,21 @@ async function runCase(t: Test, c: Case): Promise<void> {
     );
   }
   if (c.fault === 'kill' || c.fault === 'restart') {
-    // The failover itself, blob by blob: where each reader was when its transfer from the victim
-    // broke (its "resuming" log line), and what the others then asked of the origin. A blob the
-    // readers had begun must come down again once, from a reader's offset, never from byte 0;
-    // what it costs is what the victim had been sent past that offset (in flight to it, or in
-    // its file ahead of its readers).
+    // The failover itself, blob by blob the victim was fetching from the origin: where each
+    // reader was when its transfer from the victim broke (its "resuming" log line), and what the
+    // others asked of the origin after the kill. A blob the readers had begun must come down
+    // again once, from a reader's offset, never from byte 0; what it costs is what the victim
+    // had been sent past that offset (in flight to it, or in its file ahead of its readers).
     for (const blob of BLOBS) {
+      const of = gets.filter((r) => r.digest === blob.digest);
+      const victimGot = of.filter((r) => r.host === victimHost).reduce((n, r) => n + (r.bodyBytes ?? 0), 0);
+      if (victimGot === 0) continue;
       const readers = IDS.filter((id) => id !== victim)
         .map((id) => ({ id, line: site.logLines(id).find((l) => l.msg === 'blob transfer broke; resuming' && l.digest === blob.digest && l.tier === `peer:${victim}`) }))
         .filter((r) => r.line !== undefined)
         .map((r) => ({ id: r.id, written: Number(r.line!.written) }));
       if (readers.length === 0) continue;
-      const of = gets.filter((r) => r.digest === blob.digest);
-      const victimGot = of.filter((r) => r.host === victimHost).reduce((n, r) => n + (r.bodyBytes ?? 0), 0);
-      const others = of.filter((r) => r.host !== victimHost);
+      const others = of.filter((r) => r.host !== victimHost && r.at >= killedAt);
       const from = others.map((r) => Number(/bytes=(\d+)-/.exec(r.range ?? '')?.[1] ?? 0));
       const what =
         `${short(blob.digest)}: ${victim} had been sent ${mib(victimGot)}, readers had ${readers.map((r) => `${r.id} ${mib(r.written)}`).join(', ')}; ` +
