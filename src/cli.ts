@@ -36,7 +36,9 @@ Usage:
                            a pinned tag protects what it points to now
   cove prewarm REF... [--platforms linux/arm64,...] [--ns REGISTRY]
                            fetch images into the cache before anyone pulls them; from a
-                           multi-arch index only the listed platforms (default COVE_PLATFORMS)
+                           multi-arch index only the listed platforms (default COVE_PLATFORMS);
+                           with site peers and COVE_PEER_KEY, for the whole site: each blob
+                           fetched once, kept on COVE_PREWARM_COPIES nodes
   cove import FILE [--tag REPO:TAG]... [--pin]
                            seed the cache offline from a docker save archive or an OCI image
                            layout tar (plain or gzip); every digest is checked
@@ -282,8 +284,13 @@ async function prewarmRefs(
   // Each image adds its size when its plan is known; bytes done accumulate over all images.
   const plans = new Map<string, number>();
   const done = new Map<string, number>();
-  type Summary = { ok: boolean; refs: Array<{ ref: string; ok: boolean; error?: string; digest?: string; blobs: { total: number; cached: number }; bytes: { total: number; fetched: number } }> };
-  const outcome: { result: Summary | null } = { result: null };
+  type Summary = {
+    ok: boolean;
+    refs: Array<{ ref: string; ok: boolean; error?: string; digest?: string; blobs: { total: number; cached: number }; bytes: { total: number; fetched: number }; elsewhere?: { blobs: number } }>;
+  };
+  type Site = { copies: number; local: string | null; forwarded: string[]; accepted: string[]; refused: Array<{ node: string; reason: string }> };
+  type Member = { node: string; ok: boolean; error?: string; refs: Array<{ ref: string; ok: boolean; error?: string; blobs: number; bytes: number }> };
+  const outcome: { result: Summary | null; site: Site | null; members: Member[] } = { result: null, site: null, members: [] };
   let buffered = '';
   for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
     buffered += Buffer.from(chunk).toString('utf8');
@@ -293,8 +300,10 @@ async function prewarmRefs(
       buffered = buffered.slice(nl + 1);
       if (line.trim() === '') continue;
       if (opts.json) process.stdout.write(`${line}\n`);
-      const message = JSON.parse(line) as { event?: { type: string; ref: string; bytes?: number; bytesDone?: number; digest?: string }; result?: Summary };
+      const message = JSON.parse(line) as { event?: { type: string; ref: string; bytes?: number; bytesDone?: number; digest?: string }; result?: Summary; site?: Site; member?: Member };
       if (message.result) outcome.result = message.result;
+      if (message.site) outcome.site = message.site;
+      if (message.member) outcome.members.push(message.member);
       const event = message.event;
       if (!event || !progress) continue;
       if (event.type === 'plan') {
@@ -313,10 +322,23 @@ async function prewarmRefs(
     return 1;
   }
   if (!opts.json) {
+    const site = outcome.site;
+    if (site?.local) process.stdout.write(`site: ${site.local}\n`);
+    else if (site) {
+      const refused = site.refused.length > 0 ? `; refused by ${site.refused.map((r) => `${r.node} (${r.reason})`).join(', ')}` : '';
+      process.stdout.write(`site: forwarded to ${site.forwarded.length} member(s), taken by ${site.accepted.join(', ') || 'none'}${refused}; each blob kept on ${site.copies} node(s)\n`);
+    }
+    for (const m of outcome.members) {
+      const blobs = m.refs.reduce((n, r) => n + r.blobs, 0);
+      const bytes = m.refs.reduce((n, r) => n + r.bytes, 0);
+      const failed = m.error ?? m.refs.filter((r) => !r.ok).map((r) => `${r.ref}: ${r.error ?? 'failed'}`).join('; ');
+      process.stdout.write(`site member ${m.node}: ${m.ok ? 'done' : `failed: ${failed}`}, holds ${blobs} blob(s), ${formatBytes(bytes)}\n`);
+    }
     for (const r of result.refs) {
+      const elsewhere = r.elsewhere ? `, ${r.elsewhere.blobs} more on other site members` : '';
       process.stdout.write(
         r.ok
-          ? `${r.ref}: ${r.digest?.slice(0, 19)} ready, ${r.blobs.total} blob(s) (${r.blobs.cached} cached), ${formatBytes(r.bytes.fetched)} fetched\n`
+          ? `${r.ref}: ${r.digest?.slice(0, 19)} ready, ${r.blobs.total} blob(s) (${r.blobs.cached} cached)${elsewhere}, ${formatBytes(r.bytes.fetched)} fetched\n`
           : `${r.ref}: failed: ${r.error}\n`,
       );
     }

@@ -93,8 +93,11 @@ export interface Config {
   cache: { maxBytes: number | null; maxShare: number | null; highWater: number; lowWater: number; maxIdleMs: number | null };
   /** Bounds on cold blobs coming in: concurrent fills, the wait for a slot, abandoned fills, blob size. */
   fills: FillLimitsConfig;
-  /** Images fetched before anyone asks, refreshed on an interval; platforms taken from multi-arch images. */
-  prewarm: { refs: string[]; intervalMs: number; platforms: Platform[]; jobs: number; queueMax: number };
+  /**
+   * Images fetched before anyone asks, refreshed on an interval; platforms taken from multi-arch
+   * images; copies of each blob a site prewarm keeps in the site (COVE_PREWARM_COPIES).
+   */
+  prewarm: { refs: string[]; intervalMs: number; platforms: Platform[]; jobs: number; queueMax: number; copies: number };
   /** Bounds on an archive import: decompressed bytes in all, and decompressed per compressed byte (0: no ratio check). */
   import: { maxBytes: number; maxRatio: number };
   /** Token that opens the admin endpoints over HTTP (a Harbor webhook, a remote operator); null = admin over HTTP is off. */
@@ -199,6 +202,8 @@ export const DEFAULTS = Object.freeze({
   prewarmJobs: 2,
   /** Prewarm jobs waiting; as many as one /admin/prewarm call may name, so any single call fits an idle queue. */
   prewarmQueue: 1000,
+  /** Copies of each blob a prewarm forwarded to the site keeps there (its owners in rank order). */
+  prewarmCopies: 1,
   /** Decompressed bytes one import may produce when no cache cap is set (with one, the cap). */
   importMaxBytes: '64GiB',
   /** Decompressed bytes per compressed byte an import may reach (a gzip of zeros reaches ~1000). */
@@ -222,6 +227,9 @@ export const DEFAULTS = Object.freeze({
   maxConnections: 4096,
   maxConnectionsPerClient: 256,
 });
+
+/** Most copies of a blob a site prewarm may ask for (more than any site has nodes). */
+export const PREWARM_COPIES_MAX = 256;
 
 /** Name of the single upstream configured by COVE_UPSTREAM. */
 export const ORIGIN = 'origin';
@@ -276,6 +284,7 @@ const SETTINGS = {
   prewarmInterval: { env: 'COVE_PREWARM_INTERVAL' },
   prewarmJobs: { env: 'COVE_PREWARM_JOBS' },
   prewarmQueue: { env: 'COVE_PREWARM_QUEUE' },
+  prewarmCopies: { env: 'COVE_PREWARM_COPIES' },
   importMaxBytes: { env: 'COVE_IMPORT_MAX_BYTES' },
   importMaxRatio: { env: 'COVE_IMPORT_MAX_RATIO' },
   adminToken: { env: 'COVE_ADMIN_TOKEN' },
@@ -373,6 +382,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
       platforms: parsePlatformSetting(src.get('platforms')),
       jobs: wholeOf(src, 'prewarmJobs', DEFAULTS.prewarmJobs, 1, 64),
       queueMax: wholeOf(src, 'prewarmQueue', DEFAULTS.prewarmQueue, 1, 100_000),
+      copies: wholeOf(src, 'prewarmCopies', DEFAULTS.prewarmCopies, 1, PREWARM_COPIES_MAX),
     },
     import: buildImportLimits(src, cache),
     adminToken: secretOf(src, 'adminToken', 'adminTokenFile'),

@@ -193,7 +193,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     images: () => listImages(catalog, pins),
   });
 
-  const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store };
+  // With peers, a site prewarm fills only this node's part of the blobs (prewarm/site.ts).
+  const prewarmDeps = { manifests, blobs, routes, log: log.child({ component: 'prewarm' }), store, ...(peers ? { site: peers.table } : {}) };
   const prewarmQueue = new PrewarmQueue(prewarmDeps, { concurrency: config.prewarm.jobs, maxQueued: config.prewarm.queueMax });
   const prewarmList = new PrewarmSchedule(config.prewarm.refs, prewarmQueue, { platforms: config.prewarm.platforms, intervalMs: config.prewarm.intervalMs, log });
   const handlerDeps: Parameters<typeof createHandler>[0] = {
@@ -223,6 +224,8 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
       prewarmQueue,
       importLimits: config.import,
       platforms: config.prewarm.platforms,
+      site: peers ? { table: peers.table, client: peers.client, log: prewarmDeps.log } : null,
+      prewarmCopies: config.prewarm.copies,
       adminToken: config.adminToken,
       gate: new AdminGate({ token: config.adminToken, names: adminNames(config), socketPath: config.adminSocket }),
       log,

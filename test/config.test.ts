@@ -580,7 +580,7 @@ t.test('fill caps, the wait for a slot, the abandon grace and the largest blob',
 t.test('prewarm list, platforms and the admin token', async (t) => {
   const base = { COVE_UPSTREAM: 'http://127.0.0.1:1' };
   const defaults = loadConfig({ env: base, flags: {} });
-  t.same(defaults.prewarm, { refs: [], intervalMs: 3_600_000, platforms: [], jobs: 2, queueMax: 1000 });
+  t.same(defaults.prewarm, { refs: [], intervalMs: 3_600_000, platforms: [], jobs: 2, queueMax: 1000, copies: 1 });
   t.equal(defaults.adminToken, null);
   const set = loadConfig({ env: { ...base, COVE_PREWARM: 'proj/app:1, proj/base@sha256:' + 'a'.repeat(64), COVE_PREWARM_INTERVAL: '10m', COVE_PLATFORMS: 'linux/arm64,linux/arm/v7', COVE_ADMIN_TOKEN: 'an-admin-token-of-length' }, flags: {} });
   t.same(set.prewarm.refs, ['proj/app:1', `proj/base@sha256:${'a'.repeat(64)}`]);

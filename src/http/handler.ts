@@ -14,7 +14,7 @@ import type { Reach, Target } from '../tiers/tier.js';
 import type { ClientAuth } from '../client-auth/gate.js';
 import type { RepoScope } from '../client-auth/repo-scope.js';
 import { OciError } from '../errors.js';
-import { handleAdmin, hasAdminToken, type AdminDeps } from './admin.js';
+import { handleAdmin, handleSitePrewarm, hasAdminToken, type AdminDeps } from './admin.js';
 import type { AdminChannel } from './admin-gate.js';
 import { handleBlob } from './blobs.js';
 import { handleManifest } from './manifests.js';
@@ -171,6 +171,15 @@ async function dispatch(
     }
     case 'admin':
       return handleAdmin(deps.admin, req, res, facts, endpoint.action, ns, channel);
+    case 'site-prewarm': {
+      // Only a sibling that holds the site's key may steer this node's cache.
+      if (peerAuth === null) throw new OciError('UNAUTHORIZED', 'site prewarm refused: this node has no COVE_PEER_KEY, so it takes a prewarm only from its operator');
+      const from = originOf(req, deps.node.id, peerAuth);
+      if (from.peer === null || from.nonce === null) throw new OciError('UNAUTHORIZED', 'site prewarm refused: it must come from a sibling Cove as a signed peer request (Cove-Peer, Cove-Node, Cove-Peer-Auth)');
+      authenticateAnswer(res, peerAuth.key, from.nonce, deps.node.id, from.peer);
+      facts.peer = from.peer;
+      return handleSitePrewarm(deps.admin, res, facts, endpoint.query, from.peer);
+    }
   }
   const from = originOf(req, deps.node.id, peerAuth);
   if (peerAuth !== null && from.nonce !== null && from.peer !== null) authenticateAnswer(res, peerAuth.key, from.nonce, deps.node.id, from.peer);

@@ -16,6 +16,7 @@ export type Endpoint =
   | { kind: 'status-page' }
   | { kind: 'status' }
   | { kind: 'token'; query: URLSearchParams }
+  | { kind: 'site-prewarm'; query: URLSearchParams }
   | { kind: 'admin'; action: AdminAction }
   | { kind: 'manifest'; name: string; reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string } }
   | { kind: 'blob'; name: string; digest: string }
@@ -70,6 +71,10 @@ export function route(method: string, target: string): RoutedRequest {
   if (path === '/_cove/token') {
     if (method !== 'GET' && method !== 'HEAD') throw new OciError('UNSUPPORTED', 'the token endpoint answers GET', { headers: { allow: 'GET' } });
     return { endpoint: { kind: 'token', query: q }, ns: null };
+  }
+  if (path === '/_cove/site-prewarm') {
+    if (method !== 'GET') throw new OciError('UNSUPPORTED', 'a site prewarm is a signed GET from a sibling Cove', { headers: { allow: 'GET' } });
+    return { endpoint: { kind: 'site-prewarm', query: q }, ns: null };
   }
   if (path === '/_cove/peers') {
     if (method !== 'GET' && method !== 'HEAD') throw new OciError('UNSUPPORTED', 'use GET /_cove/peers', { headers: { allow: 'GET, HEAD' } });

@@ -2,7 +2,8 @@
 // push webhook, `cove prewarm REF...`). Everything goes through the same resolvers a client's pull
 // uses, so tiers (peers, parents, origin), single fills, digest checks and the stale policy apply
 // unchanged. From a multi-arch index only the children of the wanted platforms are fetched;
-// skipped platforms cost no request at all.
+// skipped platforms cost no request at all. A site prewarm (site.ts) takes every manifest but
+// fills only this node's share of the blobs.
 import { CoveError, OciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ALL_MANIFEST_ACCEPT, isIndexMediaType } from '../oci/mediatypes.js';
@@ -37,6 +38,40 @@ export interface PrewarmDeps {
    * image (no index): its platform is in its config. Without it such images are always taken.
    */
   store?: { readAll(digest: string): Promise<Buffer> };
+  /**
+   * The site's owner ranking (the peer table): with `share` in the options, only the blobs this
+   * node ranks for are filled here. Without it every blob is.
+   */
+  site?: SiteRanking;
+}
+
+/** Who owns what in the site: this node's id and every live node ranked for a digest, best first. */
+export interface SiteRanking {
+  readonly selfId: string;
+  owners(digest: string): string[];
+}
+
+/**
+ * A site prewarm's part for this node: blobs whose first `copies` owners include it are filled
+ * here; the rest are left to those owners (the manifests are taken everywhere).
+ */
+export interface PrewarmShare {
+  copies: number;
+  /**
+   * The nodes known to run this prewarm (the node that forwarded it, with the members that took
+   * it). A blob ranked to a node outside this list is filled here too, standing in for it. Left
+   * out on a member: it assumes every ranked node runs the prewarm.
+   */
+  running?: readonly string[];
+}
+
+/** The blobs this node fills for a share: those it ranks for, and those a missing node would have. */
+export function fillsHere(site: SiteRanking, share: PrewarmShare): (digest: string) => boolean {
+  const running = share.running ? new Set(share.running) : null;
+  return (digest) => {
+    const top = site.owners(digest).slice(0, Math.max(1, share.copies));
+    return top.includes(site.selfId) || (running !== null && top.some((id) => !running.has(id)));
+  };
 }
 
 export interface PrewarmOptions {
@@ -52,6 +87,8 @@ export interface PrewarmOptions {
   names?: 'client' | 'upstream';
   /** Blobs in flight at once (default 3). */
   concurrency?: number;
+  /** A site prewarm: fill only this node's part of the blobs (needs `site` in the deps). */
+  share?: PrewarmShare;
   onProgress?: (event: PrewarmEvent) => void;
   signal?: AbortSignal;
 }
@@ -105,6 +142,11 @@ export interface PrewarmRefResult {
   manifests: { total: number; cached: number };
   blobs: PrewarmCounts & { failed: number };
   bytes: PrewarmCounts;
+  /**
+   * A site prewarm: the blobs (and their bytes) left to the other site members that rank for
+   * them, and the copies asked for. `blobs` and `bytes` above count this node's part only.
+   */
+  elsewhere?: { blobs: number; bytes: number; copies: number };
   /** Not errors, but worth telling: no platform matched, the tag points elsewhere now, ... */
   warnings: string[];
   ms: number;
@@ -231,7 +273,14 @@ export async function prewarmOne(ref: string, deps: PrewarmDeps, opts: PrewarmOp
     // Phase 3: blobs (configs and layers), each once however many images share it.
     const wanted = new Map<string, BlobRef>();
     for (const image of taken) for (const blob of blobsOf(image)) if (!wanted.has(blob.digest)) wanted.set(blob.digest, blob);
-    const all = [...wanted.values()];
+    let all = [...wanted.values()];
+    if (opts.share && deps.site) {
+      // A site prewarm: this node's part, and what any blob already fetched above (a config) adds.
+      const mine = fillsHere(deps.site, opts.share);
+      const left = all.filter((b) => !mine(b.digest) && !outcomes.has(b.digest));
+      all = all.filter((b) => mine(b.digest) || outcomes.has(b.digest));
+      result.elsewhere = { blobs: left.length, bytes: left.reduce((n, b) => n + b.size, 0), copies: opts.share.copies };
+    }
     result.blobs.total = all.length;
     result.bytes.total = all.reduce((n, b) => n + b.size, 0);
     emit(deps, opts, { type: 'plan', ref, blobs: result.blobs.total, bytes: result.bytes.total });

@@ -1,7 +1,8 @@
 // One queue for every prewarm: Harbor's push webhook, POST /admin/prewarm and the configured list.
-// A job is one image, keyed by (upstream, repository, reference, platforms). A job already waiting
-// or running is not queued again: a second caller joins it and gets its result (five webhooks for
-// one push cost one prewarm, not five racing ones that each revalidate the tag and walk the index).
+// A job is one image, keyed by (upstream, repository, reference, platforms, site part). A job
+// already waiting or running is not queued again: a second caller joins it and gets its result
+// (five webhooks for one push cost one prewarm, not five racing ones that each revalidate the tag
+// and walk the index).
 // At most `concurrency` jobs run at once, so a burst of pushes cannot fill the uplink; at most
 // `maxQueued` wait, past which a call is refused whole (429) rather than growing without bound.
 // A job belongs to the cache, not to its callers: a caller that goes away stops listening, the
@@ -30,7 +31,7 @@ export const PREWARM_QUEUE_DEFAULT_MAX = 1000;
 const FULL_RETRY_AFTER_S = 30;
 
 /** What the caller asks for besides the references (as prewarm() takes them). */
-export type PrewarmRequest = Pick<PrewarmOptions, 'platforms' | 'ns' | 'names'>;
+export type PrewarmRequest = Pick<PrewarmOptions, 'platforms' | 'ns' | 'names' | 'share'>;
 
 /** Runs one job; prewarmOne unless a test substitutes it. Never rejects. */
 export type PrewarmRunner = (ref: string, opts: PrewarmOptions) => Promise<PrewarmRefResult>;
@@ -206,7 +207,9 @@ export class PrewarmQueue {
       const target = targetOf(parsed, this.#deps.routes, request);
       const platforms = request.platforms.map(formatPlatform).sort().join(',') || '*';
       // JSON: repository paths and references never hold a quote, but keys must not collide.
-      return JSON.stringify([target.upstream, target.repo, parsed.tag, parsed.digest, platforms]);
+      // A site prewarm fills a part of the blobs: it joins only a job that fills the same part.
+      const part = request.share ? `site:${request.share.copies}` : 'all';
+      return JSON.stringify([target.upstream, target.repo, parsed.tag, parsed.digest, platforms, part]);
     } catch (err) {
       return { error: err instanceof Error ? err.message : String(err) };
     }
