@@ -30,6 +30,16 @@
 // that, with its own images and origin, and writes no results.json; the full bench stores it under
 // the key `blob`.
 //
+// The "thin" scenario (issue 16; scripts/bench-thin.ts): the origin behind a 200 mbit/s tbf-shaped
+// veth in a network namespace; one copy pulled straight from it, then a site of five Coves and
+// then five distribution proxies, each mirror pulled by one client, all at once; the slowest pull
+// against one copy, and origin bytes.
+// The "fleet" scenario (issue 16; scripts/bench-fleet.ts): three sites of three Coves, each behind
+// a shaped link to a regional parent Cove behind a shaped link to the origin; bytes per link and
+// time, drawn into bench/fleet.svg. Both need root, network namespaces and tc; `--only thin` /
+// `--only fleet` run just that and write no results.json (fleet still redraws bench/fleet.svg);
+// the full bench stores them under the keys `thin` and `fleet` (or why they did not run).
+//
 // The "scale" scenario (issue 15; scripts/bench-scale.ts), run last: start-up time and RSS, one
 // eviction pass, and origin requests per pull at 100 to 100,000 cached blobs (10 to 10,000 tags),
 // with the growth per 10x. `--only scale` runs just that (no registry needed) and writes no
@@ -60,6 +70,9 @@ import { fetchedFrom, fetchedFromPeers, healthOf, startSite } from '../test/e2e/
 import { blobScenario } from './bench-blob.js';
 import { scaleScenario } from './bench-scale.js';
 import { outageScenario } from './bench-outage.js';
+import { thinScenario } from './bench-thin.js';
+import { fleetScenario } from './bench-fleet.js';
+import { NetUnavailable } from '../test/helpers/shaped-net.js';
 
 const MiB = 1024 * 1024;
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
@@ -534,10 +547,10 @@ async function archiveScenario(image: TestImage, work: string): Promise<ArchiveR
   return result;
 }
 
-const ALONE = ['site', 'archive', 'outage', 'blob', 'scale'] as const;
+const ALONE = ['site', 'archive', 'outage', 'blob', 'scale', 'thin', 'fleet'] as const;
 type Alone = (typeof ALONE)[number];
 
-/** `--only site|archive|outage|blob|scale` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
+/** `--only site|archive|outage|blob|scale|thin|fleet` / `--only=...` / BENCH_ONLY=...: just that scenario, no results.json. */
 function onlyScenario(): Alone | null {
   const argv = process.argv.slice(2);
   let only = process.env.BENCH_ONLY || null;
@@ -552,9 +565,28 @@ function onlyScenario(): Alone | null {
   return only as Alone;
 }
 
+/**
+ * The thin and fleet scenarios need root, network namespaces and tc; without them the full bench
+ * goes on and records why they did not run.
+ */
+const notRun = (name: string) => (err: unknown) => {
+  if (!(err instanceof NetUnavailable)) throw err;
+  say(`${name}: not run: ${err.message}`);
+  return { notRun: err.message };
+};
+
 async function main(): Promise<number> {
   const only = onlyScenario();
-  const needs = only === 'scale' ? [] : only === 'archive' ? ['skopeo', 'umoci'] : only === 'blob' ? ['docker-registry', 'skopeo', 'curl', 'openssl'] : ['docker-registry', 'skopeo', 'umoci', 'curl', 'openssl'];
+  const needs =
+    only === 'scale'
+      ? []
+      : only === 'archive'
+        ? ['skopeo', 'umoci']
+        : only === 'blob'
+          ? ['docker-registry', 'skopeo', 'curl', 'openssl']
+          : only === 'thin' || only === 'fleet'
+            ? ['docker-registry', 'skopeo', 'ip', 'tc']
+            : ['docker-registry', 'skopeo', 'umoci', 'curl', 'openssl'];
   const missing = needs.filter((n) => which(n) === null);
   if (missing.length > 0) {
     process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install ${missing.join(' ')})\n`);
@@ -581,6 +613,18 @@ async function main(): Promise<number> {
       await blobScenario(say);
       say();
       say('--only blob: bench/results.json left as it was');
+      return 0;
+    }
+    if (only === 'thin') {
+      await thinScenario(say);
+      say();
+      say('--only thin: bench/results.json left as it was');
+      return 0;
+    }
+    if (only === 'fleet') {
+      await fleetScenario(say);
+      say();
+      say('--only fleet: bench/results.json left as it was (bench/fleet.svg is redrawn from this run)');
       return 0;
     }
     const work = tempDir(cleanup, 'cove-bench-');
@@ -676,6 +720,12 @@ async function main(): Promise<number> {
     const blob = await blobScenario(say, archive);
 
     say();
+    const thin = await thinScenario(say).catch(notRun('thin'));
+
+    say();
+    const fleet = await fleetScenario(say).catch(notRun('fleet'));
+
+    say();
     const scale = await scaleScenario(say);
 
     const file = join(ROOT, 'bench', 'results.json');
@@ -699,6 +749,8 @@ async function main(): Promise<number> {
           archive,
           outage: outageResult,
           blob,
+          thin,
+          fleet,
           scale,
           notes: 'speed-ups are baseline time / Cove time; byte and RSS ratios are Cove / baseline; origin bytes are counted on the wire (headers included) by a TCP relay between each mirror and the origin (in the site scenario, one relay shared by the N mirrors); archive MB/s are 10^6 bytes of archive / wall seconds of the whole command, and the archive ratio is Cove MB/s / skopeo MB/s',
         },

@@ -38,7 +38,7 @@ export interface Lan {
 }
 
 let lanCounter = 0;
-const NETNS_DIR = '/run/netns';
+export const NETNS_DIR = '/run/netns';
 // `ip netns add` creates /run/netns (a bind mount of itself) when it is missing. Test files run in
 // parallel, so the one that created it may finish while another still has namespaces there; this
 // marker lets whichever test empties it last unmount it. It is never created when /run/netns
@@ -46,7 +46,7 @@ const NETNS_DIR = '/run/netns';
 const NETNS_MARKER = join(tmpdir(), 'cove-tests-created-run-netns');
 
 /** Under CI a missing prerequisite fails the test; elsewhere it is a visible skip (as in real.ts). */
-function cannot(t: TestLike, reason: string): null {
+export function cannot(t: TestLike, reason: string): null {
   const ci = process.env.CI;
   if (ci && ci !== 'false' && ci !== '0') t.fail(`${reason} (CI is set, so this is a failure, not a skip)`);
   else {
@@ -54,6 +54,24 @@ function cannot(t: TestLike, reason: string): null {
     t.pass('network namespaces', { skip: reason });
   }
   return null;
+}
+
+/** Marks /run/netns as the tests' own; call before the first `ip netns add` when it did not exist. */
+export function claimRunNetns(): void {
+  writeFileSync(NETNS_MARKER, `${process.pid}\n`);
+}
+
+/** Unmounts and removes /run/netns when the tests created it and no namespace is left in it. */
+export async function releaseRunNetns(): Promise<void> {
+  if (existsSync(NETNS_MARKER) && existsSync(NETNS_DIR) && readdirSync(NETNS_DIR).length === 0) {
+    for (let i = 0; i < 5 && netnsMounted(); i++) await run('umount', [NETNS_DIR], { allowFail: true, timeoutMs: 5000 });
+    try {
+      rmdirSync(NETNS_DIR);
+      rmSync(NETNS_MARKER, { force: true });
+    } catch {
+      // another test created a namespace meanwhile; the last one out removes it
+    }
+  }
 }
 
 const netnsMounted = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === NETNS_DIR);
@@ -97,20 +115,12 @@ export async function createLan(t: TestLike, cleanup: Cleanup, hostCount: number
       }
       await run('ip', ['netns', 'del', ns], { allowFail: true, timeoutMs: 10_000 }).catch(() => undefined);
     }
-    if (existsSync(NETNS_MARKER) && existsSync(NETNS_DIR) && readdirSync(NETNS_DIR).length === 0) {
-      for (let i = 0; i < 5 && netnsMounted(); i++) await run('umount', [NETNS_DIR], { allowFail: true, timeoutMs: 5000 });
-      try {
-        rmdirSync(NETNS_DIR);
-        rmSync(NETNS_MARKER, { force: true });
-      } catch {
-        // another test created a namespace meanwhile; the last one out removes it
-      }
-    }
+    await releaseRunNetns();
   };
   cleanup.add(teardown);
 
   try {
-    if (createdNetnsDir) writeFileSync(NETNS_MARKER, `${process.pid}\n`);
+    if (createdNetnsDir) claimRunNetns();
     await ip(['netns', 'add', bridge]);
     made.push(bridge);
     await ip(['-n', bridge, 'link', 'add', 'br0', 'type', 'bridge']);
