@@ -467,3 +467,32 @@ t.test('stop and restart on the same port keep the content', async (t) => {
   const m = await fetchAll(`${url}/v2/proj/app/manifests/1`, { headers: { accept: ALL } });
   t.equal(sha256(m.body), image.manifestDigest);
 });
+
+t.test('paced: a client that stops reading holds the pace back, and the count with it', async (t) => {
+  const origin = await OriginRegistry.start();
+  t.teardown(() => origin.close());
+  const image = makeImage({ layers: [32 * 1024 * 1024], seed: 'paced' });
+  origin.putImage('proj/p', '1', image);
+  const layer = image.layers[0]!;
+  origin.setFault({ digest: layer.digest }, { type: 'paced', bytesPerSecond: 32 * 1024 * 1024 });
+  const body = await new Promise<{ counted: number; bytes: Buffer }>((resolve, reject) => {
+    const req = request(`${origin.url}/v2/proj/p/blobs/${layer.digest}`, { agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.pause();
+      // At the pace, the whole blob would be out in a second; a paused reader takes only what
+      // the sockets between hold.
+      setTimeout(() => {
+        const counted = origin.blobBytesServed;
+        res.on('end', () => resolve({ counted, bytes: Buffer.concat(chunks) }));
+        res.resume();
+      }, 1500);
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.ok(body.counted < layer.bytes.length / 2, `while the client read nothing, ${body.counted} of ${layer.bytes.length} bytes were counted`);
+  t.equal(sha256(body.bytes), layer.digest, 'then the rest came, bytes intact');
+  t.equal(origin.blobBytesServed, layer.bytes.length, 'and the count is the blob');
+});

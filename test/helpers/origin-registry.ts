@@ -31,11 +31,18 @@ export interface RecordedRequest {
   at: number;
   /** The Host header: which name a client used for the origin (several Coves, one origin). */
   host: string | null;
+  /** Blob body bytes handed to the socket for this request (blob GETs; 0 until the body starts). */
+  bodyBytes?: number;
 }
 
 export type Fault =
   | { type: 'status'; status: number; retryAfter?: number | string }
   | { type: 'slow'; bytesPerSecond: number }
+  /**
+   * Like 'slow', but a slice waits while the socket is full (as a server's write blocks), so the
+   * bytes counted are the ones the client could take, not a queue growing in this process.
+   */
+  | { type: 'paced'; bytesPerSecond: number }
   | { type: 'truncate'; afterBytes: number }
   | { type: 'wrong-bytes' }
   | { type: 'stall'; afterBytes?: number }
@@ -102,7 +109,7 @@ interface ActiveFault {
   remaining: number;
 }
 
-const BODY_FAULTS = new Set(['slow', 'truncate', 'reset', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length', 'endless']);
+const BODY_FAULTS = new Set(['slow', 'paced', 'truncate', 'reset', 'wrong-bytes', 'stall', 'zero-length', 'length-lie', 'cut-every', 'no-length', 'endless']);
 
 function sha256(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -599,6 +606,7 @@ export class OriginRegistry {
     this.#sendBody(rec, res, range ? 206 : 200, headers, body, (n) => {
       this.blobBytesServed += n;
       this.blobBytesByDigest.set(rec.digest!, (this.blobBytesByDigest.get(rec.digest!) ?? 0) + n);
+      rec.bodyBytes = (rec.bodyBytes ?? 0) + n;
     });
   }
 
@@ -669,6 +677,19 @@ export class OriginRegistry {
       });
       return; // stall: never another byte; stop() cuts the socket
     }
+    if (fault.type === 'paced') {
+      this.#drip(
+        body,
+        fault.bytesPerSecond,
+        () => res.destroyed,
+        (chunk, last) => {
+          count(chunk.length);
+          if (last) res.end(chunk);
+          else if (!res.write(chunk)) return (go) => res.once('drain', go);
+        },
+      );
+      return;
+    }
     if (fault.type !== 'slow') return;
     this.#drip(body, fault.bytesPerSecond, () => res.destroyed, (chunk, last) => {
       count(chunk.length);
@@ -709,7 +730,13 @@ export class OriginRegistry {
    * 20 bytes a second, a byte at a time, further apart), stopping early once `gone()`; the last
    * slice is marked. Timers are cleared on stop.
    */
-  #drip(body: Buffer, bytesPerSecond: number | null, gone: () => boolean, send: (chunk: Buffer, last: boolean) => void): void {
+  #drip(
+    body: Buffer,
+    bytesPerSecond: number | null,
+    gone: () => boolean,
+    /** May return a way to wait (the socket is full): the next slice then comes once it calls back. */
+    send: (chunk: Buffer, last: boolean) => void | ((go: () => void) => void),
+  ): void {
     const slice = bytesPerSecond ? Math.max(1, Math.floor(bytesPerSecond / 20)) : body.length;
     const every = bytesPerSecond ? Math.max(50, Math.round((slice * 1000) / bytesPerSecond)) : 0;
     let offset = 0;
@@ -718,13 +745,17 @@ export class OriginRegistry {
       const chunk = body.subarray(offset, offset + slice);
       offset += chunk.length;
       const last = offset >= body.length;
-      send(chunk, last);
+      const wait = send(chunk, last);
       if (last) return;
-      const timer = setTimeout(() => {
-        this.#timers.delete(timer);
-        tick();
-      }, every);
-      this.#timers.add(timer);
+      const next = () => {
+        const timer = setTimeout(() => {
+          this.#timers.delete(timer);
+          tick();
+        }, every);
+        this.#timers.add(timer);
+      };
+      if (wait) wait(next);
+      else next();
     };
     tick();
   }
