@@ -184,7 +184,8 @@ export class Fill implements FillView {
   }
 
   async #run(markStarted: () => void): Promise<void> {
-    const { digest, target, resolver, log, signal } = this.#opts;
+    const { digest, resolver, log, signal } = this.#opts;
+    let target = this.#opts.target;
     let tierIndex = 0;
     let lastError: unknown = null;
     let futile = 0;
@@ -197,9 +198,16 @@ export class Fill implements FillView {
         try {
           found = await resolver.first(target, (tier) => tier.openBlob(target, digest, offset, signal), tierIndex);
         } catch (err) {
-          // No tier could be asked. Before any byte arrived that is the client's answer;
-          // mid-blob it is one more failed attempt.
-          if (offset === 0 && this.#writer === null) throw err;
+          // No tier could be asked. Before any byte arrived that is the client's answer — unless
+          // this node was the site's owner and only its own way up failed: then the next owner in
+          // rank is asked once (its uplink may be fine), rather than failing the pull.
+          if (offset === 0 && this.#writer === null) {
+            if (target.pastSelf || target.reach === 'local' || target.reach === 'above' || !resolver.tiers.some((t) => t.kind === 'peer')) throw err;
+            log.info({ digest, err: describe(err) }, 'could not fetch from above as the site\'s owner: asking the next owner');
+            target = { ...target, pastSelf: true };
+            tierIndex = 0;
+            continue;
+          }
           lastError = err;
           futile++;
           continue;

@@ -20,8 +20,12 @@ import type { BlobBody, FetchedManifest, ManifestHead, PassThroughResponse, Targ
 
 type LivePeer = PeerEntry & { id: string };
 
-/** What asking one peer for a blob came to: its body, "does not have it", or "could not ask". */
-type Asked = BlobBody | 'absent' | 'failed';
+/**
+ * What asking one peer for a blob came to: its body; "not there" (a 404: nothing above it has
+ * it); "its own fetch from above failed" (an owner's 5xx: it is up, its uplink is not); or "could
+ * not ask" (marked down).
+ */
+type Asked = BlobBody | 'absent' | 'declined' | 'failed';
 
 export interface PeerTierOptions {
   /**
@@ -94,14 +98,20 @@ export class PeerTier implements Tier {
     // Nobody holds it: the owner fetches it once for the site. Past an owner that cannot be
     // reached, the next in rank; this node's own turn means the fill goes up itself.
     for (const owner of this.#table.owners(digest)) {
-      if (owner === this.#table.selfId) return null;
+      if (owner === this.#table.selfId) {
+        // This node's turn: it goes up itself, unless it tried that already and failed.
+        if (target.pastSelf) continue;
+        return null;
+      }
       const peer = this.#table.askableOwner(owner);
       if (!peer) continue;
       const asked = await this.#openFrom(peer, 'fetch', target, digest, offset, signal);
       if (typeof asked === 'object') return asked;
-      // The owner answered without the blob (a 404: nothing above it has it; a 5xx: its own fetch
-      // from above failed): the next owner would fare no better, and this fill asks above itself.
+      // A 404 from the owner: nothing above it has the blob, and nothing above this node will.
       if (asked === 'absent') return null;
+      // 'declined' (the owner's own fetch from above failed) or 'failed': the next in rank is
+      // asked, as every other asker does — not each asker upward on its own, which would send
+      // the origin one request per node the moment the owner's link hiccups.
     }
     return null;
   }
@@ -157,7 +167,8 @@ export class PeerTier implements Tier {
       const range = res.status === 206 ? parseContentRange(res.headers['content-range']) : null;
       if (!range || range.start !== offset) {
         discard(res);
-        if (res.status === 404 || (res.status >= 500 && mode === 'fetch')) return 'absent';
+        if (res.status >= 500 && mode === 'fetch') return 'declined';
+        if (res.status === 404) return 'absent';
         this.#table.markDown(peer.id, `answered a resume of ${digest} at ${offset} with ${res.status}`);
         return 'failed';
       }
@@ -166,7 +177,8 @@ export class PeerTier implements Tier {
       if (res.status !== 200) {
         discard(res);
         // An owner's 5xx says its own fetch from above failed, not that the owner is gone.
-        if (res.status >= 500 && mode === 'local') {
+        if (res.status >= 500 && mode === 'fetch') return 'declined';
+        if (res.status >= 500) {
           this.#table.markDown(peer.id, `answered ${res.status} for ${digest}`);
           return 'failed';
         }

@@ -17,6 +17,11 @@ export interface Target {
   reach?: Reach;
   /** Node ids of the Coves this request already passed through (its Via hops), oldest first. */
   via?: readonly string[];
+  /**
+   * This node owns the blob for its site but could not fetch it from above: the peer tier asks
+   * the next owner in rank instead of leaving the fetch to this node (whose uplink just failed).
+   */
+  pastSelf?: boolean;
 }
 
 export type Reach = 'all' | 'above' | 'local';
