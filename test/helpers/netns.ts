@@ -77,6 +77,25 @@ export async function releaseRunNetns(): Promise<void> {
 const netnsMounted = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === NETNS_DIR);
 
 /**
+ * Deletes namespaces this run made, newest first: anything still inside one was started by this
+ * run (a daemon that forked) and is killed first. Then /run/netns is released if this run made it.
+ */
+export async function deleteNamespaces(made: readonly string[]): Promise<void> {
+  for (const ns of made.slice().reverse()) {
+    const pids = await run('ip', ['netns', 'pids', ns], { allowFail: true, timeoutMs: 5000 }).catch(() => null);
+    for (const pid of (pids?.stdout ?? '').split(/\s+/).filter(Boolean).map(Number)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await run('ip', ['netns', 'del', ns], { allowFail: true, timeoutMs: 10_000 }).catch(() => undefined);
+  }
+  await releaseRunNetns();
+}
+
+/**
  * Creates the LAN, or returns null after reporting "cannot create namespaces" (not root, no `ip`,
  * `ip netns add` refused): a skip with the reason, a failure when CI is set.
  */
@@ -103,19 +122,7 @@ export async function createLan(t: TestLike, cleanup: Cleanup, hostCount: number
     if (tornDown) return;
     tornDown = true;
     await Promise.all(procs.map((p) => p.stop(5000)));
-    for (const ns of made.slice().reverse()) {
-      // Anything still inside a namespace of ours was started by this test (a daemon that forked).
-      const pids = await run('ip', ['netns', 'pids', ns], { allowFail: true, timeoutMs: 5000 }).catch(() => null);
-      for (const pid of (pids?.stdout ?? '').split(/\s+/).filter(Boolean).map(Number)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      await run('ip', ['netns', 'del', ns], { allowFail: true, timeoutMs: 10_000 }).catch(() => undefined);
-    }
-    await releaseRunNetns();
+    await deleteNamespaces(made);
   };
   cleanup.add(teardown);
 

@@ -37,7 +37,7 @@ import {
   type TestImage,
   type TestLike,
 } from '../e2e/real.js';
-import { NETNS_DIR, cannot, claimRunNetns, releaseRunNetns } from './netns.js';
+import { NETNS_DIR, cannot, claimRunNetns, deleteNamespaces } from './netns.js';
 
 /** The thin uplink of the issue: what an edge site's link to its parent looks like. */
 export const THIN_LINK = { rate: '200mbit', burst: '256kb', latency: '200ms' } as const;
@@ -212,19 +212,7 @@ export class ShapedNet {
     if (this.#tornDown) return;
     this.#tornDown = true;
     await Promise.all(this.#procs.map((p) => p.stop(5000)));
-    for (const ns of this.#made.slice().reverse()) {
-      // Anything still inside a namespace of ours was started by this run (a daemon that forked).
-      const pids = await run('ip', ['netns', 'pids', ns], { allowFail: true, timeoutMs: 5000 }).catch(() => null);
-      for (const pid of (pids?.stdout ?? '').split(/\s+/).filter(Boolean).map(Number)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      await run('ip', ['netns', 'del', ns], { allowFail: true, timeoutMs: 10_000 }).catch(() => undefined);
-    }
-    await releaseRunNetns();
+    await deleteNamespaces(this.#made);
   }
 
   #own(name: string): string {
