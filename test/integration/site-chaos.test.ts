@@ -115,8 +115,10 @@ async function runCase(t: Test, c: Case): Promise<void> {
   let killedAt = 0;
   const victimHost = victim && `127.0.0.1:${site.node(victim).upstream.port}`;
   if (c.fault === 'uplink') {
-    // Once the victim has its manifest, its uplink goes silent: its blob fetches wait for headers.
-    const gotManifest = await within(() => origin.requests.some((r) => r.kind === 'manifest' && r.host === victimHost && r.status === 200), 10_000);
+    // Once the victim has its manifests and asks for its first blob, its uplink goes silent: its
+    // blob fetches wait for headers. (Waiting for one manifest 200 raced the pull's second
+    // manifest request, which the silence then caught: a 503 no site could have avoided.)
+    const gotManifest = await within(() => origin.requests.some((r) => r.kind === 'blob' && r.host === victimHost), 10_000);
     const link = site.node(victim!).upstream;
     await link.setMode('blackhole');
     notes.push(`${victim}'s uplink silent from ${(performance.now() - t0).toFixed(0)} ms into the pulls${gotManifest ? '' : ' (its manifest had NOT come yet)'} for ${UPLINK_SILENT_MS} ms`);
