@@ -86,6 +86,13 @@ export function requireTools(t: TestLike, names: string[]): boolean {
   return missing(t, `${absent.join(', ')} not installed (apt-get install ${pkgs.join(' ')})`);
 }
 
+/** True when every file exists (built artefacts, say); otherwise skips (or fails under CI), saying how to make them. */
+export function requireFiles(t: TestLike, files: string[], howToMake: string): boolean {
+  const absent = files.filter((f) => !existsSync(f));
+  if (absent.length === 0) return true;
+  return missing(t, `${absent.join(', ')} not found (${howToMake})`);
+}
+
 /** True when running as root (containerd and dockerd need it); otherwise skips (or fails under CI). */
 export function requireRoot(t: TestLike, what: string): boolean {
   if (process.getuid?.() === 0) return true;
