@@ -178,6 +178,9 @@ export async function startCove(config: Config, options: StartOptions = {}): Pro
     cache,
     activeFills: () => blobs.activeFills,
     peers: () => peers?.table.live().length ?? null,
+    peerTable: () => peers?.table.snapshot().peers ?? null,
+    dataDir: config.dataDir,
+    certificate: config.tls?.cert ?? null,
     info: { version: VERSION, node: nodeId, site: config.node.site },
   });
 

@@ -2,9 +2,14 @@
 // prom-client's global one: tests run several Coves in one process). Every metric reads the live
 // Counters or health sources in its collect() callback, so a scrape sees the values of that moment;
 // the counters only ever grow, so the *_total series are monotonic for the life of the process.
+import { X509Certificate } from 'node:crypto';
+import { statfs } from 'node:fs/promises';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { Counters } from '../metrics.js';
 import type { BreakerSnapshot } from '../upstream/breaker.js';
+
+/** The states PeerTable.snapshot() gives an entry other than "self". */
+const PEER_STATES = ['live', 'down', 'quarantined', 'unproven', 'unknown', 'other-site'];
 
 /** What the exposition reads at scrape time besides the Counters. */
 export interface MetricsSources {
@@ -15,6 +20,12 @@ export interface MetricsSources {
   activeFills: () => number;
   /** Live peers, or null when no peers are configured. */
   peers: () => number | null;
+  /** The peer table's entries as PeerTable.snapshot() gives them, or null when no peers are configured. */
+  peerTable: () => Array<Record<string, unknown>> | null;
+  /** The data directory: its file system's free space is reported. */
+  dataDir: string;
+  /** The TLS certificate Cove serves (PEM, leaf first), or null without TLS. */
+  certificate: string | null;
   /** Constant labels of cove_info. */
   info: { version: string; node: string; site: string };
 }
@@ -143,10 +154,56 @@ export function createMetrics(src: MetricsSources): Metrics {
   gauge('cove_cache_leased_blobs', 'Blobs held by a response in progress (not evictable).', () => src.cache().leased);
   gauge('cove_active_fills', 'Fills running now.', src.activeFills);
   gauge('cove_peers_live', 'Live sibling Coves (0 when no peers are configured).', () => src.peers() ?? 0);
+  new Gauge({
+    name: 'cove_peers',
+    help: `Entries of the peer table by state (${PEER_STATES.join(', ')}); no samples when no peers are configured.`,
+    labelNames: ['state'],
+    registers,
+    collect() {
+      this.reset();
+      const entries = src.peerTable();
+      if (entries === null) return;
+      for (const state of PEER_STATES) this.set({ state }, entries.filter((e) => e.state === state).length);
+    },
+  });
+  // Labelled by the directory, so a failed statfs leaves no sample rather than a false 0 bytes free.
+  const dataDirGauge = (name: string, help: string, read: (fs: { bavail: number; blocks: number; bsize: number }) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['path'],
+      registers,
+      async collect() {
+        this.reset();
+        const fs = await statfs(src.dataDir).catch(() => null);
+        if (fs !== null) this.set({ path: src.dataDir }, read(fs));
+      },
+    });
+  dataDirGauge('cove_data_dir_free_bytes', "Bytes free for Cove on the data directory's file system (what /readyz checks).", (fs) => fs.bavail * fs.bsize);
+  dataDirGauge('cove_data_dir_size_bytes', "Size of the data directory's file system in bytes.", (fs) => fs.blocks * fs.bsize);
+  // Registered only with TLS: an unlabelled gauge without a value would read 0, an expiry in 1970.
+  const notAfter = src.certificate === null ? null : certificateNotAfter(src.certificate);
+  if (notAfter !== null) {
+    new Gauge({
+      name: 'cove_tls_certificate_expiry_timestamp_seconds',
+      help: 'Unix time when the TLS certificate Cove serves (COVE_TLS_CERT, its first certificate) expires: its notAfter.',
+      registers,
+    }).set(notAfter / 1000);
+  }
   new Gauge({ name: 'cove_info', help: 'Constant 1, labelled with the version, node id and site.', labelNames: ['version', 'node', 'site'], registers }).set(src.info, 1);
 
   // process_* and nodejs_* (memory, CPU, event loop, GC), registered on this registry only.
   collectDefaultMetrics({ register: registry });
 
   return { registry, contentType: registry.contentType, render: () => registry.metrics() };
+}
+
+/** The notAfter of the first certificate in `pem` (ms since epoch), or null when it does not parse. */
+function certificateNotAfter(pem: string): number | null {
+  try {
+    const when = Date.parse(new X509Certificate(pem).validTo);
+    return Number.isNaN(when) ? null : when;
+  } catch {
+    return null;
+  }
 }
