@@ -21,7 +21,7 @@ export interface DoctorRun {
   code: number;
   stdout: string;
   stderr: string;
-  /** The parsed --json output (null when it was not asked for). */
+  /** The parsed --json output (null when it was not asked for, or nothing was printed: a usage error). */
   report: { ok: boolean; counts: Record<Check['status'], number>; checks: Check[] } | null;
   check(name: string): Check;
 }
@@ -62,7 +62,7 @@ export async function doctor(t: Teardown, env: Record<string, string | undefined
     const e = err as { code: number; stdout: string; stderr: string };
     ({ code, stdout, stderr } = e);
   }
-  const report = opts.json === false ? null : (JSON.parse(stdout) as DoctorRun['report']);
+  const report = opts.json === false || stdout.trim() === '' ? null : (JSON.parse(stdout) as DoctorRun['report']);
   return {
     code,
     stdout,
