@@ -52,7 +52,7 @@ export async function runDoctor(o: DoctorOptions): Promise<Report> {
     return report(checks);
   }
   const up = config.upstreams[0]!;
-  checks.push({ name: 'config', status: 'ok', message: `origin ${up.url}, listening on ${config.listen.host}:${config.listen.port}${config.tls === null ? '' : ' (TLS)'}, data in ${config.dataDir}` });
+  checks.push({ name: 'config', status: 'ok', message: `origin ${up.url}, listening on ${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}${config.tls === null ? '' : ' (TLS)'}, data in ${config.dataDir}` });
   const root = o.root ?? '/';
   const hostsText = await readFile(join(root, ETC_HOSTS), 'utf8').catch(() => null);
   const cove = thisCove(config, hostsText);

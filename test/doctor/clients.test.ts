@@ -66,7 +66,7 @@ t.test('daemon.json in detail', async (t) => {
   t.match((await run({ '/etc/docker/daemon.json': '{"registry-mirrors": "http://x"}' })).message, /is not a list of URL strings/);
   const scheme = await run({ '/etc/docker/daemon.json': '{"registry-mirrors": ["https://127.0.0.1:5999"]}' });
   t.equal(scheme.status, 'fail');
-  t.match(scheme.message, /names this Cove as https:\/\/127\.0\.0\.1:5999, but that port speaks http/);
+  t.match(scheme.message, /names this Cove as https:\/\/127\.0\.0\.1:5999, but that port speaks plain HTTP/);
   const viaName = await run({ '/etc/docker/daemon.json': '{"registry-mirrors": ["http://localhost:5999/"]}' });
   t.equal(viaName.status, 'ok', 'localhost is this Cove on loopback');
   const noNs = setup({ COVE_ROUTES: 'docker.io=dockerhub/' });

@@ -72,7 +72,9 @@ export async function checkDockerDaemon(root: string, cove: ThisCove, config: Cl
     return { name, status: 'ok', message: `${DOCKER_DAEMON_JSON} sends Docker Hub pulls to this Cove (${mine[0]!.m})` };
   }
   if (wrongScheme.length > 0) {
-    return { name, status: 'fail', message: `${DOCKER_DAEMON_JSON} names this Cove as ${wrongScheme[0]!.m}, but that port speaks ${cove.ports.get(Number(new URL(wrongScheme[0]!.m).port || 0)) ?? 'another scheme'}; fix the scheme in registry-mirrors` };
+    const url = new URL(wrongScheme[0]!.m);
+    const speaks = url.protocol === 'https:' ? 'plain HTTP' : 'HTTPS';
+    return { name, status: 'fail', message: `${DOCKER_DAEMON_JSON} names this Cove as ${wrongScheme[0]!.m}, but that port speaks ${speaks}; fix the scheme in registry-mirrors` };
   }
   if (!hub) return { name, status: 'skip', message: `${DOCKER_DAEMON_JSON} sends Docker Hub pulls to ${list(mirrors as string[])}; this Cove has no docker.io route, so that is not its business` };
   return { name, status: 'fail', message: `${DOCKER_DAEMON_JSON} sends Docker Hub pulls to ${list(mirrors as string[])}, not to this Cove (${cove.label}); run cove client-config docker --cache URL --write` };

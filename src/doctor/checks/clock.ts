@@ -17,7 +17,8 @@ export function clockCheck(date: string | undefined, receivedAt: number): CheckR
   if (Number.isNaN(theirs)) return { name, status: 'skip', message: `the origin's Date header ${JSON.stringify(date.slice(0, 60))} is not a date` };
   const skew = receivedAt - theirs;
   const way = skew > 0 ? 'ahead of' : 'behind';
-  const by = formatDuration(Math.abs(skew));
+  // Date has whole seconds: more digits would be noise.
+  const by = formatDuration(Math.max(1000, Math.round(Math.abs(skew) / 1000) * 1000));
   if (Math.abs(skew) > SKEW_FAIL_MS) {
     return {
       name,
