@@ -57,15 +57,26 @@ export async function runDoctor(o: DoctorOptions): Promise<Report> {
   const hostsText = await readFile(join(root, ETC_HOSTS), 'utf8').catch(() => null);
   const cove = thisCove(config, hostsText);
   // The network checks run side by side; each is bounded by its own timeout.
-  const [origin, dataDir, peers, docker, containerd, podman, hosts] = await Promise.all([
-    checkOrigin(up, config.offline),
-    checkDataDir(config, minFreeBytes),
-    checkPeers(config),
-    checkDockerDaemon(root, cove, config),
-    checkContainerd(root, cove, config),
-    checkPodman(root, cove, config),
-    checkHostsFile(root, config),
+  const [origin, dataDir, certificate, peers, docker, containerd, podman, hosts] = await Promise.all([
+    guard('origin', () => checkOrigin(up, config.offline)),
+    guard('data-dir', () => checkDataDir(config, minFreeBytes)),
+    guard('certificate', async () => checkCertificate(config)),
+    guard('peers', () => checkPeers(config)),
+    guard('docker daemon.json', () => checkDockerDaemon(root, cove, config)),
+    guard('containerd certs.d', () => checkContainerd(root, cove, config)),
+    guard('podman registries.conf.d', () => checkPodman(root, cove, config)),
+    guard('hosts file', () => checkHostsFile(root, config)),
   ]);
-  checks.push(...origin, dataDir, checkCertificate(config), ...peers, docker, ...containerd, ...podman, hosts);
+  checks.push(...origin, ...dataDir, ...certificate, ...peers, ...docker, ...containerd, ...podman, ...hosts);
   return report(checks);
+}
+
+/** A check that throws (something no check foresaw) is a failed check that says so; the others still report. */
+async function guard(name: string, run: () => Promise<CheckResult | CheckResult[]>): Promise<CheckResult[]> {
+  try {
+    const result = await run();
+    return Array.isArray(result) ? result : [result];
+  } catch (err) {
+    return [{ name, status: 'fail', message: `the check itself failed: ${err instanceof Error ? err.message : String(err)}` }];
+  }
 }

@@ -50,6 +50,8 @@ t.test('human output: one marked line per check and a last line with the counts'
   t.match(run.stdout, /^FAIL  peer http:\/\/127\.0\.0\.1:1 +the peer at http:\/\/127\.0\.0\.1:1 refused the connection/m);
   t.match(run.stdout, /^ok    origin /m);
   t.notMatch(run.stdout + run.stderr, /\n\s+at .*\.js:\d+/, 'no stack trace');
+  const help = await doctor(t, {}, ['--help'], { json: false });
+  t.match(help.stdout, /^  cove doctor \[--json\] \[--root DIR\] \[--min-free SIZE\]$/m, 'cove --help lists it');
 });
 
 t.test('origin down: the refused connection is named, exit 1, the clock is not compared', async (t) => {
