@@ -37,24 +37,25 @@ function list(urls: string[]): string {
 /** dockerd's registry-mirrors (Docker Hub pulls only). */
 export async function checkDockerDaemon(root: string, cove: ThisCove, config: ClientConfig): Promise<CheckResult> {
   const name = 'docker daemon.json';
+  const file = join(root, DOCKER_DAEMON_JSON);
   let text: string | null;
   try {
     text = await readUnder(root, DOCKER_DAEMON_JSON);
   } catch (err) {
-    return unreadable(name, DOCKER_DAEMON_JSON, err);
+    return unreadable(name, file, err);
   }
-  if (text === null) return { name, status: 'skip', message: `${DOCKER_DAEMON_JSON} is absent: dockerd (if any) on this host uses no mirror` };
+  if (text === null) return { name, status: 'skip', message: `${file} is absent: dockerd (if any) on this host uses no mirror` };
   let parsed: unknown;
   try {
     parsed = text.trim() === '' ? {} : JSON.parse(text);
   } catch (err) {
-    return { name, status: 'fail', message: `${DOCKER_DAEMON_JSON} is not valid JSON (${(err as Error).message}): dockerd will not start with it; fix the file (cove client-config docker shows the lines to add)` };
+    return { name, status: 'fail', message: `${file} is not valid JSON (${(err as Error).message}): dockerd will not start with it; fix the file (cove client-config docker shows the lines to add)` };
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { name, status: 'fail', message: `${DOCKER_DAEMON_JSON} does not hold a JSON object: dockerd will not start with it` };
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { name, status: 'fail', message: `${file} does not hold a JSON object: dockerd will not start with it` };
   const mirrors = (parsed as Record<string, unknown>)['registry-mirrors'];
-  if (mirrors === undefined) return { name, status: 'skip', message: `${DOCKER_DAEMON_JSON} lists no registry-mirrors: dockerd on this host pulls Docker Hub directly` };
+  if (mirrors === undefined) return { name, status: 'skip', message: `${file} lists no registry-mirrors: dockerd on this host pulls Docker Hub directly` };
   if (!Array.isArray(mirrors) || !mirrors.every((m) => typeof m === 'string')) {
-    return { name, status: 'fail', message: `"registry-mirrors" in ${DOCKER_DAEMON_JSON} is not a list of URL strings: dockerd will not start with it` };
+    return { name, status: 'fail', message: `"registry-mirrors" in ${file} is not a list of URL strings: dockerd will not start with it` };
   }
   const served = servedRegistries(config);
   const hub = DOCKER_HUB.some((n) => served.has(n));
@@ -66,37 +67,39 @@ export async function checkDockerDaemon(root: string, cove: ThisCove, config: Cl
       return {
         name,
         status: 'fail',
-        message: `${DOCKER_DAEMON_JSON} sends Docker Hub pulls to this Cove (${mine[0]!.m}), but dockerd asks for /v2/library/... without ?ns=: this Cove needs COVE_DEFAULT_NS=docker.io and a docker.io route (e.g. COVE_ROUTES=docker.io=dockerhub/)`,
+        message: `${file} sends Docker Hub pulls to this Cove (${mine[0]!.m}), but dockerd asks for /v2/library/... without ?ns=: this Cove needs COVE_DEFAULT_NS=docker.io and a docker.io route (e.g. COVE_ROUTES=docker.io=dockerhub/)`,
       };
     }
-    return { name, status: 'ok', message: `${DOCKER_DAEMON_JSON} sends Docker Hub pulls to this Cove (${mine[0]!.m})` };
+    return { name, status: 'ok', message: `${file} sends Docker Hub pulls to this Cove (${mine[0]!.m})` };
   }
   if (wrongScheme.length > 0) {
     const url = new URL(wrongScheme[0]!.m);
     const speaks = url.protocol === 'https:' ? 'plain HTTP' : 'HTTPS';
-    return { name, status: 'fail', message: `${DOCKER_DAEMON_JSON} names this Cove as ${wrongScheme[0]!.m}, but that port speaks ${speaks}; fix the scheme in registry-mirrors` };
+    return { name, status: 'fail', message: `${file} names this Cove as ${wrongScheme[0]!.m}, but that port speaks ${speaks}; fix the scheme in registry-mirrors` };
   }
-  if (!hub) return { name, status: 'skip', message: `${DOCKER_DAEMON_JSON} sends Docker Hub pulls to ${list(mirrors as string[])}; this Cove has no docker.io route, so that is not its business` };
-  return { name, status: 'fail', message: `${DOCKER_DAEMON_JSON} sends Docker Hub pulls to ${list(mirrors as string[])}, not to this Cove (${cove.label}); run cove client-config docker --cache URL --write` };
+  if (!hub) return { name, status: 'skip', message: `${file} sends Docker Hub pulls to ${list(mirrors as string[])}; this Cove has no docker.io route, so that is not its business` };
+  return { name, status: 'fail', message: `${file} sends Docker Hub pulls to ${list(mirrors as string[])}, not to this Cove (${cove.label}); run cove client-config docker --cache URL --write` };
 }
 
 /** containerd's certs.d/<registry>/hosts.toml, one result per registry directory. */
 export async function checkContainerd(root: string, cove: ThisCove, config: ClientConfig): Promise<CheckResult[]> {
+  const certsD = join(root, CONTAINERD_CERTS_D);
   let dirs: string[];
   try {
     dirs = (await readdir(join(root, CONTAINERD_CERTS_D), { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [{ name: 'containerd certs.d', status: 'skip', message: `${CONTAINERD_CERTS_D} is absent: containerd (if any) on this host uses no registry hosts` }];
-    return [unreadable('containerd certs.d', CONTAINERD_CERTS_D, err)];
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [{ name: 'containerd certs.d', status: 'skip', message: `${certsD} is absent: containerd (if any) on this host uses no registry hosts` }];
+    return [unreadable('containerd certs.d', certsD, err)];
   }
   const served = servedRegistries(config);
   const out: CheckResult[] = [];
   for (const dir of dirs) {
-    const path = `${CONTAINERD_CERTS_D}/${dir}/hosts.toml`;
+    const file = `${CONTAINERD_CERTS_D}/${dir}/hosts.toml`;
+    const path = join(root, file);
     const name = `containerd ${dir}`;
     let text: string | null;
     try {
-      text = await readUnder(root, path);
+      text = await readUnder(root, file);
     } catch (err) {
       out.push(unreadable(name, path, err));
       continue;
@@ -138,27 +141,28 @@ export async function checkContainerd(root: string, cove: ThisCove, config: Clie
         : `${path} sends ${dir} pulls to ${list(hosts)}${typeof doc.server === 'string' ? ` (then ${doc.server})` : ''}, not to this Cove (${cove.label}); run cove client-config containerd --registry ${dir} --cache URL --write`,
     });
   }
-  if (out.length === 0) out.push({ name: 'containerd certs.d', status: 'skip', message: `${CONTAINERD_CERTS_D} holds no hosts.toml` });
+  if (out.length === 0) out.push({ name: 'containerd certs.d', status: 'skip', message: `${certsD} holds no hosts.toml` });
   return out;
 }
 
 /** podman's (and CRI-O's, skopeo's) registries.conf.d drop-ins. */
 export async function checkPodman(root: string, cove: ThisCove, config: ClientConfig): Promise<CheckResult[]> {
+  const confD = join(root, REGISTRIES_CONF_D);
   let files: string[];
   try {
     files = (await readdir(join(root, REGISTRIES_CONF_D))).filter((f) => f.endsWith('.conf')).sort();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [{ name: 'podman registries.conf.d', status: 'skip', message: `${REGISTRIES_CONF_D} is absent: podman (if any) on this host uses no mirror drop-in` }];
-    return [unreadable('podman registries.conf.d', REGISTRIES_CONF_D, err)];
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [{ name: 'podman registries.conf.d', status: 'skip', message: `${confD} is absent: podman (if any) on this host uses no mirror drop-in` }];
+    return [unreadable('podman registries.conf.d', confD, err)];
   }
   const served = servedRegistries(config);
   const out: CheckResult[] = [];
   for (const file of files) {
-    const path = `${REGISTRIES_CONF_D}/${file}`;
+    const path = join(confD, file);
     const name = `podman ${file}`;
     let doc: TomlTable;
     try {
-      doc = parseToml((await readUnder(root, path)) ?? '');
+      doc = parseToml((await readUnder(root, join(REGISTRIES_CONF_D, file))) ?? '');
     } catch (err) {
       out.push(err instanceof TomlError
         ? { name, status: 'fail', message: `${path} is not valid TOML (${err.message}): podman refuses to run with it; fix the file (cove client-config podman shows one)` }
@@ -186,7 +190,7 @@ export async function checkPodman(root: string, cove: ThisCove, config: ClientCo
     }
     out.push(...(lines.length > 0 ? lines : [{ name, status: 'skip' as const, message: `${path} has no mirror for a registry this Cove serves` }]));
   }
-  if (out.length === 0) out.push({ name: 'podman registries.conf.d', status: 'skip', message: `${REGISTRIES_CONF_D} holds no .conf drop-in` });
+  if (out.length === 0) out.push({ name: 'podman registries.conf.d', status: 'skip', message: `${confD} holds no .conf drop-in` });
   return out;
 }
 
@@ -196,25 +200,26 @@ export async function checkPodman(root: string, cove: ThisCove, config: ClientCo
  */
 export async function checkHostsFile(root: string, config: Pick<Config, 'upstreams'>, addresses = localAddresses()): Promise<CheckResult> {
   const name = 'hosts file';
+  const file = join(root, ETC_HOSTS);
   let text: string | null;
   try {
     text = await readUnder(root, ETC_HOSTS);
   } catch (err) {
-    return unreadable(name, ETC_HOSTS, err);
+    return unreadable(name, file, err);
   }
-  if (text === null) return { name, status: 'skip', message: `${ETC_HOSTS} is absent` };
+  if (text === null) return { name, status: 'skip', message: `${file} is absent` };
   const origin = new URL(config.upstreams[0]!.url);
   const host = origin.hostname.toLowerCase();
-  if (isIP(host.replace(/^\[|\]$/g, '')) !== 0) return { name, status: 'skip', message: `the origin is named by its address (${host}), which ${ETC_HOSTS} cannot redirect` };
+  if (isIP(host.replace(/^\[|\]$/g, '')) !== 0) return { name, status: 'skip', message: `the origin is named by its address (${host}), which ${file} cannot redirect` };
   const entry = parseHostsFile(text).find((e) => e.names.includes(host));
-  if (entry === undefined) return { name, status: 'ok', message: `${ETC_HOSTS} does not redirect the origin's name ${host}: this host reaches the origin through DNS` };
+  if (entry === undefined) return { name, status: 'ok', message: `${file} does not redirect the origin's name ${host}: this host reaches the origin through DNS` };
   const local = entry.ip === '0.0.0.0' || entry.ip === '::' || entry.ip.startsWith('127.') || entry.ip === '::1' || addresses.includes(entry.ip);
   if (local) {
     return {
       name,
       status: 'fail',
-      message: `${ETC_HOSTS} line ${entry.line} maps the origin's name ${host} to ${entry.ip}, this host: Cove here would send its own origin requests to itself; redirect the name on the clients' hosts (hosts mode), not on the Cove node`,
+      message: `${file} line ${entry.line} maps the origin's name ${host} to ${entry.ip}, this host: Cove here would send its own origin requests to itself; redirect the name on the clients' hosts (hosts mode), not on the Cove node`,
     };
   }
-  return { name, status: 'ok', message: `${ETC_HOSTS} line ${entry.line} pins the origin's name ${host} to ${entry.ip}, which is where Cove fetches from` };
+  return { name, status: 'ok', message: `${file} line ${entry.line} pins the origin's name ${host} to ${entry.ip}, which is where Cove fetches from` };
 }
