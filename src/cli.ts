@@ -62,6 +62,11 @@ Usage:
                            print where the CA goes on clients (Docker, containerd, system store);
                            --ca-dir keeps ca.key there (e.g. on a workstation): copy only OUT's
                            ca.crt, server.crt and server.key to the node
+  cove doctor [--json] [--root DIR] [--min-free SIZE]
+                           check what would stop pulls on this node: the origin and its credentials,
+                           clock skew, the data directory and its free space (below SIZE, default
+                           1GiB, fails), the TLS certificate, the peers and their key, and the
+                           client configurations under DIR (default /); exit 0 when nothing failed
   cove --help | --version
 
 Options (each also settable as COVE_* environment or in the JSON config file):
@@ -109,6 +114,7 @@ async function main(argv: string[]): Promise<number> {
       write: { type: 'boolean' },
       root: { type: 'string' },
       'skip-verify': { type: 'boolean' },
+      'min-free': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -124,7 +130,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, cache, registry, write, root, 'skip-verify': skipVerify, host, ip, out, 'ca-dir': caDir, days, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, cache, registry, write, root, 'skip-verify': skipVerify, 'min-free': minFree, host, ip, out, 'ca-dir': caDir, days, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -171,6 +177,13 @@ async function main(argv: string[]): Promise<number> {
         caDir: typeof caDir === 'string' ? caDir : undefined,
         days: typeof days === 'string' ? Number(days) : DEFAULT_SERVER_DAYS,
       });
+    case 'doctor': {
+      const { runDoctor } = await import('./doctor/run.js');
+      const { exitCode, formatReport } = await import('./doctor/report.js');
+      const result = await runDoctor({ load: { flags }, root, minFree });
+      process.stdout.write(json === true ? `${JSON.stringify(result, null, 2)}\n` : formatReport(result));
+      return exitCode(result);
+    }
     case 'invalidate':
       return invalidate(positionals[1], flags, typeof ns === 'string' ? ns : undefined, typeof url === 'string' ? url : undefined);
     default:

@@ -90,6 +90,8 @@ export interface OriginOptions {
    */
   users?: Record<string, { password: string; prefixes: string[] }>;
   anonymousPrefixes?: string[];
+  /** Every answer's Date header is this far from the real time (an origin whose clock is off, or a node's). */
+  dateOffsetMs?: number;
 }
 
 interface StoredManifest {
@@ -182,6 +184,7 @@ export class OriginRegistry {
       tokenExpiresIn: options.tokenExpiresIn ?? 300,
       users: options.users ?? null,
       anonymousPrefixes: options.anonymousPrefixes ?? [],
+      dateOffsetMs: options.dateOffsetMs ?? 0,
     };
     this.#main = new Listener((req, res) => this.#handle(req, res, false));
     this.#storage = this.#options.redirectBlobs ? new Listener((req, res) => this.#handle(req, res, true)) : null;
@@ -337,6 +340,7 @@ export class OriginRegistry {
       host: header(req, 'host'),
     };
     this.requests.push(rec);
+    if (this.#options.dateOffsetMs !== 0) res.setHeader('date', new Date(Date.now() + this.#options.dateOffsetMs).toUTCString());
     const writeHead = res.writeHead.bind(res);
     res.writeHead = ((status: number, ...rest: unknown[]) => {
       rec.status = status;
