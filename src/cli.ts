@@ -4,7 +4,7 @@
 // The daemon's modules (main.js and all it loads), the logger and undici are imported by the
 // commands that use them, not here: a command such as `cove import` would otherwise spend most of
 // a second loading a daemon it only talks to.
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
@@ -62,11 +62,13 @@ Usage:
                            print where the CA goes on clients (Docker, containerd, system store);
                            --ca-dir keeps ca.key there (e.g. on a workstation): copy only OUT's
                            ca.crt, server.crt and server.key to the node
-  cove doctor [--json] [--root DIR] [--min-free SIZE]
+  cove doctor [--json] [--root DIR] [--min-free SIZE] [--settings FILE]
                            check what would stop pulls on this node: the origin and its credentials,
                            clock skew, the data directory and its free space (below SIZE, default
                            1GiB, fails), the TLS certificate, the peers and their key, and the
-                           client configurations under DIR (default /); exit 0 when nothing failed
+                           client configurations under DIR (default /); exit 0 when nothing failed.
+                           Reads the service's settings from FILE (default /etc/cove/cove.env when
+                           it exists) and its unit's credentials (LoadCredential=), as systemd would
   cove --help | --version
 
 Options (each also settable as COVE_* environment or in the JSON config file):
@@ -115,6 +117,7 @@ async function main(argv: string[]): Promise<number> {
       root: { type: 'string' },
       'skip-verify': { type: 'boolean' },
       'min-free': { type: 'string' },
+      settings: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -130,7 +133,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
-  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, cache, registry, write, root, 'skip-verify': skipVerify, 'min-free': minFree, host, ip, out, 'ca-dir': caDir, days, ...flags } = values;
+  const { help: _h, version: _v, ns, url, json, 'dry-run': dryRun, platforms, tag, pin: pinFlag, output, cache, registry, write, root, 'skip-verify': skipVerify, 'min-free': minFree, settings: settingsFlag, host, ip, out, 'ca-dir': caDir, days, ...flags } = values;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -180,7 +183,16 @@ async function main(argv: string[]): Promise<number> {
     case 'doctor': {
       const { runDoctor } = await import('./doctor/run.js');
       const { exitCode, formatReport } = await import('./doctor/report.js');
-      const result = await runDoctor({ load: { flags }, root, minFree });
+      const { SERVICE_ENV_FILE, serviceEnvironment } = await import('./doctor/service-env.js');
+      // The service's settings: the file its unit reads (when it is there), under this shell's COVE_*.
+      const envFile = typeof settingsFlag === 'string' ? settingsFlag : existsSync(SERVICE_ENV_FILE) ? SERVICE_ENV_FILE : undefined;
+      const service = envFile === undefined ? null : serviceEnvironment(envFile);
+      let result;
+      try {
+        result = await runDoctor({ load: { flags, ...(service ? { env: service.env } : {}) }, root, minFree, settingsFrom: envFile });
+      } finally {
+        service?.dispose();
+      }
       process.stdout.write(json === true ? `${JSON.stringify(result, null, 2)}\n` : formatReport(result));
       return exitCode(result);
     }

@@ -23,6 +23,8 @@ export interface DoctorOptions {
   root?: string;
   /** Free-space floor of the data directory (--min-free, e.g. "1GiB"). */
   minFree?: string;
+  /** The service's environment file the settings were read from (--settings, or /etc/cove/cove.env), for the report. */
+  settingsFrom?: string | undefined;
 }
 
 export async function runDoctor(o: DoctorOptions): Promise<Report> {
@@ -52,7 +54,7 @@ export async function runDoctor(o: DoctorOptions): Promise<Report> {
     return report(checks);
   }
   const up = config.upstreams[0]!;
-  checks.push({ name: 'config', status: 'ok', message: `origin ${up.url}, listening on ${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}${config.tls === null ? '' : ' (TLS)'}, data in ${config.dataDir}` });
+  checks.push({ name: 'config', status: 'ok', message: `origin ${up.url}, listening on ${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}${config.tls === null ? '' : ' (TLS)'}, data in ${config.dataDir}${o.settingsFrom === undefined ? '' : `; settings from ${o.settingsFrom}`}` });
   const root = o.root ?? '/';
   const hostsText = await readFile(join(root, ETC_HOSTS), 'utf8').catch(() => null);
   const cove = thisCove(config, hostsText);

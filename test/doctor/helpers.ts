@@ -52,7 +52,10 @@ export async function doctor(t: Teardown, env: Record<string, string | undefined
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COVE_') && !/^(https?|no)_proxy$/i.test(k)));
   const defaults = { COVE_DATA_DIR: tempDir(t), COVE_MAX_CACHE_BYTES: '1MiB', COVE_UPSTREAM_TIMEOUT: '2s', COVE_LISTEN: '127.0.0.1:5999' };
   const merged = Object.fromEntries(Object.entries({ ...clean, ...defaults, ...env }).filter((e): e is [string, string] => e[1] !== undefined));
-  const argv = [CLI, 'doctor', ...(opts.json === false ? [] : ['--json']), '--min-free', '1MiB', '--root', rootWith(t), ...args];
+  // An empty settings file of its own: this machine's /etc/cove/cove.env (the package test installs one) stays out of it.
+  const envFile = join(tempDir(t), 'cove.env');
+  writeFileSync(envFile, '');
+  const argv = [CLI, 'doctor', ...(opts.json === false ? [] : ['--json']), '--min-free', '1MiB', '--root', rootWith(t), '--settings', envFile, ...args];
   let code = 0;
   let stdout: string;
   let stderr: string;

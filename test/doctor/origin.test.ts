@@ -51,7 +51,7 @@ t.test('human output: one marked line per check and a last line with the counts'
   t.match(run.stdout, /^ok    origin /m);
   t.notMatch(run.stdout + run.stderr, /\n\s+at .*\.js:\d+/, 'no stack trace');
   const help = await doctor(t, {}, ['--help'], { json: false });
-  t.match(help.stdout, /^  cove doctor \[--json\] \[--root DIR\] \[--min-free SIZE\]$/m, 'cove --help lists it');
+  t.match(help.stdout, /^  cove doctor \[--json\] \[--root DIR\] \[--min-free SIZE\] \[--settings FILE\]$/m, 'cove --help lists it');
 });
 
 t.test('origin down: the refused connection is named, exit 1, the clock is not compared', async (t) => {
