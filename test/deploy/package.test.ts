@@ -1,6 +1,7 @@
 // The amd64 Debian package on this machine, for real: `dpkg -i`, the installed `cove` (on its
 // bundled Node.js, with no node on PATH) in front of a real docker-registry origin, a skopeo pull
-// through it, an upgrade, `dpkg --remove` and `dpkg --purge`, and nothing of Cove left after.
+// through it, `cove doctor` reading the service's settings and credential, an upgrade, `dpkg --remove`
+// and `dpkg --purge`, and nothing of Cove left after.
 //
 // The package is built beforehand by `npm run package` (.ci/run does it): building needs the npm
 // registry for the runtime, and tests reach only loopback.
@@ -121,6 +122,24 @@ t.test('the amd64 package installs, serves a skopeo pull on its own node, upgrad
     t.equal(Registry.blobGets(origin.since()).requests, round === 'cold' ? 1 + image.layers.length : 0, `${round} pull: ${round === 'cold' ? 'one origin GET per blob' : 'no blob from the origin'}`);
   }
   await cove.stop();
+
+  // ---- cove doctor as an operator runs it: the service's settings from /etc/cove/cove.env, the
+  // password through the unit's LoadCredential=origin-password:/etc/cove/origin-password.
+  writeFileSync('/etc/cove/cove.env', `COVE_UPSTREAM=${origin.url}\nCOVE_UPSTREAM_USERNAME=${auth.username}\nCOVE_UPSTREAM_PASSWORD_FILE=origin-password\n`, { mode: 0o600 });
+  writeFileSync('/etc/cove/origin-password', `${auth.password}\n`, { mode: 0o600 });
+  const clientRoot = join(work, 'client-root');
+  mkdirSync(clientRoot);
+  const doctorRun = await run('/usr/bin/cove', ['doctor', '--json', '--root', clientRoot, '--min-free', '1MiB'], { env: bare, allowFail: true });
+  const report = JSON.parse(doctorRun.stdout) as { ok: boolean; checks: Array<{ name: string; status: string; message: string }> };
+  const check = (name: string) => report.checks.find((c) => c.name === name);
+  t.equal(check('config')?.status, 'ok', `doctor: the service's settings load (${check('config')?.message})`);
+  t.match(check('config')?.message, /settings from \/etc\/cove\/cove\.env$/, 'doctor: read from /etc/cove/cove.env');
+  t.equal(check('origin')?.status, 'ok', `doctor: the origin takes the password handed over as the unit's credential (${check('origin')?.message})`);
+  t.equal(doctorRun.code, 0, `doctor: exit 0 (${report.checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.message}`).join('; ')})`);
+  writeFileSync('/etc/cove/origin-password', 'wrong\n');
+  const refused = await run('/usr/bin/cove', ['doctor', '--json', '--root', clientRoot, '--min-free', '1MiB'], { env: bare, allowFail: true });
+  t.equal(refused.code, 1, 'doctor: exit 1 with a wrong password in the credential file');
+  t.match(refused.stdout, /credentials refused/, 'doctor: says the credentials were refused');
 
   // ---- upgrade: the same files as a later version; local settings kept, a running service restarted once
   writeFileSync('/etc/cove/cove.env', `${readFileSync('/etc/cove/cove.env', 'utf8')}COVE_TAG_TTL=7m\n`);
