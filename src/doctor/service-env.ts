@@ -94,7 +94,9 @@ export function serviceEnvironment(envFile: string, unitFiles: readonly string[]
   try {
     text = readFileSync(envFile, 'utf8');
   } catch (err) {
-    throw new ConfigError(`--settings ${envFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    const hint = code === 'EACCES' ? ': it is root\'s alone (it may hold secrets); run cove doctor as root' : '';
+    throw new ConfigError(`--settings ${envFile} cannot be read (${code})${hint}`);
   }
   const env: Record<string, string | undefined> = { ...parseEnvironmentFile(text, envFile), ...process.env };
   if (env.CREDENTIALS_DIRECTORY !== undefined) return { env, dispose: () => undefined };

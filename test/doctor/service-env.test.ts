@@ -1,7 +1,8 @@
 // `cove doctor` reads the service's settings as systemd would hand them to `cove serve`: the
 // EnvironmentFile's variables and the unit's credentials (LoadCredential=, SetCredential= as the
 // stand-in, drop-ins on top), and only for the unit that reads that file.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { loadConfig } from '../../src/config.js';
@@ -88,4 +89,14 @@ t.test('cove doctor --settings: the settings come from the file, this shell on t
   const absent = await doctor(t, {}, ['--settings', join(dir, 'absent.env')], { json: false });
   t.equal(absent.code, 2);
   t.match(absent.stderr, /--settings .*absent\.env cannot be read \(ENOENT\)/);
+
+  // The package's cove.env is 0600 root: another user is told to run the doctor as root.
+  if (process.getuid?.() === 0) {
+    chmodSync(good, 0o600);
+    const denied = spawnSync(process.execPath, [join(ROOT, 'dist', 'src', 'cli.js'), 'doctor', '--settings', good], { uid: 65534, gid: 65534, encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    t.equal(denied.status, 2, 'a settings file this user may not read is a usage error');
+    t.match(denied.stderr, /cannot be read \(EACCES\): it is root's alone .*run cove doctor as root/);
+  } else {
+    t.comment('not root: the case of a settings file another user may not read is not run');
+  }
 });
