@@ -4,7 +4,7 @@
 // The daemon's modules (main.js and all it loads), the logger and undici are imported by the
 // commands that use them, not here: a command such as `cove import` would otherwise spend most of
 // a second loading a daemon it only talks to.
-import { createWriteStream, existsSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
@@ -183,16 +183,7 @@ async function main(argv: string[]): Promise<number> {
     case 'doctor': {
       const { runDoctor } = await import('./doctor/run.js');
       const { exitCode, formatReport } = await import('./doctor/report.js');
-      const { SERVICE_ENV_FILE, serviceEnvironment } = await import('./doctor/service-env.js');
-      // The service's settings: the file its unit reads (when it is there), under this shell's COVE_*.
-      const envFile = typeof settingsFlag === 'string' ? settingsFlag : existsSync(SERVICE_ENV_FILE) ? SERVICE_ENV_FILE : undefined;
-      const service = envFile === undefined ? null : serviceEnvironment(envFile);
-      let result;
-      try {
-        result = await runDoctor({ load: { flags, ...(service ? { env: service.env } : {}) }, root, minFree, settingsFrom: envFile });
-      } finally {
-        service?.dispose();
-      }
+      const result = await runDoctor({ load: { flags }, root, minFree, settings: typeof settingsFlag === 'string' ? settingsFlag : undefined });
       process.stdout.write(json === true ? `${JSON.stringify(result, null, 2)}\n` : formatReport(result));
       return exitCode(result);
     }

@@ -2,7 +2,7 @@
 // and the documentation Debian policy asks of every package (copyright, changelog, manual page).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { type DebArch, NODE_VERSION } from './runtime.js';
@@ -32,9 +32,6 @@ function filesUnder(root: string, dir = root): string[] {
     .sort();
 }
 
-function installedSizeKiB(root: string): number {
-  return filesUnder(root).reduce((kib, f) => kib + Math.ceil(statSync(join(root, f)).size / 1024), 0);
-}
 
 /** A licence text with each full copy of the Apache License 2.0 given by reference, as Debian ships that text. */
 function licenceText(text: string): string {
@@ -115,15 +112,21 @@ the admin socket the commands use
 
 /** DEBIAN/: control, conffiles, md5sums and the maintainer scripts. */
 export function writeDebian(root: string, repo: string, info: PackageInfo): void {
+  // One pass over the tree: each file's md5 and its size, in KiB rounded up, as dpkg counts it.
+  let installedKiB = 0;
   const md5sums = filesUnder(root)
-    .map((f) => `${createHash('md5').update(readFileSync(join(root, f))).digest('hex')}  ${f}`)
+    .map((f) => {
+      const bytes = readFileSync(join(root, f));
+      installedKiB += Math.ceil(bytes.length / 1024);
+      return `${createHash('md5').update(bytes).digest('hex')}  ${f}`;
+    })
     .join('\n');
   const control = [
     'Package: cove',
     `Version: ${info.version}`,
     `Architecture: ${info.arch}`,
     `Maintainer: ${MAINTAINER}`,
-    `Installed-Size: ${installedSizeKiB(root)}`,
+    `Installed-Size: ${installedKiB}`,
     `Depends: ${DEPENDS}`,
     'Recommends: openssl',
     'Section: net',

@@ -31,7 +31,7 @@ export function put(root: string, path: string, content: string | Buffer, mode =
   writeFileSync(file, content, { mode });
 }
 
-/** The lock file's production packages (paths such as node_modules/level), as test/deploy/install.test.ts also reads them. */
+/** The lock file's production packages (paths such as node_modules/level); test/deploy/install.test.ts copies the same list. */
 export function productionPackages(repo: string): string[] {
   const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; devOptional?: boolean }> };
   return Object.entries(lock.packages)

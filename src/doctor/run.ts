@@ -2,6 +2,7 @@
 // A configuration error is a failed check of its own (the daemon would not start); the checks
 // that need a configuration are then reported as not run, and the data directory is still checked
 // when its own setting can be read.
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadConfig, loadDataDir, type Config, type LoadOptions } from '../config.js';
@@ -14,6 +15,7 @@ import { checkDataDir, DEFAULT_MIN_FREE_BYTES } from './checks/data-dir.js';
 import { checkOrigin } from './checks/origin.js';
 import { checkPeers } from './checks/peers.js';
 import { report, type CheckResult, type Report } from './report.js';
+import { SERVICE_ENV_FILE, serviceEnvironment } from './service-env.js';
 import { thisCove } from './this-host.js';
 
 export interface DoctorOptions {
@@ -23,11 +25,22 @@ export interface DoctorOptions {
   root?: string;
   /** Free-space floor of the data directory (--min-free, e.g. "1GiB"). */
   minFree?: string;
-  /** The service's environment file the settings were read from (--settings, or /etc/cove/cove.env), for the report. */
-  settingsFrom?: string | undefined;
+  /** The service's settings file (--settings); by default /etc/cove/cove.env when it exists. */
+  settings?: string | undefined;
 }
 
 export async function runDoctor(o: DoctorOptions): Promise<Report> {
+  // The service's settings: the file its unit reads (when it is there), under this shell's COVE_*.
+  const settings = o.settings ?? (existsSync(SERVICE_ENV_FILE) ? SERVICE_ENV_FILE : undefined);
+  const service = settings === undefined ? null : serviceEnvironment(settings);
+  try {
+    return await diagnose(o, service ? { ...o.load, env: service.env } : o.load, settings);
+  } finally {
+    service?.dispose();
+  }
+}
+
+async function diagnose(o: DoctorOptions, load: LoadOptions, settingsFrom: string | undefined): Promise<Report> {
   const checks: CheckResult[] = [];
   let minFreeBytes = DEFAULT_MIN_FREE_BYTES;
   if (o.minFree !== undefined) {
@@ -39,13 +52,13 @@ export async function runDoctor(o: DoctorOptions): Promise<Report> {
   }
   let config: Config;
   try {
-    config = loadConfig(o.load);
+    config = loadConfig(load);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     checks.push({ name: 'config', status: 'fail', message: `${err.message} (cove serve stops on this too)` });
     let dataDir: string | null = null;
     try {
-      dataDir = loadDataDir(o.load);
+      dataDir = loadDataDir(load);
     } catch {
       // the same error, already reported
     }
@@ -54,7 +67,7 @@ export async function runDoctor(o: DoctorOptions): Promise<Report> {
     return report(checks);
   }
   const up = config.upstreams[0]!;
-  checks.push({ name: 'config', status: 'ok', message: `origin ${up.url}, listening on ${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}${config.tls === null ? '' : ' (TLS)'}, data in ${config.dataDir}${o.settingsFrom === undefined ? '' : `; settings from ${o.settingsFrom}`}` });
+  checks.push({ name: 'config', status: 'ok', message: `origin ${up.url}, listening on ${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}${config.tls === null ? '' : ' (TLS)'}, data in ${config.dataDir}${settingsFrom === undefined ? '' : `; settings from ${settingsFrom}`}` });
   const root = o.root ?? '/';
   const hostsText = await readFile(join(root, ETC_HOSTS), 'utf8').catch(() => null);
   const cove = thisCove(config, hostsText);

@@ -2,7 +2,7 @@
 // EnvironmentFile (/etc/cove/cove.env) and the credentials its unit hands over (LoadCredential=,
 // SetCredential=), so that a relative COVE_UPSTREAM_PASSWORD_FILE=origin-password is read from the
 // file systemd would read it from.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
@@ -104,13 +104,12 @@ export function serviceEnvironment(envFile: string, unitFiles: readonly string[]
   if (load.size === 0 && set.size === 0) return { env, dispose: () => undefined };
   const dir = mkdtempSync(join(tmpdir(), 'cove-doctor-credentials-'));
   for (const [id, path] of load) {
-    let readable = true;
     try {
-      readFileSync(path);
+      accessSync(path, constants.R_OK);
+      symlinkSync(path, join(dir, id));
     } catch {
-      readable = false;
+      // systemd could not load it either: SetCredential= below may stand in
     }
-    if (readable) symlinkSync(path, join(dir, id));
   }
   for (const [id, data] of set) {
     try {

@@ -11,7 +11,6 @@
 // Emulated code cannot start other programs of its architecture (no binfmt): the test files run
 // here are ones that keep Cove in-process.
 import type { Test } from 'tap';
-import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,27 +45,11 @@ export async function arm64Root(t: TestLike): Promise<Arm64Root | null> {
   };
 }
 
-/** qemu-aarch64-static with `args`; output kept whole (test files print a few hundred KiB at most). */
+/** qemu-aarch64-static with `args`, bounded; a failing exit is an answer, not an error. */
 function emulate(args: string[], timeoutMs: number, extraEnv: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    // Without the runner's TAP_* variables: each file then runs as a top-level tap test and prints its own summary.
-    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^_?TAP/i.test(k) && k !== 'NODE_OPTIONS')), ...extraEnv };
-    const child = spawn('qemu-aarch64-static', args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code: signal ? null : code, stdout, stderr, ms: performance.now() - t0 });
-    });
-  });
+  // Without the runner's TAP_* variables: each file then runs as a top-level tap test and prints its own summary.
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^_?TAP/i.test(k) && k !== 'NODE_OPTIONS')), ...extraEnv };
+  return run('qemu-aarch64-static', args, { env, timeoutMs, allowFail: true });
 }
 
 /** tap's closing summary of a test file's output, `# { total: N, pass: N, ... }`. */

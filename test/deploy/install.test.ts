@@ -25,6 +25,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { ROOT } from '../e2e/real.js';
+import { productionPackages } from '../../scripts/package/tree.js';
 
 const SCRIPT = join(ROOT, 'scripts', 'install.sh');
 const UNIT_SRC = readFileSync(join(ROOT, 'systemd', 'cove.service'), 'utf8');
@@ -77,12 +78,8 @@ function productionModules(): { dir: string; packages: number } {
   if (template) return template;
   const dir = mkdtempSync(join(tmpdir(), 'cove-modules-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
-    packages: Record<string, { dev?: boolean }>;
-  };
   let packages = 0;
-  for (const [path, entry] of Object.entries(lock.packages)) {
-    if (!path.startsWith('node_modules/') || entry.dev) continue;
+  for (const path of productionPackages(ROOT)) {
     const from = join(ROOT, path);
     if (!existsSync(from)) continue; // an optional package for another platform; the start-up check catches real gaps
     cpSync(from, join(dir, path), { recursive: true });

@@ -50,16 +50,15 @@ for (const { arch, machine, binding } of ARCHES) {
     t.same(prebuilds, [binding], `one native addon: LevelDB's binding for ${arch}`);
     t.same(files.filter((f) => /\.(map|ts)$/.test(f) && !f.endsWith('/')), [], 'no source maps or TypeScript sources');
     t.same(files.filter((f) => f.includes('/dist/test/') || f.includes('/dist/scripts/')), [], 'no tests or scripts of the checkout');
-    const extracted = (path: string) => run('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -xO "./$2" | head -c 64`, 'sh', deb, path], { timeoutMs: 60_000 });
-    const head = async (path: string) => Buffer.from((await extracted(path)).stdout, 'latin1');
-    // run() decodes as UTF-8; read the ELF header through od instead for exact bytes.
-    const machineOf = async (path: string) => {
-      const od = await run('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -xO "./$2" | head -c 20 | od -An -tu1 -v`, 'sh', deb, path], { timeoutMs: 60_000 });
-      return elfMachine(Buffer.from(od.stdout.trim().split(/\s+/).map(Number)));
+    // The first bytes of a packaged file, exact (through od: run() decodes output as UTF-8).
+    const firstBytes = async (path: string, n: number) => {
+      const od = await run('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -xO "./$2" | head -c ${n} | od -An -tu1 -v`, 'sh', deb, path], { timeoutMs: 60_000 });
+      return Buffer.from(od.stdout.trim().split(/\s+/).map(Number));
     };
+    const machineOf = async (path: string) => elfMachine(await firstBytes(path, 20));
     t.equal(await machineOf('usr/lib/cove/node'), machine, `the bundled node is built for ${arch}`);
     t.equal(await machineOf(binding), machine, `LevelDB's binding is built for ${arch}`);
-    t.match((await head('usr/bin/cove')).toString(), /^#!\/bin\/sh\n/, '/usr/bin/cove is a shell wrapper');
+    t.match((await firstBytes('usr/bin/cove', 64)).toString('latin1'), /^#!\/bin\/sh\n/, '/usr/bin/cove is a shell wrapper');
   });
 
   t.test(`lintian on cove_${VERSION}_${arch}.deb: no errors, only the warnings the README explains`, async (t) => {
